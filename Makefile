@@ -1,0 +1,35 @@
+# moetop. Every target works on a fresh machine with Go and gcc (cgo).
+GO       ?= go
+BIN      ?= bin
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+export CGO_ENABLED = 1
+
+.PHONY: run build test bench lint gpu-bins clean
+
+# Opens the live view: on the GPU when there is one, otherwise on the CPU
+# reference backend.
+run: build
+	$(BIN)/moetop $(ARGS)
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/moetop ./cmd/moetop
+
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# What the GPU machine needs: the binary, the CUDA test binary and the peer
+# script, in one ignored folder to pass to the device tool's carry.
+gpu-bins: build
+	cp ../shared/peer/torch_moe_peer.py $(BIN)/ 2>/dev/null || echo "peer script not found beside the repo (../shared/peer)"
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/profiler"
+)
+
+// errHelp ends a command after it printed its help.
+var errHelp = errors.New("help shown")
+
+// layerFlags are the flags that describe the layer, shared by every command
+// that runs one.
+type layerFlags struct {
+	tokens, seqs, seqLen, hidden, ffn, experts, topK int
+	dtype, act, routing                              string
+	seed                                             uint64
+	capacity                                         float64
+}
+
+func (f *layerFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.tokens, "tokens", 0, "tokens per step (default: 4096 on a GPU, 256 on the CPU)")
+	fs.IntVar(&f.seqs, "seqs", 0, "sequences per step; with --seq-len, sets tokens = seqs × seq-len")
+	fs.IntVar(&f.seqLen, "seq-len", 0, "sequence length; with --seqs")
+	fs.IntVar(&f.hidden, "hidden", 0, "model width (default: 4096 on a GPU, 256 on the CPU)")
+	fs.IntVar(&f.ffn, "ffn", 0, "expert FFN width (default: 4 × hidden)")
+	fs.IntVar(&f.experts, "experts", 0, "number of experts (default 8)")
+	fs.IntVar(&f.topK, "top-k", 0, "experts per token (default 2)")
+	fs.StringVar(&f.dtype, "dtype", "", "bf16, fp16, fp32 or tf32 (default bf16)")
+	fs.StringVar(&f.act, "act", "", "gelu or silu (default gelu)")
+	fs.StringVar(&f.routing, "routing", "", "uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]], trace:FILE (default zipf:1.2)")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed for inputs and weights")
+	fs.Float64Var(&f.capacity, "capacity-factor", 0, "padded backend: cap each expert at factor × mean rows, dropping overflow (0: pad to the busiest)")
+}
+
+// config builds the layer from base, overriding what the user set. ffn
+// follows hidden (4×) unless set itself.
+func (f *layerFlags) config(fs *flag.FlagSet, base profiler.Config) (profiler.Config, error) {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	c := base
+	if set["seqs"] != set["seq-len"] {
+		return c, usagef("--seqs and --seq-len go together (tokens = seqs × seq-len)")
+	}
+	if set["seqs"] {
+		if set["tokens"] {
+			return c, usagef("give --tokens or --seqs with --seq-len, not both")
+		}
+		if f.seqs <= 0 || f.seqLen <= 0 {
+			return c, usagef("invalid --seqs/--seq-len: %d × %d; both must be ≥ 1", f.seqs, f.seqLen)
+		}
+		if f.seqs > 1<<31/f.seqLen {
+			return c, usagef("invalid --seqs/--seq-len: %d × %d overflows; at most 2^31 tokens", f.seqs, f.seqLen)
+		}
+		f.tokens, set["tokens"] = f.seqs*f.seqLen, true
+	}
+	ints := []struct {
+		name string
+		v    int
+		dst  *int
+	}{{"tokens", f.tokens, &c.Tokens}, {"hidden", f.hidden, &c.Hidden}, {"ffn", f.ffn, &c.FFN},
+		{"experts", f.experts, &c.Experts}, {"top-k", f.topK, &c.TopK}}
+	for _, i := range ints {
+		if set[i.name] {
+			*i.dst = i.v
+		}
+	}
+	if set["hidden"] && !set["ffn"] {
+		c.FFN = 4 * c.Hidden
+	}
+	var err error
+	if set["dtype"] {
+		if c.DType, err = kernels.ParseDType(f.dtype); err != nil {
+			return c, usagef("invalid --dtype: %v", err)
+		}
+	}
+	if set["act"] {
+		if c.Act, err = kernels.ParseActivation(f.act); err != nil {
+			return c, usagef("invalid --act: %v", err)
+		}
+	}
+	if set["routing"] {
+		c.Routing = f.routing
+	}
+	c.Seed, c.CapacityFactor = f.seed, f.capacity
+	if err := c.Validate(); err != nil {
+		return c, usagef("%v", flagNames(err))
+	}
+	return c, nil
+}
+
+// flagNames phrases a config error in terms of the flag to change.
+func flagNames(err error) string {
+	var fe *profiler.FieldError
+	if errors.As(err, &fe) {
+		return fmt.Sprintf("invalid --%s: %s", fe.Field, fe.Msg)
+	}
+	return err.Error()
+}
+
+// parse parses args, turning flag's own errors into one-line usage errors
+// and -h/--help into the command's help on stdout.
+func parse(fs *flag.FlagSet, args []string, help string, stdout io.Writer) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, help)
+			printDefaults(fs, stdout)
+			return errHelp
+		}
+		return usagef("%v; run '%s --help'", err, fs.Name())
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q; run '%s --help'", fs.Arg(0), fs.Name())
+	}
+	return nil
+}
+
+func printDefaults(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintln(w, "\nFlags:")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// oneLine keeps an error on one line for the terminal.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -1,0 +1,142 @@
+// Package kernels holds the Backend interface that the step loop drives and the
+// CPU reference backend, which is both the default without a GPU and the oracle
+// the GPU backends are checked against.
+package kernels
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors callers test with errors.Is.
+var (
+	// ErrOutOfMemory means an allocation for a step failed; the step is skipped,
+	// memory is released and the run may go on.
+	ErrOutOfMemory = errors.New("out of memory")
+	// ErrNoGPU means no usable CUDA device or library was found.
+	ErrNoGPU = errors.New("no CUDA device")
+	// ErrNotPrepared means Step was called before Prepare.
+	ErrNotPrepared = errors.New("backend not prepared")
+)
+
+// Shape is the layer a backend runs: what kernels needs of profiler.Config.
+type Shape struct {
+	Tokens  int
+	Hidden  int
+	FFN     int
+	Experts int
+	TopK    int
+	DType   DType
+	Act     Activation
+	Seed    uint64
+	// CapacityFactor, when > 0, caps each expert's rows at
+	// ceil(CapacityFactor·rows/experts) on backends that pad (others ignore it).
+	CapacityFactor float64
+}
+
+// Rows is the number of routed rows: every token goes to TopK experts.
+func (s Shape) Rows() int { return s.Tokens * s.TopK }
+
+// GEMMFLOPs counts the two expert GEMMs of one step.
+func (s Shape) GEMMFLOPs() float64 {
+	return 4 * float64(s.Rows()) * float64(s.Hidden) * float64(s.FFN)
+}
+
+// RouterFLOPs counts the router GEMM of one step.
+func (s Shape) RouterFLOPs() float64 {
+	return 2 * float64(s.Tokens) * float64(s.Hidden) * float64(s.Experts)
+}
+
+// Assignment fixes routing instead of running the router: for token t and slot
+// j, expert IDs[t*TopK+j] with weight Weights[t*TopK+j]. bench uses it so that
+// every tool sees the same per-expert counts; check uses it to replay the GPU
+// router's choice on the CPU.
+type Assignment struct {
+	IDs     []int32
+	Weights []float32
+}
+
+// StepInput is what changes from one step to the next.
+type StepInput struct {
+	// Bias is added to the router logits, one value per expert (nil: none).
+	Bias []float32
+	// Fixed, when set, replaces the router (the router phase then takes 0).
+	Fixed *Assignment
+}
+
+// Phase names one stage of a step, in order.
+type Phase int
+
+const (
+	PhaseRouter Phase = iota
+	PhasePermute
+	PhaseGEMM1
+	PhaseAct
+	PhaseGEMM2
+	PhaseCombine
+	NumPhases
+)
+
+var phaseNames = [NumPhases]string{"router", "permute", "gemm1", "act", "gemm2", "combine"}
+
+func (p Phase) String() string {
+	if p < 0 || p >= NumPhases {
+		return "unknown"
+	}
+	return phaseNames[p]
+}
+
+// StepResult is what one forward step reports.
+type StepResult struct {
+	Rows   []int // rows routed to each expert
+	Phases [NumPhases]time.Duration
+	// ExpertGEMM is the gemm1+gemm2 time per expert, when the backend can
+	// time experts separately (Info.TimesExperts); nil otherwise.
+	ExpertGEMM []time.Duration
+	// Dropped counts rows a capacity limit threw away.
+	Dropped int
+}
+
+// Total is the sum of the phase times.
+func (r StepResult) Total() time.Duration {
+	var t time.Duration
+	for _, d := range r.Phases {
+		t += d
+	}
+	return t
+}
+
+// Info describes a backend.
+type Info struct {
+	Name         string
+	Device       string
+	TimesExperts bool
+	// Note says anything a reader of the numbers must know
+	// (for example that the CPU computes in float32 whatever the dtype).
+	Note string
+}
+
+// Backend runs the MoE layer. A backend is driven from one goroutine.
+type Backend interface {
+	Info() Info
+	// Prepare allocates and fills weights and buffers for s, releasing any
+	// earlier shape first.
+	Prepare(ctx context.Context, s Shape) error
+	// Step runs one forward pass.
+	Step(ctx context.Context, in StepInput) (StepResult, error)
+	// Close releases everything; the backend is unusable afterwards.
+	Close() error
+}
+
+// Checkable is a backend whose output can be compared with the reference.
+type Checkable interface {
+	Backend
+	// Poison fills the output with NaN so that a row the next step does not
+	// write cannot pass a comparison.
+	Poison() error
+	// Output returns the last step's output, tokens × hidden, row-major.
+	Output() ([]float32, error)
+	// Routing returns the last step's router choice.
+	Routing() (Assignment, error)
+}

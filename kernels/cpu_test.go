@@ -1,0 +1,236 @@
+package kernels
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+)
+
+// refLayer is the layer's semantics written out plainly in float64, with no
+// code shared with the backend beyond Fill: the oracle for the oracle.
+func refLayer(s Shape, bias []float32) (out []float64, counts []int) {
+	t, h, f, e, k := s.Tokens, s.Hidden, s.FFN, s.Experts, s.TopK
+	at := func(tensor uint32, i int, scale float32) float64 {
+		return float64(Fill(s.Seed, tensor, uint64(i), scale))
+	}
+	counts = make([]int, e)
+	out = make([]float64, t*h)
+	for tok := 0; tok < t; tok++ {
+		logits := make([]float64, e)
+		for ex := 0; ex < e; ex++ {
+			for i := 0; i < h; i++ {
+				logits[ex] += at(TensorX, tok*h+i, ScaleX()) * at(TensorRouter, i*e+ex, ScaleRouter(h))
+			}
+			if bias != nil {
+				logits[ex] += float64(bias[ex])
+			}
+		}
+		idx := make([]int, e)
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
+		chosen := idx[:k]
+		var z float64
+		for _, ex := range chosen {
+			z += math.Exp(logits[ex])
+		}
+		for _, ex := range chosen {
+			counts[ex]++
+			w := math.Exp(logits[ex]) / z
+			hid := make([]float64, f)
+			for j := 0; j < f; j++ {
+				for i := 0; i < h; i++ {
+					hid[j] += at(TensorX, tok*h+i, ScaleX()) * at(TensorW1, ex*h*f+i*f+j, ScaleW1(h))
+				}
+				x := hid[j]
+				if s.Act == SiLU {
+					hid[j] = x / (1 + math.Exp(-x))
+				} else {
+					hid[j] = 0.5 * x * (1 + math.Erf(x/math.Sqrt2))
+				}
+			}
+			for i := 0; i < h; i++ {
+				var y float64
+				for j := 0; j < f; j++ {
+					y += hid[j] * at(TensorW2, ex*f*h+j*h+i, ScaleW2(f))
+				}
+				out[tok*h+i] += w * y
+			}
+		}
+	}
+	return out, counts
+}
+
+func relErr(got []float32, want []float64) float64 {
+	var num, den float64
+	for i := range want {
+		d := float64(got[i]) - want[i]
+		if math.IsNaN(float64(got[i])) {
+			return math.Inf(1)
+		}
+		num += d * d
+		den += want[i] * want[i]
+	}
+	return math.Sqrt(num / den)
+}
+
+func TestCPULayerMatchesFloat64Reference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	cases := []struct {
+		name  string
+		shape Shape
+		// starve, when ≥ 0, gets a bias so low that the expert gets no rows.
+		starve int
+	}{
+		{"odd sizes, gelu", Shape{Tokens: 37, Hidden: 23, FFN: 45, Experts: 5, TopK: 2, Act: GELU}, -1},
+		{"empty expert gets no rows", Shape{Tokens: 29, Hidden: 17, FFN: 33, Experts: 7, TopK: 3, Act: SiLU}, 4},
+		{"top-1 of 3", Shape{Tokens: 51, Hidden: 9, FFN: 13, Experts: 3, TopK: 1, Act: GELU}, 0},
+		{"every expert chosen", Shape{Tokens: 11, Hidden: 31, FFN: 19, Experts: 4, TopK: 4, Act: SiLU}, -1},
+	}
+	for i := 0; i < 3; i++ {
+		e := 2 + rng.IntN(14)
+		cases = append(cases, struct {
+			name   string
+			shape  Shape
+			starve int
+		}{"random shape", Shape{Tokens: 1 + rng.IntN(60), Hidden: 1 + rng.IntN(40), FFN: 1 + rng.IntN(50),
+			Experts: e, TopK: 1 + rng.IntN(min(e-1, 8)), Act: Activation(rng.IntN(2))}, rng.IntN(e)})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.shape
+			s.DType = FP32
+			s.Seed = rng.Uint64()
+			var bias []float32
+			if tc.starve >= 0 {
+				bias = make([]float32, s.Experts)
+				for i := range bias {
+					bias[i] = float32(rng.NormFloat64() * 0.3)
+				}
+				bias[tc.starve] = -1e4
+			}
+			b := NewCPU()
+			if err := b.Prepare(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Poison(); err != nil {
+				t.Fatal(err)
+			}
+			res, err := b.Step(context.Background(), StepInput{Bias: bias})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _ := b.Output()
+			want, counts := refLayer(s, bias)
+			if e := relErr(out, want); e > 1e-5 {
+				t.Errorf("relative error %.3g > 1e-5 (shape %+v)", e, s)
+			}
+			for ex, c := range counts {
+				if res.Rows[ex] != c {
+					t.Errorf("expert %d: %d rows, reference %d", ex, res.Rows[ex], c)
+				}
+			}
+			if tc.starve >= 0 && res.Rows[tc.starve] != 0 {
+				t.Errorf("starved expert %d got %d rows", tc.starve, res.Rows[tc.starve])
+			}
+		})
+	}
+}
+
+func TestPoisonedOutputFailsComparison(t *testing.T) {
+	s := Shape{Tokens: 4, Hidden: 3, FFN: 5, Experts: 2, TopK: 1, DType: FP32}
+	b := NewCPU()
+	if err := b.Prepare(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	b.Poison()
+	out, _ := b.Output()
+	want, _ := refLayer(s, nil)
+	if e := relErr(out, want); !math.IsInf(e, 1) {
+		t.Fatalf("an unwritten output compared with error %g", e)
+	}
+}
+
+func TestStepBeforePrepare(t *testing.T) {
+	if _, err := NewCPU().Step(context.Background(), StepInput{}); err != ErrNotPrepared {
+		t.Fatalf("got %v, want ErrNotPrepared", err)
+	}
+}
+
+func TestTopKTiesPreferLowerIndex(t *testing.T) {
+	ids := make([]int32, 3)
+	topK([]float32{1, 5, 5, 0, 5, 2}, ids)
+	if ids[0] != 1 || ids[1] != 2 || ids[2] != 4 {
+		t.Fatalf("got %v, want [1 2 4]", ids)
+	}
+}
+
+func TestFixedAssignmentMatchesCounts(t *testing.T) {
+	counts := []int{7, 0, 3, 2}
+	a, err := FixedAssignment(counts, 4, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Permute(a, 4, 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e, c := range counts {
+		if p.Counts[e] != c {
+			t.Errorf("expert %d: %d rows, want %d", e, p.Counts[e], c)
+		}
+	}
+	if _, err := FixedAssignment([]int{1, 1}, 4, 3); err == nil {
+		t.Error("counts summing to 2 for 12 rows were accepted")
+	}
+}
+
+func TestRoundingMatchesKnownValues(t *testing.T) {
+	cases := []struct {
+		in   float32
+		bf16 uint16
+		half uint16
+	}{
+		{1, 0x3f80, 0x3c00},
+		{-2, 0xc000, 0xc000},
+		{65504, 0x4780, 0x7bff},
+		{1e6, 0x4974, 0x7c00},                   // overflows half
+		{5.960464477539063e-08, 0x3380, 0x0001}, // smallest half subnormal
+		{1.00390625, 0x3f80, 0x3c04},            // bf16 tie rounds to even
+	}
+	for _, c := range cases {
+		if got := FloatToBF16(c.in); got != c.bf16 {
+			t.Errorf("bf16(%g) = %#x, want %#x", c.in, got, c.bf16)
+		}
+		if got := FloatToHalf(c.in); got != c.half {
+			t.Errorf("half(%g) = %#x, want %#x", c.in, got, c.half)
+		}
+	}
+	for i := 0; i < 1<<16; i++ {
+		f := HalfToFloat(uint16(i))
+		if f != f {
+			continue
+		}
+		if back := FloatToHalf(f); back != uint16(i) {
+			t.Fatalf("half %#x → %g → %#x", i, f, back)
+		}
+	}
+}
+
+func BenchmarkCPUStep(b *testing.B) {
+	s := Shape{Tokens: 256, Hidden: 256, FFN: 1024, Experts: 8, TopK: 2, DType: BF16, Seed: 1}
+	c := NewCPU()
+	if err := c.Prepare(context.Background(), s); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Step(context.Background(), StepInput{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric((s.GEMMFLOPs()+s.RouterFLOPs())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}

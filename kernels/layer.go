@@ -1,0 +1,157 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// The layer's steps that are not GEMMs, as plain functions over host slices.
+// The CPU backend runs them and the checks use them as the oracle, so the GPU
+// kernels in kernels/cuda must agree with exactly these semantics.
+
+// Route picks, for each of t tokens, the k experts with the largest
+// logits+bias (ties: lower expert index first) and weights them by a softmax
+// over the chosen k, which is the full softmax renormalised over the chosen k.
+// logits is t × e row-major; bias may be nil.
+func Route(logits []float32, t, e, k int, bias []float32) Assignment {
+	a := Assignment{IDs: make([]int32, t*k), Weights: make([]float32, t*k)}
+	row := make([]float32, e)
+	for tok := 0; tok < t; tok++ {
+		copy(row, logits[tok*e:(tok+1)*e])
+		if bias != nil {
+			for i := range row {
+				row[i] += bias[i]
+			}
+		}
+		ids := a.IDs[tok*k : (tok+1)*k]
+		w := a.Weights[tok*k : (tok+1)*k]
+		topK(row, ids)
+		best := row[ids[0]]
+		var sum float32
+		for j, id := range ids {
+			w[j] = float32(math.Exp(float64(row[id] - best)))
+			sum += w[j]
+		}
+		for j := range w {
+			w[j] /= sum
+		}
+	}
+	return a
+}
+
+// topK writes into ids the indices of the len(ids) largest values, largest
+// first; an insertion sort is right for k ≤ 8 of up to a few hundred experts.
+func topK(v []float32, ids []int32) {
+	n := 0
+	for i, x := range v {
+		if n == len(ids) && x <= v[ids[n-1]] {
+			continue
+		}
+		p := n
+		if n < len(ids) {
+			n++
+		} else {
+			p = n - 1
+		}
+		for p > 0 && x > v[ids[p-1]] {
+			ids[p] = ids[p-1]
+			p--
+		}
+		ids[p] = int32(i)
+	}
+}
+
+// Permutation groups routed rows by expert.
+type Permutation struct {
+	Counts  []int   // rows per expert
+	Offsets []int   // first row of each expert (exclusive prefix sum of Counts)
+	RowOf   []int32 // row of token t's slot j, at t*k+j
+	Token   []int32 // token of each row
+}
+
+// Permute orders rows by expert, and within an expert by token then slot,
+// so that the order is the same on every backend.
+func Permute(a Assignment, t, k, e int) (Permutation, error) {
+	p := Permutation{Counts: make([]int, e), Offsets: make([]int, e),
+		RowOf: make([]int32, t*k), Token: make([]int32, t*k)}
+	for _, id := range a.IDs {
+		if id < 0 || int(id) >= e {
+			return p, fmt.Errorf("permute: expert id %d out of range [0,%d)", id, e)
+		}
+		p.Counts[id]++
+	}
+	sum := 0
+	for i, c := range p.Counts {
+		p.Offsets[i] = sum
+		sum += c
+	}
+	next := append([]int(nil), p.Offsets...)
+	for i, id := range a.IDs {
+		r := next[id]
+		next[id]++
+		p.RowOf[i] = int32(r)
+		p.Token[r] = int32(i / k)
+	}
+	return p, nil
+}
+
+// Activate applies the activation in place. GELU is the exact erf form
+// (PyTorch's default), SiLU is x·σ(x).
+func Activate(h []float32, act Activation) {
+	if act == SiLU {
+		for i, x := range h {
+			h[i] = x / (1 + float32(math.Exp(float64(-x))))
+		}
+		return
+	}
+	for i, x := range h {
+		h[i] = 0.5 * x * (1 + float32(math.Erf(float64(x)*(1/math.Sqrt2))))
+	}
+}
+
+// Combine writes out[t] = Σ_j w[t,j]·y[row(t,j)]; y is rows × h.
+func Combine(out, y []float32, a Assignment, p Permutation, t, k, h int) {
+	for tok := 0; tok < t; tok++ {
+		o := out[tok*h : (tok+1)*h]
+		for i := range o {
+			o[i] = 0
+		}
+		for j := 0; j < k; j++ {
+			w := a.Weights[tok*k+j]
+			r := int(p.RowOf[tok*k+j])
+			yr := y[r*h : (r+1)*h]
+			for i := range o {
+				o[i] += w * yr[i]
+			}
+		}
+	}
+}
+
+// FixedAssignment spreads the given per-expert counts over tokens so that
+// each token gets exactly k rows with weight 1/k. Rows of expert e follow
+// those of e-1 and tokens are taken round-robin, so a token meets an expert
+// twice only when that expert has more rows than there are tokens (the
+// peer's count_rows allows that: it fixes GEMM sizes, not a real routing).
+func FixedAssignment(counts []int, t, k int) (Assignment, error) {
+	total := 0
+	for e, c := range counts {
+		if c < 0 {
+			return Assignment{}, fmt.Errorf("fixed counts: expert %d has %d rows", e, c)
+		}
+		total += c
+	}
+	if total != t*k {
+		return Assignment{}, fmt.Errorf("fixed counts sum to %d, want tokens×top-k = %d", total, t*k)
+	}
+	a := Assignment{IDs: make([]int32, t*k), Weights: make([]float32, t*k)}
+	r := 0
+	for e, c := range counts {
+		for i := 0; i < c; i++ {
+			tok, slot := r%t, r/t
+			a.IDs[tok*k+slot] = int32(e)
+			a.Weights[tok*k+slot] = 1 / float32(k)
+			r++
+		}
+	}
+	return a, nil
+}

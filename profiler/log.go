@@ -1,0 +1,90 @@
+package profiler
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Schema is the log format's name and major version (docs/log-format.md).
+const Schema = "moetop/1"
+
+// Header is the first line of a log.
+type Header struct {
+	Schema  string    `json:"schema"`
+	Version string    `json:"moetop_version"`
+	Host    string    `json:"host"`
+	Device  string    `json:"device"`
+	Driver  string    `json:"driver,omitempty"`
+	CUDA    string    `json:"cuda,omitempty"`
+	CUBLAS  string    `json:"cublas,omitempty"`
+	Backend string    `json:"backend"`
+	Config  Config    `json:"config"`
+	Start   time.Time `json:"start"`
+}
+
+// Line types: the "type" field of every line.
+const (
+	LineHeader = "header"
+	LineSample = "sample"
+)
+
+type headerLine struct {
+	Type string `json:"type"`
+	*Header
+}
+
+type sampleLine struct {
+	Type string `json:"type"`
+	*Sample
+}
+
+// LogWriter writes the JSON Lines log: a header, then one line per sample.
+// It buffers; Flush makes what was written so far a valid log.
+type LogWriter struct {
+	w     *bufio.Writer
+	n     int64 // bytes written
+	lines int
+}
+
+// NewLogWriter writes to w.
+func NewLogWriter(w io.Writer) *LogWriter {
+	return &LogWriter{w: bufio.NewWriterSize(w, 64<<10)}
+}
+
+func (lw *LogWriter) line(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("log: encode: %w", err)
+	}
+	b = append(b, '\n')
+	n, err := lw.w.Write(b)
+	lw.n += int64(n)
+	if err != nil {
+		return fmt.Errorf("log: write: %w", err)
+	}
+	lw.lines++
+	return nil
+}
+
+// WriteHeader writes the header; call it once, first.
+func (lw *LogWriter) WriteHeader(h Header) error {
+	h.Schema = Schema
+	return lw.line(headerLine{LineHeader, &h})
+}
+
+// WriteSample appends one sample.
+func (lw *LogWriter) WriteSample(s *Sample) error { return lw.line(sampleLine{LineSample, s}) }
+
+// Flush pushes buffered lines to the underlying writer.
+func (lw *LogWriter) Flush() error {
+	if err := lw.w.Flush(); err != nil {
+		return fmt.Errorf("log: flush: %w", err)
+	}
+	return nil
+}
+
+// Bytes is how many bytes were written so far.
+func (lw *LogWriter) Bytes() int64 { return lw.n }

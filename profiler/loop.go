@@ -1,0 +1,164 @@
+package profiler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// Change is a request to the running loop, applied between steps.
+type Change struct {
+	Config  *Config
+	Backend kernels.Backend // replaces the current backend, which is closed
+}
+
+// Loop runs steps continuously and emits one Sample per step.
+type Loop struct {
+	Backend kernels.Backend
+	Config  Config
+	// Changes carries reconfigurations from the UI; may be nil.
+	Changes <-chan Change
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+
+	dist    Distribution
+	steer   *Steering
+	step    int
+	pending []Event
+}
+
+// Run prepares the backend and steps until ctx is cancelled or maxSteps
+// steps ran (0: no limit). Samples go to out, which Run closes. A step that
+// fails with ErrOutOfMemory becomes an OOM event and the loop goes on; other
+// errors end the run.
+func (l *Loop) Run(ctx context.Context, out chan<- Sample, maxSteps int) error {
+	defer close(out)
+	if l.Now == nil {
+		l.Now = time.Now
+	}
+	if err := l.prepare(ctx, l.Config); err != nil {
+		return err
+	}
+	defer l.Backend.Close()
+	for maxSteps <= 0 || l.step < maxSteps {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ch := <-l.Changes:
+			l.apply(ctx, ch)
+			continue
+		default:
+		}
+		s, err := l.Step(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case out <- s:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}
+
+func (l *Loop) prepare(ctx context.Context, c Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	d, err := ParseRouting(c.Routing, c.Experts, c.TopK)
+	if err != nil {
+		return err
+	}
+	if err := l.Backend.Prepare(ctx, c.Shape()); err != nil {
+		return fmt.Errorf("prepare %s for %s: %w", l.Backend.Info().Name, c, err)
+	}
+	l.Config, l.dist = c, d
+	l.steer = NewSteering(Shares(d.Weights(l.step), c.TopK))
+	return nil
+}
+
+func (l *Loop) event(kind, format string, a ...any) {
+	l.pending = append(l.pending, Event{Time: l.Now(), Kind: kind, Msg: fmt.Sprintf(format, a...)})
+}
+
+// apply switches config or backend; when the new one cannot be prepared the
+// old one is restored and the failure is an event, so the run goes on.
+func (l *Loop) apply(ctx context.Context, ch Change) {
+	old, oldB := l.Config, l.Backend
+	if ch.Backend != nil {
+		l.Backend = ch.Backend
+	}
+	next := l.Config
+	if ch.Config != nil {
+		next = *ch.Config
+	}
+	if err := l.prepare(ctx, next); err != nil {
+		kind := EventError
+		if errors.Is(err, kernels.ErrOutOfMemory) {
+			kind = EventOOM
+		}
+		l.event(kind, "change refused: %v", err)
+		if ch.Backend != nil {
+			ch.Backend.Close()
+			l.Backend = oldB
+		}
+		if err := l.prepare(ctx, old); err != nil {
+			l.event(EventError, "restoring %s: %v", old, err)
+		}
+		return
+	}
+	if ch.Backend != nil {
+		oldB.Close()
+		l.event(EventBackend, "backend %s", l.Backend.Info().Name)
+	}
+	if ch.Config != nil {
+		l.event(EventConfig, "config %s routing %s", l.Config, l.Config.Routing)
+	}
+}
+
+// Step runs one step and builds its Sample.
+func (l *Loop) Step(ctx context.Context) (Sample, error) {
+	shares := Shares(l.dist.Weights(l.step), l.Config.TopK)
+	s := Sample{Time: l.Now(), Step: l.step, Backend: l.Backend.Info().Name, Config: l.Config, Target: shares}
+	l.step++
+	res, err := l.Backend.Step(ctx, kernels.StepInput{Bias: l.steer.Bias()})
+	if errors.Is(err, kernels.ErrOutOfMemory) {
+		l.event(EventOOM, "step %d: %v", s.Step, err)
+		s.Skipped = true
+		err = nil
+	} else if err == nil {
+		FillStep(&s, res)
+		l.steer.Update(shares, res.Rows)
+	}
+	s.Events, l.pending = l.pending, nil
+	return s, err
+}
+
+// FillStep derives a Sample's timing fields from a backend's result.
+func FillStep(s *Sample, res kernels.StepResult) {
+	sh := s.Config.Shape()
+	s.Rows = res.Rows
+	s.Phases = PhasesOf(res.Phases)
+	s.StepMS = s.Phases.Total()
+	s.Dropped = res.Dropped
+	s.Imbalance = Imbalance(res.Rows)
+	if s.StepMS > 0 {
+		s.TFLOPS = (sh.GEMMFLOPs() + sh.RouterFLOPs()) / (s.StepMS * 1e9)
+	}
+	if g := s.Phases.GEMM1 + s.Phases.GEMM2; g > 0 {
+		s.GEMMTFLOPS = sh.GEMMFLOPs() / (g * 1e9)
+	}
+	if res.ExpertGEMM != nil {
+		s.ExpertMS = make([]float64, len(res.ExpertGEMM))
+		for i, d := range res.ExpertGEMM {
+			s.ExpertMS[i] = float64(d) / 1e6
+		}
+	}
+}

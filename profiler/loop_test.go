@@ -1,0 +1,99 @@
+package profiler
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+func TestLoopStopsWhenCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Loop{Backend: kernels.NewCPU(), Config: smallConfig("uniform")}
+	out := make(chan Sample)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, out, 0) }()
+	for i := 0; i < 3; i++ {
+		s := <-out
+		if s.Step != i || s.StepMS <= 0 || s.TFLOPS <= 0 || s.Imbalance < 1 {
+			t.Fatalf("sample %d: %+v", i, s)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("loop did not stop after cancel")
+	}
+	if _, ok := <-out; ok {
+		t.Fatal("channel left open")
+	}
+}
+
+// oomBackend fails to prepare shapes over a token limit, like a GPU would.
+type oomBackend struct {
+	*kernels.CPU
+	limit int
+}
+
+func (b oomBackend) Prepare(ctx context.Context, s kernels.Shape) error {
+	if s.Tokens > b.limit {
+		return kernels.ErrOutOfMemory
+	}
+	return b.CPU.Prepare(ctx, s)
+}
+
+func TestRefusedChangeBecomesEventAndRunGoesOn(t *testing.T) {
+	c := smallConfig("uniform")
+	changes := make(chan Change, 1)
+	l := &Loop{Backend: oomBackend{kernels.NewCPU(), 2000}, Config: c, Changes: changes}
+	big := c
+	big.Tokens = 4096
+	changes <- Change{Config: &big}
+	out := make(chan Sample, 4)
+	if err := l.Run(context.Background(), out, 2); err != nil {
+		t.Fatal(err)
+	}
+	var events []Event
+	for s := range out {
+		events = append(events, s.Events...)
+		if s.Config.Tokens != c.Tokens {
+			t.Errorf("config changed to %d tokens despite the OOM", s.Config.Tokens)
+		}
+	}
+	if len(events) != 1 || events[0].Kind != EventOOM {
+		t.Fatalf("events %+v, want one oom event", events)
+	}
+}
+
+func TestImbalance(t *testing.T) {
+	for _, c := range []struct {
+		rows []int
+		want float64
+	}{{[]int{4, 4}, 1}, {[]int{8, 0}, 2}, {[]int{0, 0}, 0}, {nil, 0}, {[]int{6, 1, 1}, 2.25}} {
+		if got := Imbalance(c.rows); got != c.want {
+			t.Errorf("Imbalance(%v) = %g, want %g", c.rows, got, c.want)
+		}
+	}
+}
+
+func TestStepErrorEndsRun(t *testing.T) {
+	l := &Loop{Backend: failing{kernels.NewCPU()}, Config: smallConfig("uniform")}
+	out := make(chan Sample, 1)
+	if err := l.Run(context.Background(), out, 3); err == nil || !errors.Is(err, errBroken) {
+		t.Fatalf("got %v, want errBroken", err)
+	}
+}
+
+var errBroken = errors.New("broken")
+
+type failing struct{ *kernels.CPU }
+
+func (failing) Step(context.Context, kernels.StepInput) (kernels.StepResult, error) {
+	return kernels.StepResult{}, errBroken
+}

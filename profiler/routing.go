@@ -1,0 +1,282 @@
+package profiler
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// SeedUneven is the founding report's per-expert load, repeated for more
+// experts.
+var SeedUneven = []float64{130759, 78925, 35368, 90425, 1433, 120455, 64589, 2134}
+
+// RoutingNames lists the distributions `d` cycles through in the TUI.
+var RoutingNames = []string{"uniform", "zipf:1.2", "seed-uneven", "hot:0:0.4", "drift"}
+
+// Distribution is a target share of routed rows per expert, which may move
+// from step to step.
+type Distribution interface {
+	// Name is the spelling ParseRouting accepts.
+	Name() string
+	// Weights are the unnormalised target load of each expert at a step.
+	Weights(step int) []float64
+}
+
+// ParseRouting reads uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]]
+// or trace:FILE for a layer of the given experts and top-k.
+func ParseRouting(spec string, experts, topK int) (Distribution, error) {
+	name, arg, _ := strings.Cut(spec, ":")
+	switch name {
+	case "uniform":
+		if arg != "" {
+			return nil, fmt.Errorf("uniform takes no argument, got %q", spec)
+		}
+		return fixedDist{spec, ones(experts)}, nil
+	case "seed-uneven":
+		if arg != "" {
+			return nil, fmt.Errorf("seed-uneven takes no argument, got %q", spec)
+		}
+		w := make([]float64, experts)
+		for i := range w {
+			w[i] = SeedUneven[i%len(SeedUneven)]
+		}
+		return fixedDist{spec, w}, nil
+	case "zipf":
+		s, err := strconv.ParseFloat(arg, 64)
+		if err != nil || s < 0 || s > 10 || math.IsNaN(s) {
+			return nil, fmt.Errorf("zipf:S needs an exponent S in 0..10, got %q", spec)
+		}
+		w := make([]float64, experts)
+		for i := range w {
+			w[i] = 1 / math.Pow(float64(i+1), s)
+		}
+		return fixedDist{spec, w}, nil
+	case "hot":
+		es, ps, ok := strings.Cut(arg, ":")
+		e, err1 := strconv.Atoi(es)
+		p, err2 := strconv.ParseFloat(ps, 64)
+		if !ok || err1 != nil || err2 != nil || e < 0 || e >= experts || !(p > 0 && p <= 1) {
+			return nil, fmt.Errorf("hot:E:P needs an expert E in 0..%d and a share P in (0,1], got %q", experts-1, spec)
+		}
+		return fixedDist{spec, hotWeights(experts, e, p)}, nil
+	case "drift":
+		d := driftDist{spec: spec, experts: experts, share: 0.5, period: 100}
+		if arg != "" {
+			ps, steps, _ := strings.Cut(arg, ":")
+			p, err := strconv.ParseFloat(ps, 64)
+			if err != nil || !(p > 0 && p <= 1) {
+				return nil, fmt.Errorf("drift:P[:STEPS] needs a share P in (0,1], got %q", spec)
+			}
+			d.share = p
+			if steps != "" {
+				n, err := strconv.Atoi(steps)
+				if err != nil || n <= 0 {
+					return nil, fmt.Errorf("drift:P:STEPS needs a positive step count, got %q", spec)
+				}
+				d.period = n
+			}
+		}
+		return d, nil
+	case "trace":
+		if arg == "" {
+			return nil, errors.New("trace:FILE needs a file name")
+		}
+		return LoadTrace(arg, experts)
+	}
+	return nil, fmt.Errorf("unknown routing %q (want uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]] or trace:FILE)", spec)
+}
+
+type fixedDist struct {
+	spec string
+	w    []float64
+}
+
+func (d fixedDist) Name() string          { return d.spec }
+func (d fixedDist) Weights(int) []float64 { return d.w }
+
+// driftDist makes one expert hot and moves it to the next every period steps.
+type driftDist struct {
+	spec    string
+	experts int
+	share   float64
+	period  int
+}
+
+func (d driftDist) Name() string { return d.spec }
+func (d driftDist) Weights(step int) []float64 {
+	return hotWeights(d.experts, (step/d.period)%d.experts, d.share)
+}
+
+func ones(n int) []float64 {
+	w := make([]float64, n)
+	for i := range w {
+		w[i] = 1
+	}
+	return w
+}
+
+// hotWeights gives expert hot the share p and the rest equal shares of 1−p.
+func hotWeights(experts, hot int, p float64) []float64 {
+	w := make([]float64, experts)
+	if experts == 1 {
+		w[0] = 1
+		return w
+	}
+	for i := range w {
+		w[i] = (1 - p) / float64(experts-1)
+	}
+	w[hot] = p
+	return w
+}
+
+// Shares normalises weights to sum to 1 and caps each at 1/topK, the most
+// one expert can take when each token picks topK distinct experts, giving
+// the excess to the others in proportion to their weight.
+func Shares(w []float64, topK int) []float64 {
+	s := make([]float64, len(w))
+	sum := 0.0
+	for _, x := range w {
+		sum += x
+	}
+	if sum <= 0 {
+		for i := range s {
+			s[i] = 1 / float64(len(s))
+		}
+		return s
+	}
+	for i, x := range w {
+		s[i] = x / sum
+	}
+	limit := 1 / float64(topK)
+	capped := make([]bool, len(s))
+	for iter := 0; iter < len(s); iter++ {
+		excess, free := 0.0, 0.0
+		for i, x := range s {
+			if !capped[i] && x > limit {
+				excess += x - limit
+				s[i] = limit
+				capped[i] = true
+			}
+		}
+		if excess == 0 {
+			break
+		}
+		for i, x := range s {
+			if !capped[i] {
+				free += x
+			}
+		}
+		if free == 0 {
+			break
+		}
+		for i := range s {
+			if !capped[i] {
+				s[i] += excess * s[i] / free
+			}
+		}
+	}
+	return s
+}
+
+// FixedCounts splits rows over experts exactly as count_rows in
+// shared/peer/torch_moe_peer.py, so that bench and the peer time the same
+// GEMM sizes: uniform gives the remainder to the first experts; weighted
+// distributions take floor(w·rows/Σw) and give the remainder to expert 0.
+func FixedCounts(d Distribution, rows int) ([]int, error) {
+	w := d.Weights(0)
+	c := make([]int, len(w))
+	if d.Name() == "uniform" {
+		for i := range c {
+			c[i] = rows / len(c)
+		}
+		for i := 0; i < rows-rows/len(c)*len(c); i++ {
+			c[i]++
+		}
+		return c, nil
+	}
+	if _, ok := d.(fixedDist); !ok {
+		return nil, fmt.Errorf("fixed counts need a fixed distribution, not %q", d.Name())
+	}
+	tot := 0.0
+	for _, x := range w {
+		tot += x
+	}
+	sum := 0
+	for i, x := range w {
+		c[i] = int(x * float64(rows) / tot)
+		sum += c[i]
+	}
+	c[0] += rows - sum
+	return c, nil
+}
+
+// traceDist replays per-step expert counts recorded from a real model.
+type traceDist struct {
+	spec  string
+	steps [][]float64
+}
+
+func (d traceDist) Name() string { return d.spec }
+func (d traceDist) Weights(step int) []float64 {
+	return d.steps[step%len(d.steps)]
+}
+
+// TraceLine is one line of a trace file.
+type TraceLine struct {
+	Counts []float64 `json:"counts"`
+}
+
+// maxTraceLine bounds one line so a file that is not a trace cannot make us
+// read gigabytes into memory.
+const maxTraceLine = 16 << 20
+
+// LoadTrace reads a JSON Lines file of {"counts":[...]} per step (see
+// docs/trace-format.md).
+func LoadTrace(path string, experts int) (Distribution, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), maxTraceLine)
+	d := traceDist{spec: "trace:" + path}
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var tl TraceLine
+		if err := json.Unmarshal([]byte(line), &tl); err != nil {
+			return nil, fmt.Errorf("trace %s line %d: %v", path, n, err)
+		}
+		if len(tl.Counts) != experts {
+			return nil, fmt.Errorf("trace %s line %d: %d counts, the layer has %d experts", path, n, len(tl.Counts), experts)
+		}
+		sum := 0.0
+		for _, c := range tl.Counts {
+			if c < 0 || math.IsNaN(c) || math.IsInf(c, 0) {
+				return nil, fmt.Errorf("trace %s line %d: counts must be finite and ≥ 0", path, n)
+			}
+			sum += c
+		}
+		if sum == 0 {
+			return nil, fmt.Errorf("trace %s line %d: all counts are zero", path, n)
+		}
+		d.steps = append(d.steps, tl.Counts)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("trace %s line %d: %w", path, n+1, err)
+	}
+	if len(d.steps) == 0 {
+		return nil, fmt.Errorf("trace %s: no steps", path)
+	}
+	return d, nil
+}
