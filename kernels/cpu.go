@@ -35,11 +35,10 @@ func (c *CPU) Info() Info {
 		TimesExperts: true, Note: "computes in float32; inputs rounded to the dtype"}
 }
 
-// Bytes is the host memory Prepare allocates for s.
+// CPUBytes is the host memory Prepare allocates for s (Plan's "cpu" list).
 func CPUBytes(s Shape) uint64 {
-	t, h, f, e, r := uint64(s.Tokens), uint64(s.Hidden), uint64(s.FFN), uint64(s.Experts), uint64(s.Rows())
-	floats := t*h + h*e + 2*e*h*f + t*e + r*h + r*f + r*h + t*h
-	return 4*floats + 16*r // index arrays
+	b, _ := Plan("cpu", s, nil)
+	return Total(b)
 }
 
 // Prepare allocates and fills weights for s.

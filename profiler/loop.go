@@ -7,7 +7,14 @@ import (
 	"time"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/nvml"
 )
+
+// Sampler is what the loop asks of the GPU sampler: its newest reading and
+// a sequence number that changes with each new one.
+type Sampler interface {
+	Latest() (nvml.Snapshot, uint64)
+}
 
 // Change is a request to the running loop, applied between steps.
 type Change struct {
@@ -23,11 +30,20 @@ type Loop struct {
 	Changes <-chan Change
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// Sampler, when set, gives GPU (or host) readings and the free memory
+	// the memory model works from.
+	Sampler Sampler
+	// Device is the index of the GPU the backend runs on.
+	Device int
+	// ModelBackends are the backends the memory model predicts for
+	// (default: the running one).
+	ModelBackends []string
 
 	dist    Distribution
 	steer   *Steering
 	step    int
 	pending []Event
+	seq     uint64
 }
 
 // Run prepares the backend and steps until ctx is cancelled or maxSteps
@@ -36,9 +52,6 @@ type Loop struct {
 // errors end the run.
 func (l *Loop) Run(ctx context.Context, out chan<- Sample, maxSteps int) error {
 	defer close(out)
-	if l.Now == nil {
-		l.Now = time.Now
-	}
 	if err := l.prepare(ctx, l.Config); err != nil {
 		return err
 	}
@@ -84,8 +97,15 @@ func (l *Loop) prepare(ctx context.Context, c Config) error {
 	return nil
 }
 
+func (l *Loop) now() time.Time {
+	if l.Now == nil {
+		return time.Now()
+	}
+	return l.Now()
+}
+
 func (l *Loop) event(kind, format string, a ...any) {
-	l.pending = append(l.pending, Event{Time: l.Now(), Kind: kind, Msg: fmt.Sprintf(format, a...)})
+	l.pending = append(l.pending, Event{Time: l.now(), Kind: kind, Msg: fmt.Sprintf(format, a...)})
 }
 
 // apply switches config or backend; when the new one cannot be prepared the
@@ -126,7 +146,7 @@ func (l *Loop) apply(ctx context.Context, ch Change) {
 // Step runs one step and builds its Sample.
 func (l *Loop) Step(ctx context.Context) (Sample, error) {
 	shares := Shares(l.dist.Weights(l.step), l.Config.TopK)
-	s := Sample{Time: l.Now(), Step: l.step, Backend: l.Backend.Info().Name, Config: l.Config, Target: shares}
+	s := Sample{Time: l.now(), Step: l.step, Backend: l.Backend.Info().Name, Config: l.Config, Target: shares}
 	l.step++
 	res, err := l.Backend.Step(ctx, kernels.StepInput{Bias: l.steer.Bias()})
 	if errors.Is(err, kernels.ErrOutOfMemory) {
@@ -137,8 +157,34 @@ func (l *Loop) Step(ctx context.Context) (Sample, error) {
 		FillStep(&s, res)
 		l.steer.Update(shares, res.Rows)
 	}
+	l.attachReadings(&s)
 	s.Events, l.pending = l.pending, nil
 	return s, err
+}
+
+// attachReadings adds the newest sampler reading, if new, and the memory
+// model at the free memory it reports.
+func (l *Loop) attachReadings(s *Sample) {
+	if l.Sampler == nil {
+		return
+	}
+	snap, seq := l.Sampler.Latest()
+	if seq != l.seq {
+		l.seq = seq
+		s.GPU = &snap
+	}
+	free, total, ok := snap.FreeBytes(l.Device)
+	if !ok || s.Rows == nil {
+		return
+	}
+	running := l.Backend.Info().Name
+	others := l.ModelBackends
+	if len(others) == 0 {
+		others = []string{running}
+	}
+	m := Model(l.Config, s.Rows, running, others, free, total)
+	m.Host = snap.Host != nil
+	s.Memory = &m
 }
 
 // FillStep derives a Sample's timing fields from a backend's result.

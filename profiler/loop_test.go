@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/nvml"
 )
 
 func TestLoopStopsWhenCancelled(t *testing.T) {
@@ -96,4 +97,34 @@ type failing struct{ *kernels.CPU }
 
 func (failing) Step(context.Context, kernels.StepInput) (kernels.StepResult, error) {
 	return kernels.StepResult{}, errBroken
+}
+
+type fakeSampler struct {
+	snap nvml.Snapshot
+	seq  uint64
+}
+
+func (f *fakeSampler) Latest() (nvml.Snapshot, uint64) { return f.snap, f.seq }
+
+func TestSamplesCarryReadingsOnceAndMemoryEveryStep(t *testing.T) {
+	free, total := uint64(50<<30), uint64(80<<30)
+	fs := &fakeSampler{seq: 1, snap: nvml.Snapshot{Source: "nvml",
+		Devices: []nvml.Reading{{Name: "H100", MemFreeBytes: &free, MemTotalBytes: &total}}}}
+	c := smallConfig("uniform")
+	l := &Loop{Backend: kernels.NewCPU(), Config: c, Sampler: fs, ModelBackends: []string{"cpu", "padded"}}
+	if err := l.prepare(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := l.Step(context.Background())
+	b, _ := l.Step(context.Background())
+	if a.GPU == nil || b.GPU != nil {
+		t.Errorf("reading attached to steps: first %v, second %v; want first only", a.GPU != nil, b.GPU != nil)
+	}
+	if b.Memory == nil || len(b.Memory.Backends) != 2 || b.Memory.FreeBytes != free {
+		t.Fatalf("memory %+v", b.Memory)
+	}
+	want, _ := Peak("cpu", c, b.Rows)
+	if b.Memory.OwnBytes != want || b.Memory.HeadroomBytes != int64(free) {
+		t.Errorf("own %d (want %d), headroom %d (want free)", b.Memory.OwnBytes, want, b.Memory.HeadroomBytes)
+	}
 }

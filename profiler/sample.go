@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/nvml"
 )
 
 // Phases is the time of each phase of a step, in milliseconds.
@@ -76,7 +77,11 @@ type Sample struct {
 	Dropped   int     `json:"dropped,omitempty"`
 	// Skipped is set when the step did not run (an OOM or an error event).
 	Skipped bool    `json:"skipped,omitempty"`
-	Events  []Event `json:"events,omitempty"`
+	Memory  *Memory `json:"memory,omitempty"`
+	// GPU is the sampler's newest reading, attached to the first sample
+	// after it was taken (so a log holds each reading once).
+	GPU    *nvml.Snapshot `json:"gpu,omitempty"`
+	Events []Event        `json:"events,omitempty"`
 }
 
 // Imbalance is max/mean of rows; 0 when nothing was routed.

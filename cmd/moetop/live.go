@@ -10,8 +10,31 @@ import (
 	"sort"
 	"time"
 
+	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/nvml"
 	"github.com/moetop/moetop/profiler"
 )
+
+// startSampler polls NVML, or the host for the CPU backend (whose memory
+// is host memory) and when NVML or a GPU is missing.
+func startSampler(ctx context.Context, backend string, interval time.Duration) *nvml.Poller {
+	var src nvml.Source
+	if backend == "cpu" {
+		src = nvml.NewHost("cpu backend")
+	} else {
+		src, _ = nvml.Open()
+	}
+	go func() { <-ctx.Done(); src.Close() }()
+	return nvml.Poll(ctx, src, interval)
+}
+
+// modelBackends are the backends the memory model predicts for.
+func modelBackends(running string) []string {
+	if running == "cpu" {
+		return []string{"cpu"}
+	}
+	return kernels.GPUBackends
+}
 
 const rootUsage = `moetop: top for Mixture-of-Experts layers.
 
@@ -37,6 +60,7 @@ type liveFlags struct {
 	steps    int
 	duration time.Duration
 	force    bool
+	interval time.Duration
 }
 
 func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -48,11 +72,15 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&f.steps, "steps", 0, "stop after N steps (0: no limit)")
 	fs.DurationVar(&f.duration, "duration", 0, "stop after this long, e.g. 30s (0: no limit)")
 	fs.BoolVar(&f.force, "force", false, "overwrite an existing --record file")
+	fs.DurationVar(&f.interval, "interval", 500*time.Millisecond, "GPU sampling interval (at least 50ms)")
 	if err := parse(fs, args, rootUsage, stdout); err != nil {
 		return err
 	}
 	if f.steps < 0 {
 		return usagef("invalid --steps %d; want 0 (no limit) or more", f.steps)
+	}
+	if f.interval < nvml.MinInterval {
+		return usagef("invalid --interval %s; want at least %s", f.interval, nvml.MinInterval)
 	}
 	if f.duration < 0 {
 		return usagef("invalid --duration %s; want 0 (no limit) or more", f.duration)
@@ -80,7 +108,8 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
-	loop := &profiler.Loop{Backend: be, Config: cfg}
+	poller := startSampler(ctx, be.Info().Name, f.interval)
+	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, ModelBackends: modelBackends(be.Info().Name)}
 	if f.record != "" {
 		return record(ctx, loop, f, reason, stderr)
 	}
@@ -119,9 +148,14 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, reason string
 	if reason != "" {
 		device += " — no GPU: " + reason
 	}
-	start := time.Now()
-	if err := lw.WriteHeader(profiler.Header{Version: version, Host: host, Device: device,
-		Backend: info.Name, Config: loop.Config, Start: start}); err != nil {
+	h := profiler.Header{Version: version, Host: host, Device: device,
+		Backend: info.Name, Config: loop.Config, Start: time.Now()}
+	if p, ok := loop.Sampler.(*nvml.Poller); ok {
+		snap, _ := p.Latest()
+		h.Driver, h.CUDA = snap.Driver, snap.CUDA
+	}
+	start := h.Start
+	if err := lw.WriteHeader(h); err != nil {
 		return err
 	}
 	samples := make(chan profiler.Sample, 16)

@@ -1,0 +1,121 @@
+package kernels
+
+import "fmt"
+
+// What a backend keeps in memory, buffer by buffer. The CUDA backends
+// allocate exactly these, so the memory model and the allocations cannot
+// drift apart; the model adds nothing a backend does not allocate.
+
+// BufferKind groups buffers for the memory breakdown.
+type BufferKind int
+
+const (
+	KindWeights BufferKind = iota
+	KindActivations
+	KindIndex
+	KindPadding
+	KindWorkspace
+)
+
+func (k BufferKind) String() string {
+	return [...]string{"weights", "activations", "index", "padding", "workspace"}[k]
+}
+
+// Buffer is one allocation.
+type Buffer struct {
+	Name  string
+	Kind  BufferKind
+	Bytes uint64
+}
+
+// WorkspaceBytes is the cuBLAS workspace each handle gets (cuBLAS's own
+// default on Hopper), set explicitly so that it is counted.
+const WorkspaceBytes = 32 << 20
+
+// StreamCount is how many CUDA streams (each with its own cuBLAS handle and
+// workspace) the streams backend spreads experts over.
+const StreamCount = 4
+
+// GPUBackends are the CUDA backends, in the order the TUI cycles them.
+var GPUBackends = []string{"grouped", "loop", "streams", "padded"}
+
+// Capacity is the padded backend's rows per expert: the busiest expert's
+// rows when dropless, else ceil(factor·rows/experts).
+func Capacity(s Shape, counts []int) int {
+	if s.CapacityFactor > 0 {
+		c := s.CapacityFactor * float64(s.Rows()) / float64(s.Experts)
+		n := int(c)
+		if float64(n) < c {
+			n++
+		}
+		return n
+	}
+	m := 0
+	for _, c := range counts {
+		m = max(m, c)
+	}
+	return m
+}
+
+// Plan lists the buffers backend needs for s when the experts get counts
+// rows (counts matters only to the padded backend).
+func Plan(backend string, s Shape, counts []int) ([]Buffer, error) {
+	t, h, f, e, r := u(s.Tokens), u(s.Hidden), u(s.FFN), u(s.Experts), u(s.Rows())
+	dt := u(s.DType.Size())
+	if backend == "cpu" {
+		dt = 4 // the CPU computes and stores float32
+	}
+	b := []Buffer{
+		{"router weights", KindWeights, h * e * dt},
+		{"w1", KindWeights, e * h * f * dt},
+		{"w2", KindWeights, e * f * h * dt},
+		{"x", KindActivations, t * h * dt},
+		{"logits", KindActivations, t * e * 4},
+		{"out", KindActivations, t * h * dt},
+		{"top-k ids", KindIndex, r * 4},
+		{"top-k weights", KindIndex, r * 4},
+		{"row of slot", KindIndex, r * 4},
+		{"token of row", KindIndex, r * 4},
+		{"counts, offsets, cursors", KindIndex, 3 * e * 4},
+	}
+	dense := []Buffer{
+		{"permuted x", KindActivations, r * h * dt},
+		{"h", KindActivations, r * f * dt},
+		{"y", KindActivations, r * h * dt},
+	}
+	switch backend {
+	case "cpu":
+		b = append(b, dense...)
+	case "grouped":
+		b = append(b, dense...)
+		b = append(b, Buffer{"pointer arrays", KindIndex, 6 * e * 8},
+			Buffer{"cuBLAS workspace", KindWorkspace, WorkspaceBytes})
+	case "loop":
+		b = append(b, dense...)
+		b = append(b, Buffer{"cuBLAS workspace", KindWorkspace, WorkspaceBytes})
+	case "streams":
+		b = append(b, dense...)
+		b = append(b, Buffer{"cuBLAS workspace", KindWorkspace, StreamCount * WorkspaceBytes})
+	case "padded":
+		c := u(Capacity(s, counts))
+		b = append(b,
+			Buffer{"padded x", KindPadding, e * c * h * dt},
+			Buffer{"padded h", KindPadding, e * c * f * dt},
+			Buffer{"padded y", KindPadding, e * c * h * dt},
+			Buffer{"cuBLAS workspace", KindWorkspace, WorkspaceBytes})
+	default:
+		return nil, fmt.Errorf("no memory plan for backend %q", backend)
+	}
+	return b, nil
+}
+
+// Total adds up a plan.
+func Total(b []Buffer) uint64 {
+	var n uint64
+	for _, x := range b {
+		n += x.Bytes
+	}
+	return n
+}
+
+func u(n int) uint64 { return uint64(n) }

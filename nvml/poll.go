@@ -1,0 +1,83 @@
+package nvml
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// MinInterval is the shortest sampling interval: NVML's counters update
+// no faster, and sampling faster only costs the step loop CPU.
+const MinInterval = 50 * time.Millisecond
+
+// Open reads the GPUs through the system's NVML, or the host when NVML or
+// a GPU is missing; reason then says why.
+func Open() (src Source, reason string) {
+	g, err := OpenGPU(system{gonvml.New()})
+	if err != nil {
+		r := err.Error()
+		if ng, ok := err.(*NoGPUError); ok {
+			r = ng.Reason
+		}
+		return NewHost(r), r
+	}
+	return g, ""
+}
+
+// system adapts go-nvml's library, which checks symbols through its
+// extensions, to Library.
+type system struct{ gonvml.Interface }
+
+func (s system) LookupSymbol(name string) error { return s.Extensions().LookupSymbol(name) }
+
+// Poller reads a Source on its own goroutine so that a slow NVML call never
+// blocks the step loop or the UI; Latest returns the newest reading.
+type Poller struct {
+	mu     sync.Mutex
+	latest Snapshot
+	seq    uint64
+	done   chan struct{}
+}
+
+// Poll starts reading src every interval until ctx ends. The first reading
+// is taken before Poll returns, so Latest is never empty.
+func Poll(ctx context.Context, src Source, interval time.Duration) *Poller {
+	if interval < MinInterval {
+		interval = MinInterval
+	}
+	p := &Poller{done: make(chan struct{})}
+	p.store(src.Read())
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				p.store(src.Read())
+			}
+		}
+	}()
+	return p
+}
+
+func (p *Poller) store(s Snapshot) {
+	p.mu.Lock()
+	p.latest = s
+	p.seq++
+	p.mu.Unlock()
+}
+
+// Latest returns the newest snapshot and how many were taken so far.
+func (p *Poller) Latest() (Snapshot, uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.latest, p.seq
+}
+
+// Done is closed when the polling goroutine has ended.
+func (p *Poller) Done() <-chan struct{} { return p.done }

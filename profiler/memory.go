@@ -1,0 +1,96 @@
+package profiler
+
+import (
+	"math"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// BackendMemory is what one backend would need for the current layer and
+// load, and how far that is from running out.
+type BackendMemory struct {
+	Backend string `json:"backend"`
+	// PeakBytes is everything the backend allocates for a step.
+	PeakBytes uint64 `json:"peak_bytes"`
+	// HeadroomBytes is what would be left at the step's peak: free memory
+	// plus what the running backend would release, minus PeakBytes.
+	HeadroomBytes int64 `json:"headroom_bytes"`
+	// MaxTokens is the most tokens that fit at the same load shares.
+	MaxTokens int  `json:"max_tokens"`
+	Fits      bool `json:"fits"`
+}
+
+// Memory is the memory section of a Sample.
+type Memory struct {
+	// Host is set when the numbers are of host memory (the CPU backend).
+	Host       bool   `json:"host,omitempty"`
+	TotalBytes uint64 `json:"total_bytes"`
+	FreeBytes  uint64 `json:"free_bytes"`
+	UsedBytes  uint64 `json:"used_bytes"`
+	// OwnBytes is what the running backend holds.
+	OwnBytes      uint64          `json:"own_bytes"`
+	HeadroomBytes int64           `json:"headroom_bytes"`
+	Backends      []BackendMemory `json:"backends"`
+}
+
+// Peak is what backend needs for c when the experts get counts rows.
+func Peak(backend string, c Config, counts []int) (uint64, error) {
+	b, err := kernels.Plan(backend, c.Shape(), counts)
+	return kernels.Total(b), err
+}
+
+// MaxTokens solves Peak(tokens) ≤ avail for tokens at the load shares of
+// counts. Every buffer is linear in tokens at fixed shares (the padded
+// capacity too: it is the busiest share × tokens × top-k), so two
+// evaluations give the line's intercept and slope and the answer follows.
+func MaxTokens(backend string, c Config, counts []int, avail uint64) int {
+	scaled := func(t int) (float64, bool) {
+		cc := c
+		cc.Tokens = t
+		sc := make([]int, len(counts))
+		for i, n := range counts {
+			sc[i] = int(math.Ceil(float64(n) * float64(t) / float64(c.Tokens)))
+		}
+		p, err := Peak(backend, cc, sc)
+		return float64(p), err == nil
+	}
+	t1 := c.Tokens
+	n1, ok1 := scaled(t1)
+	n2, ok2 := scaled(2 * t1)
+	if !ok1 || !ok2 || n2 <= n1 {
+		return 0
+	}
+	slope := (n2 - n1) / float64(t1)
+	fixed := n1 - slope*float64(t1)
+	if float64(avail) < fixed {
+		return 0
+	}
+	t := int(math.Floor((float64(avail) - fixed) / slope))
+	// Row indices are 32-bit.
+	return min(t, maxIndex/c.TopK)
+}
+
+// Model computes the memory section for the running backend own (which
+// holds ownBytes) and every backend in others, given free and total bytes
+// of the device (or host) it runs on.
+func Model(c Config, counts []int, running string, others []string, free, total uint64) Memory {
+	m := Memory{TotalBytes: total, FreeBytes: free, UsedBytes: total - min(free, total)}
+	if p, err := Peak(running, c, counts); err == nil {
+		m.OwnBytes = p
+	}
+	avail := free + m.OwnBytes
+	for _, b := range others {
+		p, err := Peak(b, c, counts)
+		if err != nil {
+			continue
+		}
+		bm := BackendMemory{Backend: b, PeakBytes: p, HeadroomBytes: int64(avail) - int64(p),
+			MaxTokens: MaxTokens(b, c, counts, avail)}
+		bm.Fits = bm.HeadroomBytes >= 0
+		m.Backends = append(m.Backends, bm)
+		if b == running {
+			m.HeadroomBytes = bm.HeadroomBytes
+		}
+	}
+	return m
+}
