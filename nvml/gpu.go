@@ -201,4 +201,3 @@ func (g *GPU) readDevice(i int, d gonvml.Device) (rd Reading) {
 	}
 	return rd
 }
-

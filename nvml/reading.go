@@ -22,23 +22,23 @@ type Snapshot struct {
 
 // Reading is one GPU. Units are in the field names.
 type Reading struct {
-	Index          int       `json:"index"`
-	Name           string    `json:"name,omitempty"`
-	UUID           string    `json:"uuid,omitempty"`
-	MemTotalBytes  *uint64   `json:"mem_total_bytes,omitempty"`
-	MemUsedBytes   *uint64   `json:"mem_used_bytes,omitempty"`
-	MemFreeBytes   *uint64   `json:"mem_free_bytes,omitempty"`
-	MemReservedB   *uint64   `json:"mem_reserved_bytes,omitempty"`
-	UtilPct        *uint32   `json:"util_pct,omitempty"`
-	MemUtilPct     *uint32   `json:"mem_util_pct,omitempty"`
-	PowerW         *float64  `json:"power_w,omitempty"`
-	PowerLimitW    *float64  `json:"power_limit_w,omitempty"`
-	TempC          *uint32   `json:"temp_c,omitempty"`
-	SMClockMHz     *uint32   `json:"sm_clock_mhz,omitempty"`
-	MemClockMHz    *uint32   `json:"mem_clock_mhz,omitempty"`
-	PCIeRxKBps     *uint32   `json:"pcie_rx_kbps,omitempty"`
-	PCIeTxKBps     *uint32   `json:"pcie_tx_kbps,omitempty"`
-	Processes      []Process `json:"processes,omitempty"`
+	Index         int       `json:"index"`
+	Name          string    `json:"name,omitempty"`
+	UUID          string    `json:"uuid,omitempty"`
+	MemTotalBytes *uint64   `json:"mem_total_bytes,omitempty"`
+	MemUsedBytes  *uint64   `json:"mem_used_bytes,omitempty"`
+	MemFreeBytes  *uint64   `json:"mem_free_bytes,omitempty"`
+	MemReservedB  *uint64   `json:"mem_reserved_bytes,omitempty"`
+	UtilPct       *uint32   `json:"util_pct,omitempty"`
+	MemUtilPct    *uint32   `json:"mem_util_pct,omitempty"`
+	PowerW        *float64  `json:"power_w,omitempty"`
+	PowerLimitW   *float64  `json:"power_limit_w,omitempty"`
+	TempC         *uint32   `json:"temp_c,omitempty"`
+	SMClockMHz    *uint32   `json:"sm_clock_mhz,omitempty"`
+	MemClockMHz   *uint32   `json:"mem_clock_mhz,omitempty"`
+	PCIeRxKBps    *uint32   `json:"pcie_rx_kbps,omitempty"`
+	PCIeTxKBps    *uint32   `json:"pcie_tx_kbps,omitempty"`
+	Processes     []Process `json:"processes,omitempty"`
 	// Err is the device's error state (for example "GPU is lost"); the
 	// fields read before it are kept.
 	Err string `json:"err,omitempty"`
