@@ -118,7 +118,6 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 		a = *in.Fixed
 	} else {
 		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, general(t, h, c.x), general(h, e, c.wg), 0, general(t, e, c.logits))
-		c.round(c.logits)
 		a = Route(c.logits, t, e, k, in.Bias)
 	}
 	c.last = a
@@ -205,4 +204,12 @@ func (c *CPU) Routing() (Assignment, error) {
 		return Assignment{}, ErrNotPrepared
 	}
 	return c.last, nil
+}
+
+// Logits returns the last routed step's router logits (before the bias).
+func (c *CPU) Logits() ([]float32, error) {
+	if !c.prepared {
+		return nil, ErrNotPrepared
+	}
+	return append([]float32(nil), c.logits...), nil
 }

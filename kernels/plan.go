@@ -75,8 +75,12 @@ func Plan(backend string, s Shape, counts []int) ([]Buffer, error) {
 		{"top-k ids", KindIndex, r * 4},
 		{"top-k weights", KindIndex, r * 4},
 		{"row of slot", KindIndex, r * 4},
-		{"token of row", KindIndex, r * 4},
 		{"counts, offsets, cursors", KindIndex, 3 * e * 4},
+	}
+	if backend == "cpu" {
+		b = append(b, Buffer{"token of row", KindIndex, r * 4})
+	} else {
+		b = append(b, Buffer{"router bias", KindIndex, e * 4})
 	}
 	dense := []Buffer{
 		{"permuted x", KindActivations, r * h * dt},

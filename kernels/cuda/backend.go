@@ -1,0 +1,637 @@
+package cuda
+
+/*
+#include <stdlib.h>
+#include "calls.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+	"unsafe"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// MaxTopK is the most experts per token the router kernel handles.
+const MaxTopK = 16
+
+// Options configure a CUDA backend.
+type Options struct {
+	LibDir string // tried before the loader's path (--cuda-lib-dir)
+	Device int    // CUDA device ordinal
+	// TimeExperts records an event between experts so that per-expert GEMM
+	// time is reported (loop and streams); bench turns it off.
+	TimeExperts bool
+}
+
+// runner is what differs between backends: how the expert GEMMs run.
+type runner interface {
+	// setup allocates what the runner needs beyond the shared buffers.
+	setup(b *Backend) error
+	// gemm runs gemm1 (second=false) or gemm2 over the step's experts.
+	gemm(b *Backend, second bool) error
+	// expertTimes returns per-expert gemm1+gemm2 time, or nil.
+	expertTimes(b *Backend) ([]time.Duration, error)
+	teardown(b *Backend)
+}
+
+// Backend is the MoE layer on one GPU; the runner decides how the expert
+// GEMMs are issued. Everything else (buffers, layer kernels, events) is
+// shared, so the four backends differ only in their runner file.
+type Backend struct {
+	name string
+	opts Options
+	dev  *Device
+	mod  *module
+	run  runner
+
+	s        kernels.Shape
+	prepared bool
+	bufs     map[string]ptr
+	stream   C.CUstream
+	handle   C.cublasHandle_t
+	events   [kernels.NumPhases + 1]C.CUevent
+
+	// Pinned host memory, so that async copies are truly async.
+	hostCounts unsafe.Pointer // experts int32
+	hostBias   unsafe.Pointer // experts float32
+	hostPtrs   unsafe.Pointer // 6·experts device pointers (grouped)
+
+	counts  []int
+	offsets []int
+	capRows int // padded: rows per expert this step
+	capHeld int // padded: rows per expert the padding buffers hold
+}
+
+// New opens the named backend (grouped, loop, streams, padded) on a GPU;
+// without one it returns an error that matches kernels.ErrNoGPU.
+func New(name string, opts Options) (*Backend, error) {
+	var r runner
+	switch name {
+	case "grouped":
+		r = &grouped{}
+	case "loop":
+		r = &loop{}
+	case "streams":
+		r = &streams{}
+	case "padded":
+		r = &padded{}
+	default:
+		return nil, fmt.Errorf("unknown CUDA backend %q", name)
+	}
+	d, err := OpenDevice(opts.LibDir, opts.Device)
+	if err != nil {
+		return nil, err
+	}
+	if name == "grouped" && !HasGroupedGEMM() {
+		d.Close()
+		return nil, fmt.Errorf("grouped: this cuBLAS has no cublasGemmGroupedBatchedEx (needs 12.5 or newer)")
+	}
+	return &Backend{name: name, opts: opts, dev: d, run: r}, nil
+}
+
+// Info describes the backend.
+func (b *Backend) Info() kernels.Info {
+	_, times := b.run.(interface{ timesExperts() bool })
+	return kernels.Info{Name: b.name, Device: fmt.Sprintf("%s (sm_%d%d)", b.dev.Name, b.dev.Major, b.dev.Minor),
+		TimesExperts: times && b.opts.TimeExperts}
+}
+
+// Device is the GPU the backend runs on.
+func (b *Backend) Device() *Device { return b.dev }
+
+// dtypes maps a kernels.DType to cudaDataType, the cuBLAS compute type
+// and the layer kernels' suffix.
+func dtypes(d kernels.DType) (data, compute int, suffix string) {
+	switch d {
+	case kernels.BF16:
+		return 14, 68, "bf16"
+	case kernels.FP16:
+		return 2, 68, "fp16"
+	case kernels.TF32:
+		return 0, 77, "fp32" // CUBLAS_COMPUTE_32F_FAST_TF32
+	}
+	return 0, 68, "fp32"
+}
+
+// Prepare allocates every buffer of kernels.Plan (the padding buffers wait
+// for the first step's counts) and generates inputs and weights on the
+// device. On failure everything is released; an allocation failure matches
+// kernels.ErrOutOfMemory.
+func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
+	if s.TopK > MaxTopK {
+		return fmt.Errorf("%s: top-k %d is over the GPU router's limit of %d", b.name, s.TopK, MaxTopK)
+	}
+	leave, err := b.dev.Enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	b.release()
+	defer func() {
+		if err != nil {
+			b.release()
+		}
+	}()
+	if b.mod, err = loadModule(b.dev); err != nil {
+		return err
+	}
+	b.s = s
+	b.bufs = map[string]ptr{}
+	if err = check("cuStreamCreate", C.call_cuStreamCreate(&b.stream, 1 /* non-blocking */)); err != nil {
+		return err
+	}
+	for i := range b.events {
+		if err = check("cuEventCreate", C.call_cuEventCreate(&b.events[i], 0)); err != nil {
+			return err
+		}
+	}
+	e := s.Experts
+	for _, h := range []struct {
+		p *unsafe.Pointer
+		n int
+	}{{&b.hostCounts, 4 * e}, {&b.hostBias, 4 * e}, {&b.hostPtrs, 6 * 8 * e}} {
+		if err = check("cuMemAllocHost_v2", C.call_cuMemAllocHost_v2(h.p, C.size_t(h.n))); err != nil {
+			return err
+		}
+	}
+	plan, err := kernels.Plan(b.name, s, nil)
+	if err != nil {
+		return err
+	}
+	for _, buf := range plan {
+		if buf.Kind == kernels.KindPadding {
+			continue
+		}
+		if b.bufs[buf.Name], err = alloc(buf.Name, buf.Bytes); err != nil {
+			return err
+		}
+	}
+	if err = checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&b.handle)); err != nil {
+		return err
+	}
+	if err = b.bindHandle(b.handle, b.stream, b.bufs["cuBLAS workspace"], kernels.WorkspaceBytes); err != nil {
+		return err
+	}
+	if err = b.fill(); err != nil {
+		return err
+	}
+	if err = ctx.Err(); err != nil {
+		return err
+	}
+	if err = b.run.setup(b); err != nil {
+		return err
+	}
+	b.prepared = true
+	return nil
+}
+
+// bindHandle puts a cuBLAS handle on a stream with its own workspace.
+// cublasSetStream resets the workspace to cuBLAS's pool, so the workspace
+// is set after it, and its size is what the memory model counts.
+func (b *Backend) bindHandle(h C.cublasHandle_t, s C.CUstream, ws ptr, bytes int) error {
+	if err := checkBLAS("cublasSetStream_v2", C.call_cublasSetStream_v2(h, s)); err != nil {
+		return err
+	}
+	return checkBLAS("cublasSetWorkspace_v2", C.moetop_set_workspace(h, ws, C.size_t(bytes)))
+}
+
+// fill generates x and the weights on the device with the same values as
+// kernels.FillSlice, and waits for them.
+func (b *Backend) fill() error {
+	s := b.s
+	_, _, sfx := dtypes(s.DType)
+	for _, f := range []struct {
+		buf    string
+		n      int
+		tensor uint32
+		scale  float32
+	}{
+		{"x", s.Tokens * s.Hidden, kernels.TensorX, kernels.ScaleX()},
+		{"router weights", s.Hidden * s.Experts, kernels.TensorRouter, kernels.ScaleRouter(s.Hidden)},
+		{"w1", s.Experts * s.Hidden * s.FFN, kernels.TensorW1, kernels.ScaleW1(s.Hidden)},
+		{"w2", s.Experts * s.FFN * s.Hidden, kernels.TensorW2, kernels.ScaleW2(s.FFN)},
+	} {
+		grid := min(blocks(f.n, 256), 1<<16)
+		if err := b.mod.launch("fill_"+sfx, grid, 256, b.stream, argPtr(b.bufs[f.buf]), argU64(uint64(f.n)),
+			argU64(s.Seed), uint64(f.tensor), argF32(f.scale)); err != nil {
+			return err
+		}
+	}
+	return check("cuStreamSynchronize(fill)", C.call_cuStreamSynchronize(b.stream))
+}
+
+// release frees everything Prepare and Step allocated.
+func (b *Backend) release() {
+	if b.run != nil && b.bufs != nil {
+		b.run.teardown(b)
+	}
+	if b.stream != nil {
+		C.call_cuStreamSynchronize(b.stream)
+	}
+	if b.handle != nil {
+		C.call_cublasDestroy_v2(b.handle)
+		b.handle = nil
+	}
+	for _, p := range b.bufs {
+		free(p)
+	}
+	b.bufs = nil
+	b.capHeld, b.capRows = 0, 0
+	for i, e := range b.events {
+		if e != nil {
+			C.call_cuEventDestroy_v2(e)
+			b.events[i] = nil
+		}
+	}
+	for _, p := range []*unsafe.Pointer{&b.hostCounts, &b.hostBias, &b.hostPtrs} {
+		if *p != nil {
+			C.call_cuMemFreeHost(*p)
+			*p = nil
+		}
+	}
+	if b.stream != nil {
+		C.call_cuStreamDestroy_v2(b.stream)
+		b.stream = nil
+	}
+	b.prepared = false
+}
+
+// Close releases the buffers and the device.
+func (b *Backend) Close() error {
+	leave, err := b.dev.Enter()
+	if err != nil {
+		return err
+	}
+	b.release()
+	leave()
+	return b.dev.Close()
+}
+
+func (b *Backend) record(p int) error {
+	return check("cuEventRecord", C.call_cuEventRecord(b.events[p], b.stream))
+}
+
+// Step runs one forward pass and times each phase with CUDA events.
+func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepResult, error) {
+	var res kernels.StepResult
+	if !b.prepared {
+		return res, kernels.ErrNotPrepared
+	}
+	leave, err := b.dev.Enter()
+	if err != nil {
+		return res, err
+	}
+	defer leave()
+	s := b.s
+	if err := b.record(0); err != nil {
+		return res, err
+	}
+	if err := b.route(in); err != nil {
+		return res, err
+	}
+	if err := b.record(1); err != nil {
+		return res, err
+	}
+	if err := b.permute(); err != nil {
+		if errors.Is(err, kernels.ErrOutOfMemory) {
+			b.dropPadding() // memory goes back to its baseline; the run goes on
+		}
+		return res, err
+	}
+	if err := b.record(2); err != nil {
+		return res, err
+	}
+	_, _, sfx := dtypes(s.DType)
+	hRows := s.Rows()
+	if b.name == "padded" {
+		hRows = s.Experts * b.capRows
+	}
+	steps := []func() error{
+		func() error { return b.run.gemm(b, false) },
+		func() error {
+			n := hRows * s.FFN
+			return b.mod.launch("act_"+sfx, min(blocks(n, 256), 1<<16), 256, b.stream, argPtr(b.hBuf()),
+				argU64(uint64(n)), argInt(int(s.Act)))
+		},
+		func() error { return b.run.gemm(b, true) },
+		func() error {
+			return b.mod.launch("combine_"+sfx, uint32(s.Tokens), uint32(min(256, roundUp(s.Hidden, 32))), b.stream,
+				argPtr(b.yBuf()), argPtr(b.bufs["row of slot"]), argPtr(b.bufs["top-k weights"]),
+				argInt(s.TopK), argInt(s.Hidden), argPtr(b.bufs["out"]))
+		},
+	}
+	for i, f := range steps {
+		if err := f(); err != nil {
+			return res, fmt.Errorf("%s: %w", kernels.Phase(i+2), err)
+		}
+		if err := b.record(i + 3); err != nil {
+			return res, err
+		}
+	}
+	if err := check("cuEventSynchronize(step)", C.call_cuEventSynchronize(b.events[kernels.NumPhases])); err != nil {
+		return res, err
+	}
+	for p := 0; p < int(kernels.NumPhases); p++ {
+		var ms C.float
+		if err := check("cuEventElapsedTime", C.call_cuEventElapsedTime(&ms, b.events[p], b.events[p+1])); err != nil {
+			return res, err
+		}
+		res.Phases[p] = time.Duration(float64(ms) * 1e6)
+	}
+	res.Rows = append([]int(nil), b.counts...)
+	if b.name == "padded" {
+		for _, c := range b.counts {
+			res.Dropped += max(0, c-b.capRows)
+		}
+	}
+	if b.opts.TimeExperts {
+		if res.ExpertGEMM, err = b.run.expertTimes(b); err != nil {
+			return res, err
+		}
+	}
+	return res, ctx.Err()
+}
+
+func roundUp(n, m int) int { return (n + m - 1) / m * m }
+
+// route fills top-k ids and weights: from the router, or from a fixed
+// assignment copied from the host.
+func (b *Backend) route(in kernels.StepInput) error {
+	s := b.s
+	if in.Fixed != nil {
+		if len(in.Fixed.IDs) != s.Rows() || len(in.Fixed.Weights) != s.Rows() {
+			return fmt.Errorf("fixed assignment has %d ids, want tokens×top-k = %d", len(in.Fixed.IDs), s.Rows())
+		}
+		for _, id := range in.Fixed.IDs {
+			if id < 0 || int(id) >= s.Experts {
+				return fmt.Errorf("fixed assignment: expert %d out of range", id)
+			}
+		}
+		if err := check("cuMemcpyHtoD_v2(ids)", C.call_cuMemcpyHtoD_v2(b.bufs["top-k ids"], unsafe.Pointer(&in.Fixed.IDs[0]), C.size_t(4*s.Rows()))); err != nil {
+			return err
+		}
+		return check("cuMemcpyHtoD_v2(weights)", C.call_cuMemcpyHtoD_v2(b.bufs["top-k weights"], unsafe.Pointer(&in.Fixed.Weights[0]), C.size_t(4*s.Rows())))
+	}
+	data, _, _ := dtypes(s.DType)
+	// logits[T×E] = x[T×H]·Wg[H×E], kept in float32 whatever the dtype.
+	compute := 68
+	if s.DType == kernels.TF32 {
+		compute = 77
+	}
+	if err := checkBLAS("cublasGemmEx(router)", C.moetop_gemm(b.handle, C.int(s.Experts), C.int(s.Tokens), C.int(s.Hidden),
+		b.bufs["router weights"], C.int(data), C.int(s.Experts), b.bufs["x"], C.int(data), C.int(s.Hidden),
+		b.bufs["logits"], 0, C.int(s.Experts), C.int(compute))); err != nil {
+		return err
+	}
+	bias := ptr(0)
+	if in.Bias != nil {
+		if len(in.Bias) != s.Experts {
+			return fmt.Errorf("router bias has %d values, want %d experts", len(in.Bias), s.Experts)
+		}
+		copy(unsafe.Slice((*float32)(b.hostBias), s.Experts), in.Bias)
+		bias = b.bufs["router bias"]
+		if err := check("cuMemcpyHtoDAsync_v2(bias)", C.call_cuMemcpyHtoDAsync_v2(bias, b.hostBias, C.size_t(4*s.Experts), b.stream)); err != nil {
+			return err
+		}
+	}
+	return b.mod.launch("route", blocks(s.Tokens, 128), 128, b.stream, argPtr(b.bufs["logits"]), argPtr(bias),
+		argInt(s.Tokens), argInt(s.Experts), argInt(s.TopK), argPtr(b.bufs["top-k ids"]), argPtr(b.bufs["top-k weights"]))
+}
+
+// permute counts rows per expert on the device, brings only the counts
+// back (the GEMM sizes are needed on the host), then scatters and gathers.
+func (b *Backend) permute() error {
+	s := b.s
+	e, r := s.Experts, s.Rows()
+	idx := b.bufs["counts, offsets, cursors"]
+	counts, offsets, cursor := idx, idx+ptr(4*e), idx+ptr(8*e)
+	if err := check("cuMemsetD32Async", C.call_cuMemsetD32Async(idx, 0, C.size_t(3*e), b.stream)); err != nil {
+		return err
+	}
+	if err := b.mod.launch("histogram", blocks(r, 256), 256, b.stream, argPtr(b.bufs["top-k ids"]), argInt(r), argPtr(counts)); err != nil {
+		return err
+	}
+	if err := b.mod.launch("scan", 1, 1, b.stream, argPtr(counts), argInt(e), argPtr(offsets)); err != nil {
+		return err
+	}
+	if err := check("cuMemcpyDtoHAsync_v2(counts)", C.call_cuMemcpyDtoHAsync_v2(b.hostCounts, counts, C.size_t(4*e), b.stream)); err != nil {
+		return err
+	}
+	if err := check("cuStreamSynchronize(counts)", C.call_cuStreamSynchronize(b.stream)); err != nil {
+		return err
+	}
+	hc := unsafe.Slice((*int32)(b.hostCounts), e)
+	b.counts, b.offsets = make([]int, e), make([]int, e)
+	sum := 0
+	for i, c := range hc {
+		b.counts[i], b.offsets[i] = int(c), sum
+		sum += int(c)
+	}
+	if sum != r {
+		return fmt.Errorf("permute: counts add up to %d rows, want %d (a router bug)", sum, r)
+	}
+	capRows := 0
+	if b.name == "padded" {
+		b.capRows = kernels.Capacity(s, b.counts)
+		if err := b.ensurePadding(); err != nil {
+			return err
+		}
+		capRows = b.capRows
+	}
+	if err := b.mod.launch("scatter", blocks(r, 256), 256, b.stream, argPtr(b.bufs["top-k ids"]), argInt(r),
+		argPtr(offsets), argPtr(cursor), argInt(capRows), argPtr(b.bufs["row of slot"])); err != nil {
+		return err
+	}
+	_, _, sfx := dtypes(s.DType)
+	return b.mod.launch("gather_"+sfx, uint32(r), 128, b.stream, argPtr(b.bufs["x"]), argPtr(b.bufs["row of slot"]),
+		argInt(s.TopK), argInt(s.Hidden), argPtr(b.xpBuf()))
+}
+
+// ensurePadding grows the padded buffers to the step's capacity. They are
+// kept while the capacity does not grow, as a framework's caching
+// allocator would.
+func (b *Backend) ensurePadding() error {
+	if b.capRows <= b.capHeld {
+		return nil
+	}
+	b.dropPadding()
+	plan, err := kernels.Plan(b.name, b.s, b.counts)
+	if err != nil {
+		return err
+	}
+	for _, buf := range plan {
+		if buf.Kind != kernels.KindPadding {
+			continue
+		}
+		if b.bufs[buf.Name], err = alloc(buf.Name, buf.Bytes); err != nil {
+			return err
+		}
+	}
+	b.capHeld = b.capRows
+	return nil
+}
+
+func (b *Backend) dropPadding() {
+	C.call_cuStreamSynchronize(b.stream)
+	for _, n := range []string{"padded x", "padded h", "padded y"} {
+		if p, ok := b.bufs[n]; ok {
+			free(p)
+			delete(b.bufs, n)
+		}
+	}
+	b.capHeld = 0
+}
+
+func (b *Backend) xpBuf() ptr {
+	if b.name == "padded" {
+		return b.bufs["padded x"]
+	}
+	return b.bufs["permuted x"]
+}
+
+func (b *Backend) hBuf() ptr {
+	if b.name == "padded" {
+		return b.bufs["padded h"]
+	}
+	return b.bufs["h"]
+}
+
+func (b *Backend) yBuf() ptr {
+	if b.name == "padded" {
+		return b.bufs["padded y"]
+	}
+	return b.bufs["y"]
+}
+
+// expertOrder lists experts with rows, busiest first.
+func (b *Backend) expertOrder() []int {
+	var ex []int
+	for e, c := range b.counts {
+		if c > 0 {
+			ex = append(ex, e)
+		}
+	}
+	sort.SliceStable(ex, func(i, j int) bool { return b.counts[ex[i]] > b.counts[ex[j]] })
+	return ex
+}
+
+// operands gives gemm1's or gemm2's sizes and the row-major X, W, Y of
+// expert e in the dense layout: Y[rows×N] = X[rows×K]·W[K×N].
+func (b *Backend) operands(e int, second bool) (n, k int, x, w, y ptr) {
+	s := b.s
+	dt := s.DType.Size()
+	off := b.offsets[e]
+	if !second {
+		n, k = s.FFN, s.Hidden
+		return n, k, b.xpBuf() + ptr(off*k*dt), b.bufs["w1"] + ptr(e*k*n*dt), b.hBuf() + ptr(off*n*dt)
+	}
+	n, k = s.Hidden, s.FFN
+	return n, k, b.hBuf() + ptr(off*k*dt), b.bufs["w2"] + ptr(e*k*n*dt), b.yBuf() + ptr(off*n*dt)
+}
+
+// gemmEx computes row-major Y[rows×N] = X[rows×K]·W[K×N]. cuBLAS is
+// column-major, where the same memory holds Yᵀ = Wᵀ·Xᵀ: so A=W (N×K,
+// lda=N), B=X (K×rows, ldb=K), C=Y (ldc=N), with m=N, n=rows, k=K.
+func (b *Backend) gemmEx(h C.cublasHandle_t, rows, n, k int, x, w, y ptr) error {
+	data, compute, _ := dtypes(b.s.DType)
+	return checkBLAS("cublasGemmEx", C.moetop_gemm(h, C.int(n), C.int(rows), C.int(k), w, C.int(data), C.int(n),
+		x, C.int(data), C.int(k), y, C.int(data), C.int(n), C.int(compute)))
+}
+
+// Poison fills the output with NaN so that a row no step writes fails.
+func (b *Backend) Poison() error {
+	if !b.prepared {
+		return kernels.ErrNotPrepared
+	}
+	leave, err := b.dev.Enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	n := b.s.Tokens * b.s.Hidden
+	out := b.bufs["out"]
+	switch b.s.DType {
+	case kernels.BF16:
+		err = check("cuMemsetD16Async", C.call_cuMemsetD16Async(out, 0x7fc0, C.size_t(n), b.stream))
+	case kernels.FP16:
+		err = check("cuMemsetD16Async", C.call_cuMemsetD16Async(out, 0x7e00, C.size_t(n), b.stream))
+	default:
+		err = check("cuMemsetD32Async", C.call_cuMemsetD32Async(out, 0x7fc00000, C.size_t(n), b.stream))
+	}
+	if err != nil {
+		return err
+	}
+	return check("cuStreamSynchronize(poison)", C.call_cuStreamSynchronize(b.stream))
+}
+
+// Output copies the last step's output back as float32.
+func (b *Backend) Output() ([]float32, error) {
+	if !b.prepared {
+		return nil, kernels.ErrNotPrepared
+	}
+	leave, err := b.dev.Enter()
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	n := b.s.Tokens * b.s.Hidden
+	out := make([]float32, n)
+	if err := check("cuStreamSynchronize", C.call_cuStreamSynchronize(b.stream)); err != nil {
+		return nil, err
+	}
+	if b.s.DType.Size() == 4 {
+		return out, check("cuMemcpyDtoH_v2(out)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&out[0]), b.bufs["out"], C.size_t(4*n)))
+	}
+	half := make([]uint16, n)
+	if err := check("cuMemcpyDtoH_v2(out)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&half[0]), b.bufs["out"], C.size_t(2*n))); err != nil {
+		return nil, err
+	}
+	for i, h := range half {
+		if b.s.DType == kernels.BF16 {
+			out[i] = kernels.BF16ToFloat(h)
+		} else {
+			out[i] = kernels.HalfToFloat(h)
+		}
+	}
+	return out, nil
+}
+
+// Routing copies the last step's top-k choice back.
+func (b *Backend) Routing() (kernels.Assignment, error) {
+	var a kernels.Assignment
+	if !b.prepared {
+		return a, kernels.ErrNotPrepared
+	}
+	leave, err := b.dev.Enter()
+	if err != nil {
+		return a, err
+	}
+	defer leave()
+	r := b.s.Rows()
+	a.IDs, a.Weights = make([]int32, r), make([]float32, r)
+	if err := check("cuStreamSynchronize", C.call_cuStreamSynchronize(b.stream)); err != nil {
+		return a, err
+	}
+	if err := check("cuMemcpyDtoH_v2(ids)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&a.IDs[0]), b.bufs["top-k ids"], C.size_t(4*r))); err != nil {
+		return a, err
+	}
+	return a, check("cuMemcpyDtoH_v2(weights)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&a.Weights[0]), b.bufs["top-k weights"], C.size_t(4*r)))
+}
+
+// Logits copies the last step's router logits back (before the bias).
+func (b *Backend) Logits() ([]float32, error) {
+	leave, err := b.dev.Enter()
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	n := b.s.Tokens * b.s.Experts
+	l := make([]float32, n)
+	return l, check("cuMemcpyDtoH_v2(logits)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&l[0]), b.bufs["logits"], C.size_t(4*n)))
+}

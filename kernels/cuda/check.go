@@ -1,0 +1,164 @@
+package cuda
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// CheckCase is one backend on one shape.
+type CheckCase struct {
+	Backend string
+	Shape   kernels.Shape
+	// Starve gets a bias so low that the expert gets no rows (-1: none).
+	Starve int
+}
+
+// CheckResult is how a backend's output compared with the CPU reference.
+type CheckResult struct {
+	CheckCase
+	RelErr    float64 // ‖gpu − cpu‖ / ‖cpu‖ over the layer output
+	LogitsErr float64 // the router GEMM against the CPU's
+	Tolerance float64
+	// RouterMismatches counts tokens whose top-k or weights differ from
+	// kernels.Route applied to the GPU's own logits.
+	RouterMismatches int
+	ZeroRowExperts   int
+	Err              error
+}
+
+// Pass reports whether every comparison held.
+func (r CheckResult) Pass() bool {
+	return r.Err == nil && r.RelErr <= r.Tolerance && r.LogitsErr <= r.Tolerance && r.RouterMismatches == 0
+}
+
+// RelErr is ‖got − want‖ / ‖want‖; a NaN anywhere (an unwritten, poisoned
+// element) makes it +Inf.
+func RelErr(got, want []float32) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
+	var num, den float64
+	for i := range want {
+		g, w := float64(got[i]), float64(want[i])
+		if math.IsNaN(g) || math.IsInf(g, 0) {
+			return math.Inf(1)
+		}
+		num += (g - w) * (g - w)
+		den += w * w
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+// RandomCases draws n shapes per backend and dtype: odd sizes, 1 to 256
+// experts, top-k up to 8, and an expert starved of rows in most.
+func RandomCases(rng *rand.Rand, backends []string, dtypes []kernels.DType, n int) []CheckCase {
+	var cs []CheckCase
+	for _, b := range backends {
+		for _, d := range dtypes {
+			for i := 0; i < n; i++ {
+				e := []int{1, 2, 3, 7, 8, 13, 64, 128, 256}[rng.IntN(9)]
+				s := kernels.Shape{Tokens: 1 + rng.IntN(300), Hidden: 1 + rng.IntN(200), FFN: 1 + rng.IntN(300),
+					Experts: e, TopK: 1 + rng.IntN(min(e, 8)), DType: d, Act: kernels.Activation(rng.IntN(2)),
+					Seed: rng.Uint64()}
+				starve := -1
+				if e > s.TopK && rng.IntN(4) != 0 {
+					starve = rng.IntN(e)
+				}
+				cs = append(cs, CheckCase{Backend: b, Shape: s, Starve: starve})
+			}
+		}
+	}
+	return cs
+}
+
+// Check runs one case on b (already opened for c.Backend): prepare, poison
+// the output, one routed step, then the CPU reference on the GPU's routing.
+func Check(ctx context.Context, b *Backend, c CheckCase, rng *rand.Rand) (r CheckResult) {
+	r.CheckCase, r.Tolerance = c, c.Shape.DType.Tolerance()
+	s := c.Shape
+	if err := b.Prepare(ctx, s); err != nil {
+		r.Err = err
+		return r
+	}
+	bias := make([]float32, s.Experts)
+	for i := range bias {
+		bias[i] = float32(rng.NormFloat64() * 0.5)
+	}
+	if c.Starve >= 0 {
+		bias[c.Starve] = -1e4
+	}
+	if err := b.Poison(); err != nil {
+		r.Err = err
+		return r
+	}
+	res, err := b.Step(ctx, kernels.StepInput{Bias: bias})
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	got, err := b.Output()
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	route, err := b.Routing()
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	logits, err := b.Logits()
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	// The router kernel must do exactly what kernels.Route does to the
+	// logits it was given (bar exp's last bits in the weights).
+	want := kernels.Route(logits, s.Tokens, s.Experts, s.TopK, bias)
+	for t := 0; t < s.Tokens; t++ {
+		for j := 0; j < s.TopK; j++ {
+			i := t*s.TopK + j
+			if route.IDs[i] != want.IDs[i] || math.Abs(float64(route.Weights[i]-want.Weights[i])) > 1e-5 {
+				r.RouterMismatches++
+				break
+			}
+		}
+	}
+	counts := make([]int, s.Experts)
+	for _, id := range route.IDs {
+		counts[id]++
+	}
+	for e, n := range counts {
+		if n != res.Rows[e] {
+			r.Err = fmt.Errorf("expert %d: step reported %d rows, routing has %d", e, res.Rows[e], n)
+			return r
+		}
+		if n == 0 {
+			r.ZeroRowExperts++
+		}
+	}
+	cpu := kernels.NewCPU()
+	if err := cpu.Prepare(ctx, s); err != nil {
+		r.Err = fmt.Errorf("cpu reference: %w", err)
+		return r
+	}
+	if _, err := cpu.Step(ctx, kernels.StepInput{Bias: bias}); err != nil {
+		r.Err = fmt.Errorf("cpu reference: %w", err)
+		return r
+	}
+	cpuLogits, _ := cpu.Logits()
+	r.LogitsErr = RelErr(logits, cpuLogits)
+	if _, err := cpu.Step(ctx, kernels.StepInput{Fixed: &route}); err != nil {
+		r.Err = fmt.Errorf("cpu reference: %w", err)
+		return r
+	}
+	ref, _ := cpu.Output()
+	r.RelErr = RelErr(got, ref)
+	return r
+}

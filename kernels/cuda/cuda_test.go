@@ -1,0 +1,200 @@
+package cuda
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// needGPU skips, saying why, where there is no GPU (CI).
+func needGPU(t testing.TB) *Device {
+	t.Helper()
+	d, err := OpenDevice("", 0)
+	if errors.Is(err, kernels.ErrNoGPU) {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func open(t testing.TB, name string) *Backend {
+	t.Helper()
+	b, err := New(name, Options{TimeExperts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+var allDTypes = []kernels.DType{kernels.BF16, kernels.FP16, kernels.FP32, kernels.TF32}
+
+func TestBackendsMatchCPUReference(t *testing.T) {
+	needGPU(t)
+	rng := rand.New(rand.NewPCG(42, 7))
+	zeroRows := 0
+	for _, name := range kernels.GPUBackends {
+		b := open(t, name)
+		for _, c := range RandomCases(rng, []string{name}, allDTypes, 5) {
+			r := Check(context.Background(), b, c, rng)
+			if !r.Pass() {
+				t.Errorf("%s %+v: rel err %.3g (tol %.0e), logits err %.3g, router mismatches %d, err %v",
+					name, c.Shape, r.RelErr, r.Tolerance, r.LogitsErr, r.RouterMismatches, r.Err)
+			}
+			zeroRows += r.ZeroRowExperts
+		}
+	}
+	if zeroRows == 0 {
+		t.Error("no case had an expert with zero rows")
+	}
+}
+
+func TestUnwrittenOutputFailsTheCheck(t *testing.T) {
+	needGPU(t)
+	b := open(t, "loop")
+	s := kernels.Shape{Tokens: 8, Hidden: 16, FFN: 32, Experts: 4, TopK: 2, DType: kernels.BF16}
+	if err := b.Prepare(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	b.Poison()
+	out, err := b.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := RelErr(out, make([]float32, len(out))); !math.IsInf(e, 1) {
+		t.Fatalf("poisoned output compared with error %g", e)
+	}
+}
+
+func TestCapacityFactorDropsOverflow(t *testing.T) {
+	needGPU(t)
+	b := open(t, "padded")
+	s := kernels.Shape{Tokens: 64, Hidden: 32, FFN: 64, Experts: 4, TopK: 1, DType: kernels.BF16, CapacityFactor: 1}
+	if err := b.Prepare(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	fixed, _ := kernels.FixedAssignment([]int{40, 8, 8, 8}, 64, 1)
+	res, err := b.Step(context.Background(), kernels.StepInput{Fixed: &fixed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// capacity = 1 × 64 / 4 = 16: expert 0 drops 24 rows.
+	if res.Dropped != 24 {
+		t.Fatalf("dropped %d rows, want 24", res.Dropped)
+	}
+	out, _ := b.Output()
+	dropped := 0
+	for tok := 0; tok < 40; tok++ {
+		zero := true
+		for _, v := range out[tok*32 : (tok+1)*32] {
+			zero = zero && v == 0
+		}
+		if zero {
+			dropped++
+		}
+	}
+	if dropped != 24 {
+		t.Errorf("%d tokens of expert 0 have a zero output, want the 24 dropped", dropped)
+	}
+}
+
+// A padded step that cannot fit is an ErrOutOfMemory outcome: memory goes
+// back to where it was after Prepare, and the next step that fits runs.
+func TestPaddedOutOfMemoryIsAnOutcome(t *testing.T) {
+	d := needGPU(t)
+	b := open(t, "padded")
+	// dsv3's layer at 8192 tokens with zipf:1.2 pads to ~130 GB.
+	s := kernels.Shape{Tokens: 8192, Hidden: 7168, FFN: 2048, Experts: 256, TopK: 8, DType: kernels.BF16, Seed: 1}
+	if err := b.Prepare(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	base, _, _ := d.MemInfo()
+	w := make([]float64, s.Experts)
+	for i := range w {
+		w[i] = 1 / math.Pow(float64(i+1), 1.2)
+	}
+	zipf := countRows(w, s.Rows())
+	fixed, _ := kernels.FixedAssignment(zipf, s.Tokens, s.TopK)
+	if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &fixed}); !errors.Is(err, kernels.ErrOutOfMemory) {
+		t.Fatalf("step: %v, want ErrOutOfMemory", err)
+	}
+	after, _, _ := d.MemInfo()
+	if diff := math.Abs(float64(after) - float64(base)); diff > 64<<20 {
+		t.Errorf("free memory %d MiB after the OOM, %d MiB before: not back to baseline", after>>20, base>>20)
+	}
+	uniform, _ := kernels.FixedAssignment(countRows(make([]float64, s.Experts), s.Rows()), s.Tokens, s.TopK)
+	if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &uniform}); err != nil {
+		t.Fatalf("the step after the OOM failed: %v", err)
+	}
+}
+
+// countRows is the peer's count_rows for weights (all zero: uniform).
+func countRows(w []float64, rows int) []int {
+	c := make([]int, len(w))
+	tot := 0.0
+	for _, x := range w {
+		tot += x
+	}
+	if tot == 0 {
+		for i := range c {
+			c[i] = rows / len(c)
+			if i < rows%len(c) {
+				c[i]++
+			}
+		}
+		return c
+	}
+	sum := 0
+	for i, x := range w {
+		c[i] = int(x * float64(rows) / tot)
+		sum += c[i]
+	}
+	c[0] += rows - sum
+	return c
+}
+
+func TestPredictedPeakWithin5PercentOfMeasured(t *testing.T) {
+	d := needGPU(t)
+	shapes := []kernels.Shape{
+		{Tokens: 4096, Hidden: 4096, FFN: 14336, Experts: 8, TopK: 2, DType: kernels.BF16, Seed: 1},
+		{Tokens: 8192, Hidden: 2048, FFN: 768, Experts: 128, TopK: 8, DType: kernels.BF16, Seed: 2},
+		{Tokens: 16384, Hidden: 1024, FFN: 4096, Experts: 8, TopK: 4, DType: kernels.FP32, Seed: 3},
+	}
+	for _, name := range kernels.GPUBackends {
+		for _, s := range shapes {
+			w := make([]float64, s.Experts)
+			for i := range w {
+				w[i] = 1 / math.Pow(float64(i+1), 1.2)
+			}
+			counts := countRows(w, s.Rows())
+			fixed, _ := kernels.FixedAssignment(counts, s.Tokens, s.TopK)
+			b, err := New(name, Options{TimeExperts: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, _, _ := d.MemInfo()
+			if err := b.Prepare(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &fixed}); err != nil {
+				t.Fatal(err)
+			}
+			during, _, _ := d.MemInfo()
+			plan, _ := kernels.Plan(name, s, counts)
+			predicted := float64(kernels.Total(plan))
+			measured := float64(before - during)
+			t.Logf("%-8s T=%-5d E=%-3d %s: predicted %8.1f MiB, measured %8.1f MiB (%+.2f%%)", name, s.Tokens,
+				s.Experts, s.DType, predicted/(1<<20), measured/(1<<20), 100*(measured-predicted)/predicted)
+			if math.Abs(measured-predicted) > 0.05*predicted {
+				t.Errorf("%s %+v: predicted %.0f MiB, measured %.0f MiB", name, s, predicted/(1<<20), measured/(1<<20))
+			}
+			b.Close()
+		}
+	}
+}

@@ -1,0 +1,123 @@
+package cuda
+
+/*
+#include "calls.h"
+*/
+import "C"
+
+import (
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// streams spreads the per-expert GEMMs over kernels.StreamCount CUDA
+// streams, each with its own cuBLAS handle and workspace, as cuBLAS's docs
+// suggest for many small independent GEMMs. Experts go busiest first to
+// the stream with the fewest rows so far.
+type streams struct {
+	ev      expertEvents
+	streams [kernels.StreamCount]C.CUstream
+	handles [kernels.StreamCount]C.cublasHandle_t
+	fork    C.CUevent
+	join    [kernels.StreamCount]C.CUevent
+}
+
+func (s *streams) timesExperts() bool { return true }
+
+func (s *streams) setup(b *Backend) error {
+	if b.opts.TimeExperts {
+		if err := s.ev.create(b.s.Experts); err != nil {
+			return err
+		}
+	}
+	if err := check("cuEventCreate(fork)", C.call_cuEventCreate(&s.fork, 2 /* disable timing */)); err != nil {
+		return err
+	}
+	ws := b.bufs["cuBLAS workspace"]
+	for i := range s.streams {
+		if err := check("cuStreamCreate", C.call_cuStreamCreate(&s.streams[i], 1)); err != nil {
+			return err
+		}
+		if err := check("cuEventCreate(join)", C.call_cuEventCreate(&s.join[i], 2)); err != nil {
+			return err
+		}
+		if err := checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&s.handles[i])); err != nil {
+			return err
+		}
+		if err := b.bindHandle(s.handles[i], s.streams[i], ws+ptr(i*kernels.WorkspaceBytes), kernels.WorkspaceBytes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *streams) gemm(b *Backend, second bool) error {
+	g := 0
+	if second {
+		g = 1
+	}
+	if err := check("cuEventRecord(fork)", C.call_cuEventRecord(s.fork, b.stream)); err != nil {
+		return err
+	}
+	for _, st := range s.streams {
+		if err := check("cuStreamWaitEvent(fork)", C.call_cuStreamWaitEvent(st, s.fork, 0)); err != nil {
+			return err
+		}
+	}
+	var load [kernels.StreamCount]int
+	for _, e := range b.expertOrder() {
+		i := 0
+		for j := range load {
+			if load[j] < load[i] {
+				i = j
+			}
+		}
+		rows := b.counts[e]
+		load[i] += rows
+		if err := s.ev.mark(s.ev.start[g], e, s.streams[i]); err != nil {
+			return err
+		}
+		n, k, x, w, y := b.operands(e, second)
+		if err := b.gemmEx(s.handles[i], rows, n, k, x, w, y); err != nil {
+			return err
+		}
+		if err := s.ev.mark(s.ev.end[g], e, s.streams[i]); err != nil {
+			return err
+		}
+	}
+	for i, st := range s.streams {
+		if err := check("cuEventRecord(join)", C.call_cuEventRecord(s.join[i], st)); err != nil {
+			return err
+		}
+		if err := check("cuStreamWaitEvent(join)", C.call_cuStreamWaitEvent(b.stream, s.join[i], 0)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *streams) expertTimes(b *Backend) ([]time.Duration, error) { return s.ev.times(b.counts) }
+
+func (s *streams) teardown(*Backend) {
+	s.ev.destroy()
+	for i := range s.streams {
+		if s.handles[i] != nil {
+			C.call_cublasDestroy_v2(s.handles[i])
+			s.handles[i] = nil
+		}
+		if s.streams[i] != nil {
+			C.call_cuStreamSynchronize(s.streams[i])
+			C.call_cuStreamDestroy_v2(s.streams[i])
+			s.streams[i] = nil
+		}
+		if s.join[i] != nil {
+			C.call_cuEventDestroy_v2(s.join[i])
+			s.join[i] = nil
+		}
+	}
+	if s.fork != nil {
+		C.call_cuEventDestroy_v2(s.fork)
+		s.fork = nil
+	}
+}
