@@ -29,6 +29,7 @@ lint:
 # What the GPU machine needs: the binary, the CUDA test binary and the peer
 # script, in one ignored folder to pass to the device tool's carry.
 gpu-bins: build
+	$(GO) test -c -o $(BIN)/cuda.test ./kernels/cuda
 	cp ../shared/peer/torch_moe_peer.py $(BIN)/ 2>/dev/null || echo "peer script not found beside the repo (../shared/peer)"
 
 clean:

@@ -45,6 +45,9 @@ readings and out-of-memory headroom.
 Usage:
   moetop [flags]                      live view (the TUI)
   moetop --record FILE [flags]        headless: write a log of samples
+  moetop check [flags]                every GPU backend against the CPU reference
+  moetop bench [flags]                time the expert GEMMs on fixed loads
+  moetop devices [--json]             one NVML reading of every GPU
   moetop help | version
 
 Examples:
@@ -72,6 +75,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&f.steps, "steps", 0, "stop after N steps (0: no limit)")
 	fs.DurationVar(&f.duration, "duration", 0, "stop after this long, e.g. 30s (0: no limit)")
 	fs.BoolVar(&f.force, "force", false, "overwrite an existing --record file")
+	gpuFlags(fs)
 	fs.DurationVar(&f.interval, "interval", 500*time.Millisecond, "GPU sampling interval (at least 50ms)")
 	if err := parse(fs, args, rootUsage, stdout); err != nil {
 		return err

@@ -41,6 +41,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "help":
 		fmt.Fprint(stdout, rootUsage)
 		return 0
+	case "check":
+		err = runCheck(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr)
+	case "devices":
+		err = runDevices(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "moetop %s\n", version)
 		return 0

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/moetop/moetop/bench"
+	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/kernels/cuda"
+)
+
+const benchUsage = `moetop bench: time the expert GEMMs on fixed loads.
+
+For every case × distribution × dtype × backend: the median of gemm1+gemm2
+over --reps timed steps after --warmup (CUDA events on a GPU), TFLOP/s, % of
+a dense GEMM pair of the same FLOPs measured in the same run, predicted and
+measured peak memory, status and relative error against the first backend.
+Per-expert counts are computed as the peer script's count_rows does.
+
+Usage:
+  moetop bench [--grid report|modern|FILE] [--quick] [--shape NAME:T:H:F:E:K ...]
+               [--dist LIST] [--backends LIST] [--dtypes LIST] [--format table|json|csv|md] [--out FILE]
+
+Examples:
+  moetop bench --grid modern --dtypes bf16
+  moetop bench --grid report --quick --backends cpu --format json
+`
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("moetop bench", flag.ContinueOnError)
+	var shapes stringList
+	fs.Var(&shapes, "shape", "a case NAME:TOKENS:HIDDEN:FFN:EXPERTS:TOPK (repeatable)")
+	grid := fs.String("grid", "", "report, modern, or a CSV/JSON file of cases (default: modern)")
+	quick := fs.Bool("quick", false, "a small subset of the grid")
+	dists := fs.String("dist", "uniform,seed-uneven,zipf:1.2", "routing distributions (fixed counts)")
+	backends := fs.String("backends", "", "backends to time (default: all GPU backends, or cpu without a GPU)")
+	dtypes := fs.String("dtypes", "bf16", "dtypes")
+	reps := fs.Int("reps", 20, "timed repetitions per result")
+	warmup := fs.Int("warmup", 3, "untimed steps before timing")
+	format := fs.String("format", "table", "table, json, csv or md")
+	out := fs.String("out", "", "write results to FILE instead of stdout")
+	runOOM := fs.Bool("run-predicted-oom", false, "run cases the memory model says will not fit, to test the model")
+	gpuFlags(fs)
+	if err := parse(fs, args, benchUsage, stdout); err != nil {
+		return err
+	}
+	if *reps < 1 || *warmup < 0 {
+		return usagef("invalid --reps %d / --warmup %d; want reps ≥ 1 and warmup ≥ 0", *reps, *warmup)
+	}
+	okFormat := false
+	for _, f := range bench.Formats {
+		okFormat = okFormat || f == *format
+	}
+	if !okFormat {
+		return usagef("invalid --format %q; want one of %s", *format, strings.Join(bench.Formats, ", "))
+	}
+	cases, err := benchCases(*grid, *quick, shapes)
+	if err != nil {
+		return err
+	}
+	for _, c := range cases {
+		for _, d := range strings.Split(*dists, ",") {
+			if !strings.HasPrefix(d, "uniform") && !strings.HasPrefix(d, "seed-uneven") && !strings.HasPrefix(d, "zipf:") && !strings.HasPrefix(d, "hot:") {
+				return usagef("invalid --dist %q; bench takes uniform, seed-uneven, zipf:S or hot:E:P", d)
+			}
+			if c.TopK > c.Experts {
+				return usagef("case %s: top-k %d is more than its %d experts", c.Name, c.TopK, c.Experts)
+			}
+		}
+	}
+	dts, err := splitDTypes(*dtypes)
+	if err != nil {
+		return err
+	}
+	o := bench.Options{Dists: strings.Split(*dists, ","), DTypes: dts, Reps: *reps, Warmup: *warmup,
+		RunPredictedOOM: *runOOM}
+	opts := cudaOptions
+	opts.TimeExperts = false // an event between experts would be timed too
+	if *backends == "" {
+		if dev, err := cuda.OpenDevice(opts.LibDir, opts.Device); err == nil {
+			dev.Close()
+			*backends = strings.Join(kernels.GPUBackends, ",")
+		} else {
+			fmt.Fprintf(stderr, "moetop: %s; benchmarking the cpu backend\n", oneLine(err.Error()))
+			*backends = "cpu"
+		}
+	}
+	if o.Backends, err = splitBackends(*backends, true); err != nil {
+		return err
+	}
+	gpu := false
+	for _, b := range o.Backends {
+		gpu = gpu || b != "cpu"
+	}
+	if gpu {
+		dev, err := cuda.OpenDevice(opts.LibDir, opts.Device)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer dev.Close()
+		o.MemInfo = dev.MemInfo
+		o.DenseBackend = "loop"
+	}
+	o.Open = func(name string) (kernels.Backend, error) {
+		if name == "cpu" {
+			return cpuBackend(), nil
+		}
+		return cuda.New(name, opts)
+	}
+	w := stdout
+	if *out != "" {
+		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	prog := newProgress(stderr, bench.Total(cases, o))
+	o.Progress = prog.update
+	results, runErr := bench.Run(ctx, cases, o)
+	prog.done()
+	if err := bench.Write(w, *format, results); err != nil {
+		return fmt.Errorf("bench: writing results: %w", err)
+	}
+	if *format == "json" || *format == "csv" || *out != "" {
+		bench.PassRates(stderr, results)
+	}
+	if runErr != nil && ctx.Err() != nil {
+		return fmt.Errorf("bench: interrupted after %d results (written)", len(results))
+	}
+	return runErr
+}
+
+func benchCases(grid string, quick bool, shapes []string) ([]bench.Case, error) {
+	var cs []bench.Case
+	for _, s := range shapes {
+		c, err := bench.ParseShape(s)
+		if err != nil {
+			return nil, usagef("invalid --shape: %v", err)
+		}
+		cs = append(cs, c)
+	}
+	if grid == "" && len(cs) > 0 {
+		return cs, nil
+	}
+	var g []bench.Case
+	switch grid {
+	case "", "modern":
+		grid, g = "modern", bench.Modern()
+	case "report":
+		g = bench.Report()
+	default:
+		var err error
+		if g, err = bench.LoadGrid(grid); err != nil {
+			return nil, usagef("invalid --grid: %v", err)
+		}
+	}
+	if quick {
+		g = bench.Quick(grid, g)
+	}
+	return append(cs, g...), nil
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/moetop/moetop/bench"
+	"golang.org/x/term"
+)
+
+// progress draws a bar with the last result on stderr when it is a
+// terminal, and one line per result otherwise (logs, CI).
+type progress struct {
+	w     io.Writer
+	tty   bool
+	total int
+}
+
+func newProgress(w io.Writer, total int) *progress {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	return &progress{w: w, tty: tty, total: total}
+}
+
+func (p *progress) update(done, total int, r bench.Result) {
+	what := fmt.Sprintf("%s %s %s %s: %s", r.Case.Name, r.Dist, r.DType, r.Backend, r.Status)
+	if r.Status == bench.StatusOK {
+		what += fmt.Sprintf(" %.1f TFLOP/s", r.TFLOPS)
+	}
+	if !p.tty {
+		fmt.Fprintf(p.w, "[%d/%d] %s\n", done, total, what)
+		return
+	}
+	const width = 30
+	fill := width * done / max(total, 1)
+	fmt.Fprintf(p.w, "\r\x1b[K[%s%s] %d/%d %s", strings.Repeat("█", fill), strings.Repeat("░", width-fill), done, total, what)
+}
+
+func (p *progress) done() {
+	if p.tty {
+		fmt.Fprintln(p.w)
+	}
+}
