@@ -156,16 +156,20 @@ func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 		p *unsafe.Pointer
 		n int
 	}{{&b.hostCounts, 4 * e}, {&b.hostBias, 4 * e}, {&b.hostPtrs, 6 * 8 * e}} {
-		if err = check("cuMemAllocHost_v2", C.call_cuMemAllocHost_v2(h.p, C.size_t(h.n))); err != nil {
+		// A local, not the field: cgo checks the whole Go allocation behind
+		// a void** argument, and Backend holds Go pointers.
+		var p unsafe.Pointer
+		if err = check("cuMemAllocHost_v2", C.call_cuMemAllocHost_v2(&p, C.size_t(h.n))); err != nil {
 			return err
 		}
+		*h.p = p
 	}
 	plan, err := kernels.Plan(b.name, s, nil)
 	if err != nil {
 		return err
 	}
 	for _, buf := range plan {
-		if buf.Kind == kernels.KindPadding {
+		if buf.Kind == kernels.KindPadding || buf.Name == kernels.HandlesBuffer {
 			continue
 		}
 		if b.bufs[buf.Name], err = alloc(buf.Name, buf.Bytes); err != nil {

@@ -77,9 +77,11 @@ extern "C" __global__ void route(const float *logits, const float *bias, int tok
 		bv[p] = v;
 		bi[p] = e;
 	}
-	float sum = 0.0f;
+	// Softmax over the chosen k, relative to the largest (kept aside: the
+	// loop overwrites bv[0] first).
+	float best = bv[0], sum = 0.0f;
 	for (int j = 0; j < k; j++) {
-		bv[j] = expf(bv[j] - bv[0]);
+		bv[j] = expf(bv[j] - best);
 		sum += bv[j];
 	}
 	for (int j = 0; j < k; j++) {

@@ -22,7 +22,7 @@ import (
 // Libraries says which libraries were opened, for the header.
 type Libraries struct {
 	Driver, Runtime, CUBLAS, NVRTC string // versions
-	Paths                              []string
+	Paths                          []string
 }
 
 var (
