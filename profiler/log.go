@@ -13,16 +13,19 @@ const Schema = "moetop/1"
 
 // Header is the first line of a log.
 type Header struct {
-	Schema  string    `json:"schema"`
-	Version string    `json:"moetop_version"`
-	Host    string    `json:"host"`
-	Device  string    `json:"device"`
-	Driver  string    `json:"driver,omitempty"`
-	CUDA    string    `json:"cuda,omitempty"`
-	CUBLAS  string    `json:"cublas,omitempty"`
-	Backend string    `json:"backend"`
-	Config  Config    `json:"config"`
-	Start   time.Time `json:"start"`
+	Schema  string `json:"schema"`
+	Version string `json:"moetop_version"`
+	Host    string `json:"host"`
+	Device  string `json:"device"`
+	Driver  string `json:"driver,omitempty"`
+	CUDA    string `json:"cuda,omitempty"`
+	CUBLAS  string `json:"cublas,omitempty"`
+	Backend string `json:"backend"`
+	// BackendReason says why this backend runs (auto's calibration, or
+	// why there is no GPU).
+	BackendReason string    `json:"backend_reason,omitempty"`
+	Config        Config    `json:"config"`
+	Start         time.Time `json:"start"`
 }
 
 // Line types: the "type" field of every line.

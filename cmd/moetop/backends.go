@@ -1,51 +1,71 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/kernels/cuda"
+	"github.com/moetop/moetop/profiler"
 )
 
 // backendNames are the backends --backend accepts.
 var backendNames = []string{"auto", "cpu", "grouped", "loop", "streams", "padded"}
 
-// gpuOpener opens a named CUDA backend; nil until the CUDA backends are
-// linked in (kernels/cuda), and it returns kernels.ErrNoGPU without a GPU.
-var gpuOpener func(name string) (kernels.Backend, error)
-
-// openBackend opens the named backend. auto takes the GPU when there is
-// one and otherwise falls back to the CPU reference, saying why on stderr.
-func openBackend(name string, stderr io.Writer) (kernels.Backend, string, error) {
-	valid := false
+func checkBackendName(name string) error {
 	for _, n := range backendNames {
-		valid = valid || n == name
+		if n == name {
+			return nil
+		}
 	}
-	if !valid {
-		return nil, "", usagef("invalid --backend %q; want one of %s", name, strings.Join(backendNames, ", "))
+	return usagef("invalid --backend %q; want one of %s", name, strings.Join(backendNames, ", "))
+}
+
+// gpuReason is why there is no usable GPU, or "" when there is one.
+func gpuReason() string {
+	d, err := cuda.OpenDevice(cudaOptions.LibDir, cudaOptions.Device)
+	if err != nil {
+		return oneLine(err.Error())
 	}
+	d.Close()
+	return ""
+}
+
+// openBackend opens a backend by name: a CUDA one, or the CPU reference.
+func openBackend(name string) (kernels.Backend, error) {
 	if name == "cpu" {
-		return cpuBackend(), "", nil
+		return cpuBackend(), nil
 	}
-	var err error = fmt.Errorf("%w: moetop was built without CUDA support", kernels.ErrNoGPU)
-	if gpuOpener != nil {
-		gname := name
-		if gname == "auto" {
-			gname = "grouped"
+	return cuda.New(name, cudaOptions)
+}
+
+// chooseBackend resolves auto: with a GPU, a short calibration of every
+// CUDA backend on the layer picks the fastest; without one, the CPU
+// reference, saying why on stderr. why goes into the header.
+func chooseBackend(ctx context.Context, name string, cfg profiler.Config, noGPU string, stderr io.Writer) (b kernels.Backend, why string, err error) {
+	switch {
+	case name == "auto" && noGPU != "":
+		fmt.Fprintf(stderr, "moetop: %s; using the cpu reference backend\n", noGPU)
+		return cpuBackend(), "no GPU: " + noGPU, nil
+	case name == "auto":
+		fmt.Fprintf(stderr, "moetop: calibrating %s on %s ...\n", strings.Join(kernels.GPUBackends, ", "), cfg)
+		cal, err := profiler.Calibrate(ctx, cfg, kernels.GPUBackends, openBackend, 5)
+		if err != nil {
+			return nil, "", err
 		}
-		var b kernels.Backend
-		if b, err = gpuOpener(gname); err == nil {
-			return b, "", nil
-		}
+		why = cal.Reason()
+		fmt.Fprintf(stderr, "moetop: %s\n", why)
+		name = cal.Best
+	case name != "cpu" && noGPU != "":
+		return nil, "", fmt.Errorf("backend %s needs a GPU: %s (use --backend cpu)", name, noGPU)
 	}
-	if name != "auto" || !errors.Is(err, kernels.ErrNoGPU) {
+	b, err = openBackend(name)
+	if err != nil {
 		return nil, "", fmt.Errorf("backend %s: %w", name, err)
 	}
-	reason := oneLine(err.Error())
-	fmt.Fprintf(stderr, "moetop: %s; using the cpu reference backend\n", reason)
-	return cpuBackend(), reason, nil
+	return b, why, nil
 }
 
 func cpuBackend() *kernels.CPU {

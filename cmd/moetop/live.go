@@ -94,17 +94,23 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := f.layer.config(fs, profiler.DefaultCPUConfig()); err != nil {
 		return err
 	}
-	be, reason, err := openBackend(f.backend, stderr)
-	if err != nil {
+	if err := checkBackendName(f.backend); err != nil {
 		return err
 	}
+	noGPU := ""
+	if f.backend != "cpu" {
+		noGPU = gpuReason()
+	}
 	base := profiler.DefaultGPUConfig()
-	if be.Info().Name == "cpu" {
+	if f.backend == "cpu" || noGPU != "" {
 		base = profiler.DefaultCPUConfig()
 	}
 	cfg, err := f.layer.config(fs, base)
 	if err != nil {
-		be.Close()
+		return err
+	}
+	be, reason, err := chooseBackend(ctx, f.backend, cfg, noGPU, stderr)
+	if err != nil {
 		return err
 	}
 	if f.duration > 0 {
@@ -148,12 +154,8 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, reason string
 	lw := profiler.NewLogWriter(file)
 	info := loop.Backend.Info()
 	host, _ := os.Hostname()
-	device := info.Device
-	if reason != "" {
-		device += " — no GPU: " + reason
-	}
-	h := profiler.Header{Version: version, Host: host, Device: device,
-		Backend: info.Name, Config: loop.Config, Start: time.Now()}
+	h := profiler.Header{Version: version, Host: host, Device: info.Device, Backend: info.Name,
+		BackendReason: reason, Config: loop.Config, Start: time.Now()}
 	if p, ok := loop.Sampler.(*nvml.Poller); ok {
 		snap, _ := p.Latest()
 		h.Driver, h.CUDA = snap.Driver, snap.CUDA

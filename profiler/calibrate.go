@@ -1,0 +1,111 @@
+package profiler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// Calibration is how each candidate backend did on the layer.
+type Calibration struct {
+	Best    string
+	Timings []BackendTiming
+}
+
+// BackendTiming is one candidate's median step time, or why it has none.
+type BackendTiming struct {
+	Backend string
+	StepMS  float64
+	Err     error
+}
+
+// Reason says which backend was picked and why, for the header.
+func (c Calibration) Reason() string {
+	var parts []string
+	for _, t := range c.Timings {
+		if t.Err != nil {
+			parts = append(parts, fmt.Sprintf("%s: %s", t.Backend, shortErr(t.Err)))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s %.3g ms", t.Backend, t.StepMS))
+		}
+	}
+	return fmt.Sprintf("auto picked %s, the fastest median step (%s)", c.Best, strings.Join(parts, ", "))
+}
+
+func shortErr(err error) string {
+	if errors.Is(err, kernels.ErrOutOfMemory) {
+		return "out of memory"
+	}
+	return err.Error()
+}
+
+// Calibrate times steps of every candidate on c's layer at the load its
+// routing targets (fixed counts, so each backend sees the same GEMMs) and
+// returns them fastest first. A backend that fails is reported, not fatal;
+// only when all fail is there an error.
+func Calibrate(ctx context.Context, c Config, candidates []string, open func(string) (kernels.Backend, error), steps int) (Calibration, error) {
+	var cal Calibration
+	d, err := ParseRouting(c.Routing, c.Experts, c.TopK)
+	if err != nil {
+		return cal, err
+	}
+	counts, err := countsFor(d, c)
+	if err != nil {
+		return cal, err
+	}
+	fixed, err := kernels.FixedAssignment(counts, c.Tokens, c.TopK)
+	if err != nil {
+		return cal, err
+	}
+	for _, name := range candidates {
+		t := BackendTiming{Backend: name}
+		t.StepMS, t.Err = timeBackend(ctx, c, name, open, &fixed, steps)
+		cal.Timings = append(cal.Timings, t)
+	}
+	sort.SliceStable(cal.Timings, func(i, j int) bool {
+		a, b := cal.Timings[i], cal.Timings[j]
+		if (a.Err == nil) != (b.Err == nil) {
+			return a.Err == nil
+		}
+		return a.StepMS < b.StepMS
+	})
+	if len(cal.Timings) == 0 || cal.Timings[0].Err != nil {
+		return cal, fmt.Errorf("auto: no backend could run %s: %s", c, cal.Reason())
+	}
+	cal.Best = cal.Timings[0].Backend
+	return cal, ctx.Err()
+}
+
+// countsFor is the target load as whole rows, the way bench counts them.
+func countsFor(d Distribution, c Config) ([]int, error) {
+	shares := Shares(d.Weights(0), c.TopK)
+	return FixedCounts(fixedDist{d.Name(), shares}, c.Tokens*c.TopK)
+}
+
+func timeBackend(ctx context.Context, c Config, name string, open func(string) (kernels.Backend, error), fixed *kernels.Assignment, steps int) (float64, error) {
+	b, err := open(name)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Close()
+	if err := b.Prepare(ctx, c.Shape()); err != nil {
+		return 0, err
+	}
+	var ms []float64
+	for i := 0; i < steps+2; i++ { // two warm-up steps
+		res, err := b.Step(ctx, kernels.StepInput{Fixed: fixed})
+		if err != nil {
+			return 0, err
+		}
+		if i >= 2 {
+			ms = append(ms, float64(res.Total())/float64(time.Millisecond))
+		}
+	}
+	sort.Float64s(ms)
+	return ms[len(ms)/2], nil
+}
