@@ -21,7 +21,7 @@ func Open() (src Source, reason string) {
 		if ng, ok := err.(*NoGPUError); ok {
 			r = ng.Reason
 		}
-		return NewHost(r), r
+		return NewHost("no GPU: " + r), r
 	}
 	return g, ""
 }

@@ -20,6 +20,7 @@ type Sampler interface {
 type Change struct {
 	Config  *Config
 	Backend kernels.Backend // replaces the current backend, which is closed
+	Pause   *bool           // stop or resume stepping
 }
 
 // Loop runs steps continuously and emits one Sample per step.
@@ -44,6 +45,7 @@ type Loop struct {
 	step    int
 	pending []Event
 	seq     uint64
+	paused  bool
 }
 
 // Run prepares the backend and steps until ctx is cancelled or maxSteps
@@ -57,6 +59,16 @@ func (l *Loop) Run(ctx context.Context, out chan<- Sample, maxSteps int) error {
 	}
 	defer l.Backend.Close()
 	for maxSteps <= 0 || l.step < maxSteps {
+		if l.paused {
+			// Paused: nothing runs until a change or the end.
+			select {
+			case <-ctx.Done():
+				return nil
+			case ch := <-l.Changes:
+				l.apply(ctx, ch)
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -111,6 +123,12 @@ func (l *Loop) event(kind, format string, a ...any) {
 // apply switches config or backend; when the new one cannot be prepared the
 // old one is restored and the failure is an event, so the run goes on.
 func (l *Loop) apply(ctx context.Context, ch Change) {
+	if ch.Pause != nil {
+		l.paused = *ch.Pause
+		if ch.Config == nil && ch.Backend == nil {
+			return
+		}
+	}
 	old, oldB := l.Config, l.Backend
 	if ch.Backend != nil {
 		l.Backend = ch.Backend

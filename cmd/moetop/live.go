@@ -10,7 +10,10 @@ import (
 	"sort"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/kernels/cuda"
 	"github.com/moetop/moetop/nvml"
 	"github.com/moetop/moetop/profiler"
 )
@@ -20,7 +23,7 @@ import (
 func startSampler(ctx context.Context, backend string, interval time.Duration) *nvml.Poller {
 	var src nvml.Source
 	if backend == "cpu" {
-		src = nvml.NewHost("cpu backend")
+		src = nvml.NewHost("the cpu backend runs on the host")
 	} else {
 		src, _ = nvml.Open()
 	}
@@ -120,10 +123,41 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	poller := startSampler(ctx, be.Info().Name, f.interval)
 	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, ModelBackends: modelBackends(be.Info().Name)}
+	h := header(loop, reason)
 	if f.record != "" {
-		return record(ctx, loop, f, reason, stderr)
+		return record(ctx, loop, f, h, stderr)
 	}
-	return watch(ctx, loop, f.steps, stdout)
+	if f.steps > 0 || f.duration > 0 || !isTerminal(stdout) {
+		return watch(ctx, loop, f.steps, stdout)
+	}
+	return view(ctx, loop, h, stdout)
+}
+
+// header describes the run for the log and the view.
+func header(loop *profiler.Loop, reason string) profiler.Header {
+	info := loop.Backend.Info()
+	host, _ := os.Hostname()
+	h := profiler.Header{Version: version, Host: host, Device: info.Device, Backend: info.Name,
+		BackendReason: reason, Config: loop.Config, Start: time.Now()}
+	if p, ok := loop.Sampler.(*nvml.Poller); ok {
+		snap, _ := p.Latest()
+		h.Driver, h.CUDA = snap.Driver, snap.CUDA
+	}
+	if info.Name != "cpu" {
+		if l, err := cuda.Load(cudaOptions.LibDir); err == nil {
+			h.CUBLAS = l.CUBLAS
+			if h.CUDA == "" {
+				h.CUDA = l.Driver
+			}
+		}
+	}
+	return h
+}
+
+// isTerminal says whether w is a terminal the TUI can draw on.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // openLog creates the log file, refusing to overwrite one without --force.
@@ -144,7 +178,7 @@ func openLog(path string, force bool) (*os.File, error) {
 
 // record runs headless, writing the header and one line per sample, and
 // flushing at least every second so a killed run loses at most a second.
-func record(ctx context.Context, loop *profiler.Loop, f liveFlags, reason string, stderr io.Writer) error {
+func record(ctx context.Context, loop *profiler.Loop, f liveFlags, h profiler.Header, stderr io.Writer) error {
 	file, err := openLog(f.record, f.force)
 	if err != nil {
 		loop.Backend.Close()
@@ -153,13 +187,6 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, reason string
 	defer file.Close()
 	lw := profiler.NewLogWriter(file)
 	info := loop.Backend.Info()
-	host, _ := os.Hostname()
-	h := profiler.Header{Version: version, Host: host, Device: info.Device, Backend: info.Name,
-		BackendReason: reason, Config: loop.Config, Start: time.Now()}
-	if p, ok := loop.Sampler.(*nvml.Poller); ok {
-		snap, _ := p.Latest()
-		h.Driver, h.CUDA = snap.Driver, snap.CUDA
-	}
 	start := h.Start
 	if err := lw.WriteHeader(h); err != nil {
 		return err
@@ -206,7 +233,8 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, reason string
 	return err
 }
 
-// watch prints a line per second: the view until the TUI opens here.
+// watch prints a line per second: the view where there is no terminal to
+// draw on, or when the run is bounded by --steps or --duration.
 func watch(ctx context.Context, loop *profiler.Loop, steps int, stdout io.Writer) error {
 	samples := make(chan profiler.Sample, 16)
 	runErr := make(chan error, 1)

@@ -24,7 +24,7 @@ static const char *cu_names[] = {
 static const char *cublas_names[] = {
 	"cublasCreate_v2", "cublasDestroy_v2", "cublasGetVersion_v2", "cublasSetStream_v2",
 	"cublasSetWorkspace_v2", "cublasSetMathMode", "cublasGemmEx", "cublasGemmStridedBatchedEx",
-	"?cublasGemmGroupedBatchedEx", "cublasGetStatusString",
+	"?cublasGemmGroupedBatchedEx", "cublasGetStatusString", "?cublasGetProperty",
 };
 static const char *nvrtc_names[] = {
 	"nvrtcVersion", "nvrtcCreateProgram", "nvrtcCompileProgram", "nvrtcGetProgramLogSize",

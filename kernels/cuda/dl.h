@@ -80,6 +80,7 @@ typedef struct {
 	                                             const void *, void *const *, int, const int *, int,
 	                                             const int *, int);
 	const char *(*cublasGetStatusString)(cublasStatus_t);
+	cublasStatus_t (*cublasGetProperty)(int, int *);
 } cublas_t;
 
 typedef struct {

@@ -64,6 +64,12 @@ func load(dir string) error {
 	if C.call_nvrtcVersion(&major, &minor) == 0 {
 		libs.NVRTC = fmt.Sprintf("%d.%d", major, minor)
 	}
+	if C.cublas.cublasGetProperty != nil {
+		var maj, min, patch C.int
+		if C.call_cublasGetProperty(0, &maj) == 0 && C.call_cublasGetProperty(1, &min) == 0 && C.call_cublasGetProperty(2, &patch) == 0 {
+			libs.CUBLAS = fmt.Sprintf("%d.%d.%d", maj, min, patch)
+		}
+	}
 	if r := C.call_cuInit(0); r != 0 {
 		return fmt.Errorf("%w: cuInit: %v", kernels.ErrNoGPU, cuError(r))
 	}

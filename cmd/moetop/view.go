@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	"github.com/muesli/termenv"
+
+	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/tui"
+)
+
+// liveSource is a running Loop as the view's Source.
+type liveSource struct {
+	header  profiler.Header
+	samples chan profiler.Sample
+}
+
+func (s *liveSource) Samples() <-chan profiler.Sample { return s.samples }
+func (s *liveSource) Header() profiler.Header         { return s.header }
+func (s *liveSource) Mode() string                    { return "LIVE" }
+
+// liveControl maps the view's actions onto profiler.Live.
+type liveControl struct{ live *profiler.Live }
+
+func (c liveControl) Do(r tui.Request) (string, error) {
+	switch r.Action {
+	case tui.ActPause:
+		return c.live.TogglePause()
+	case tui.ActNextBackend:
+		return c.live.NextBackend()
+	case tui.ActNextRouting:
+		return c.live.NextRouting()
+	case tui.ActTokensUp:
+		return c.live.ScaleTokens(2, 1)
+	case tui.ActTokensDown:
+		return c.live.ScaleTokens(1, 2)
+	case tui.ActSkewUp:
+		return c.live.Skew(true)
+	case tui.ActSkewDown:
+		return c.live.Skew(false)
+	}
+	return "", fmt.Errorf("not available in a live run")
+}
+
+func (c liveControl) Status() tui.Status { return tui.Status{Paused: c.live.Paused()} }
+
+// colorProfile honours NO_COLOR.
+func colorProfile() {
+	if os.Getenv("NO_COLOR") != "" {
+		lipgloss.SetColorProfile(termenv.Ascii)
+	}
+}
+
+// view runs the TUI over the loop until the user quits or ctx ends; the
+// loop is stopped and its backend closed before it returns.
+func view(ctx context.Context, loop *profiler.Loop, header profiler.Header, stdout io.Writer) error {
+	colorProfile()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	backends := modelBackends(header.Backend)
+	live, changes := profiler.NewLive(loop.Config, header.Backend, backends, openBackend)
+	loop.Changes = changes
+	raw := make(chan profiler.Sample, 64)
+	runErr := make(chan error, 1)
+	go func() { runErr <- loop.Run(ctx, raw, 0) }()
+	src := &liveSource{header: header, samples: make(chan profiler.Sample, 64)}
+	go func() {
+		defer close(src.samples)
+		for s := range raw {
+			live.Observe(s)
+			select {
+			case src.samples <- s:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	p := tea.NewProgram(tui.New(src, liveControl{live}), tea.WithAltScreen(), tea.WithContext(ctx),
+		tea.WithOutput(stdout))
+	_, err := p.Run()
+	cancel()
+	if lerr := <-runErr; lerr != nil {
+		return lerr
+	}
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("tui: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package tui
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/nvml"
+	"github.com/moetop/moetop/profiler"
+)
+
+// fakeSource replays n deterministic samples of a layer with e experts,
+// then closes: the view's input with no clock, GPU or randomness.
+type fakeSource struct {
+	ch     chan profiler.Sample
+	header profiler.Header
+	mode   string
+}
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func u32(v uint32) *uint32 { return &v }
+func u64(v uint64) *uint64 { return &v }
+func f64(v float64) *float64 { return &v }
+
+func newFake(experts, n int) *fakeSource {
+	cfg := profiler.Config{Tokens: 4096, Hidden: 4096, FFN: 14336, Experts: experts, TopK: 2,
+		DType: kernels.BF16, Act: kernels.GELU, Routing: "zipf:1.2", Seed: 1}
+	if experts > 8 {
+		cfg.TopK = 8
+	}
+	src := &fakeSource{ch: make(chan profiler.Sample, n), mode: "LIVE", header: profiler.Header{
+		Device: "NVIDIA H100 80GB HBM3 (sm_90)", Driver: "580.159.04", CUDA: "13.0", CUBLAS: "13.1.0",
+		Backend: "grouped", Config: cfg, Start: t0}}
+	for i := 0; i < n; i++ {
+		src.ch <- fakeSample(cfg, i)
+	}
+	close(src.ch)
+	return src
+}
+
+func fakeSample(cfg profiler.Config, i int) profiler.Sample {
+	rows := make([]int, cfg.Experts)
+	w := make([]float64, cfg.Experts)
+	sum := 0.0
+	for e := range w {
+		w[e] = 1 / math.Pow(float64(e+1), 1.2)
+		sum += w[e]
+	}
+	total := cfg.Tokens * cfg.TopK
+	left := total
+	for e := range rows {
+		rows[e] = int(w[e] / sum * float64(total) * (1 + 0.05*math.Sin(float64(i+e))))
+		left -= rows[e]
+	}
+	rows[0] += left
+	expert := make([]float64, cfg.Experts)
+	for e, r := range rows {
+		expert[e] = float64(r) * 0.001
+	}
+	s := profiler.Sample{Time: t0.Add(time.Duration(i) * 100 * time.Millisecond), Step: i, Backend: "grouped",
+		Config: cfg, Rows: rows, Target: profiler.Shares(w, cfg.TopK), ExpertMS: expert,
+		Phases: profiler.Phases{Router: 0.05, Permute: 0.08, GEMM1: 6 + 0.1*float64(i%7), Act: 0.4, GEMM2: 6, Combine: 0.1}}
+	s.StepMS = s.Phases.Total()
+	s.TFLOPS = cfg.Shape().GEMMFLOPs() / (s.StepMS * 1e9)
+	s.GEMMTFLOPS = cfg.Shape().GEMMFLOPs() / ((s.Phases.GEMM1 + s.Phases.GEMM2) * 1e9)
+	s.Imbalance = profiler.Imbalance(rows)
+	if i%5 == 0 {
+		s.GPU = &nvml.Snapshot{Time: s.Time, Source: "nvml", Driver: "580.159.04", CUDA: "13.0",
+			Devices: []nvml.Reading{{Name: "NVIDIA H100 80GB HBM3", MemTotalBytes: u64(80 << 30), MemUsedBytes: u64(71 << 30),
+				MemFreeBytes: u64(9 << 30), UtilPct: u32(uint32(90 + i%10)), MemUtilPct: u32(uint32(40 + i%20)),
+				PowerW: f64(500 + float64(i%30)), PowerLimitW: f64(700), TempC: u32(60 + uint32(i%5)), SMClockMHz: u32(1980)}}}
+	}
+	s.Memory = &profiler.Memory{TotalBytes: 80 << 30, FreeBytes: 9 << 30, UsedBytes: 71 << 30, OwnBytes: 3 << 30,
+		HeadroomBytes: 6 << 30, Backends: []profiler.BackendMemory{
+			{Backend: "grouped", PeakBytes: 3 << 30, HeadroomBytes: 9 << 30, MaxTokens: 15000, Fits: true},
+			{Backend: "padded", PeakBytes: 14 << 30, HeadroomBytes: -(2 << 30), MaxTokens: 3000, Fits: false}}}
+	if i == 7 {
+		s.Events = []profiler.Event{{Time: s.Time, Kind: profiler.EventOOM, Msg: fmt.Sprintf("step %d: out of memory", i)}}
+	}
+	return s
+}
+
+func (f *fakeSource) Samples() <-chan profiler.Sample { return f.ch }
+func (f *fakeSource) Header() profiler.Header         { return f.header }
+func (f *fakeSource) Mode() string                    { return f.mode }
+
+// recorder is a Controller that remembers what it was asked.
+type recorder struct {
+	got    []Request
+	refuse bool
+	paused bool
+}
+
+func (r *recorder) Do(q Request) (string, error) {
+	r.got = append(r.got, q)
+	if r.refuse {
+		return "", fmt.Errorf("refused: grouped at T=8192 needs 90.0 GiB, 70.0 GiB available (out of memory predicted)")
+	}
+	if q.Action == ActPause {
+		r.paused = !r.paused
+	}
+	return fmt.Sprintf("did %d", q.Action), nil
+}
+
+func (r *recorder) Status() Status { return Status{Paused: r.paused} }

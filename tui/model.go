@@ -1,0 +1,288 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/moetop/moetop/profiler"
+)
+
+// Minimum terminal size the layout is drawn for.
+const (
+	MinWidth  = 80
+	MinHeight = 24
+	// frameInterval caps drawing at 20 frames a second, however fast
+	// samples come.
+	frameInterval = 50 * time.Millisecond
+)
+
+// inbox collects samples from the source on its own goroutine, so the
+// source never waits on the view and the view draws on its own clock.
+type inbox struct {
+	mu      sync.Mutex
+	samples []profiler.Sample
+	closed  bool
+}
+
+func (b *inbox) pump(ch <-chan profiler.Sample) {
+	for s := range ch {
+		b.mu.Lock()
+		b.samples = append(b.samples, s)
+		// A view that fell behind needs only the newest few thousand.
+		if len(b.samples) > 8192 {
+			b.samples = append([]profiler.Sample(nil), b.samples[len(b.samples)-4096:]...)
+		}
+		b.mu.Unlock()
+	}
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
+
+func (b *inbox) drain() ([]profiler.Sample, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.samples
+	b.samples = nil
+	return s, b.closed
+}
+
+type tickMsg time.Time
+
+type component interface {
+	SetSize(w, h int)
+	View(s *state) string
+}
+
+// Model is the root: it lays panels out and routes keys; panels draw.
+type Model struct {
+	st      *state
+	ctl     Controller
+	in      *inbox
+	keys    keyMap
+	help    help.Model
+	jump    textinput.Model
+	jumping bool
+
+	header                       *headerPanel
+	experts, kernel, gpu, memory component
+	statusUntil                  time.Time
+	now                          func() time.Time
+}
+
+// New builds the view over src; ctl carries out keys (nil: view only).
+func New(src Source, ctl Controller) Model {
+	st := newState()
+	st.header, st.mode = src.Header(), src.Mode()
+	m := Model{st: st, ctl: ctl, in: &inbox{}, keys: newKeys(src.Mode() == "REPLAY"), help: help.New(),
+		header: &headerPanel{}, experts: &expertsPanel{}, kernel: &kernelPanel{}, gpu: &gpuPanel{},
+		memory: &memoryPanel{}, now: time.Now}
+	m.jump = textinput.New()
+	m.jump.Placeholder = "step number or time (1m30s)"
+	m.jump.Prompt = "go to: "
+	go m.in.pump(src.Samples())
+	return m
+}
+
+func tick() tea.Cmd { return tea.Tick(frameInterval, func(t time.Time) tea.Msg { return tickMsg(t) }) }
+
+// Init starts the frame clock.
+func (m Model) Init() tea.Cmd { return tick() }
+
+// Update handles keys, window sizes and frames.
+func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.st.width, m.st.height = msg.Width, msg.Height
+		m.help.Width = msg.Width
+		return m, nil
+	case tickMsg:
+		m.pull()
+		return m, tick()
+	case tea.KeyMsg:
+		if m.jumping {
+			return m.updateJump(msg)
+		}
+		return m.key(msg)
+	}
+	return m, nil
+}
+
+// pull folds the samples that arrived since the last frame into the state.
+func (m *Model) pull() {
+	samples, closed := m.in.drain()
+	for _, s := range samples {
+		m.st.add(s)
+	}
+	m.st.ended = closed
+	if r, ok := m.ctl.(StatusReporter); ok {
+		st := r.Status()
+		m.st.paused, m.st.position = st.Paused, st.Position
+	}
+	if !m.statusUntil.IsZero() && m.now().After(m.statusUntil) {
+		m.st.status, m.statusUntil = "", time.Time{}
+	}
+}
+
+func (m Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
+	k := m.keys
+	replay := k.replay
+	act := func(a Action) (tea.Model, tea.Cmd) {
+		m.do(Request{Action: a})
+		return m, nil
+	}
+	switch {
+	case key.Matches(msg, k.Quit):
+		return m, tea.Quit
+	case key.Matches(msg, k.Help):
+		m.help.ShowAll = !m.help.ShowAll
+		return m, nil
+	case key.Matches(msg, k.Reset):
+		m.st.reset()
+		m.setStatus("statistics reset", false)
+		return m, nil
+	case key.Matches(msg, k.Pause):
+		if m.ctl == nil {
+			m.st.paused = !m.st.paused
+			return m, nil
+		}
+		return act(ActPause)
+	}
+	if replay {
+		switch {
+		case key.Matches(msg, k.Back):
+			return act(ActStepBack)
+		case key.Matches(msg, k.Forward):
+			return act(ActStepForward)
+		case key.Matches(msg, k.Slower):
+			return act(ActSlower)
+		case key.Matches(msg, k.Faster):
+			return act(ActFaster)
+		case key.Matches(msg, k.Home):
+			return act(ActHome)
+		case key.Matches(msg, k.End):
+			return act(ActEnd)
+		case key.Matches(msg, k.Jump):
+			m.jumping = true
+			m.jump.SetValue("")
+			return m, m.jump.Focus()
+		}
+		return m, nil
+	}
+	switch {
+	case key.Matches(msg, k.Backend):
+		return act(ActNextBackend)
+	case key.Matches(msg, k.Routing):
+		return act(ActNextRouting)
+	case key.Matches(msg, k.TokensUp):
+		return act(ActTokensUp)
+	case key.Matches(msg, k.TokensDown):
+		return act(ActTokensDown)
+	case key.Matches(msg, k.SkewUp):
+		return act(ActSkewUp)
+	case key.Matches(msg, k.SkewDown):
+		return act(ActSkewDown)
+	}
+	return m, nil
+}
+
+func (m Model) updateJump(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
+	switch msg.Type {
+	case tea.KeyEnter:
+		m.jumping = false
+		m.jump.Blur()
+		m.do(Request{Action: ActJump, Target: strings.TrimSpace(m.jump.Value())})
+		return m, nil
+	case tea.KeyEsc:
+		m.jumping = false
+		m.jump.Blur()
+		return m, nil
+	}
+	var cmd tea.Cmd
+	m.jump, cmd = m.jump.Update(msg)
+	return m, cmd
+}
+
+func (m *Model) do(r Request) {
+	if m.ctl == nil {
+		m.setStatus("this view takes no commands", true)
+		return
+	}
+	msg, err := m.ctl.Do(r)
+	if err != nil {
+		m.setStatus(err.Error(), true)
+		return
+	}
+	if r.Action == ActPause {
+		if rep, ok := m.ctl.(StatusReporter); ok {
+			m.st.paused = rep.Status().Paused
+		}
+	}
+	m.setStatus(msg, false)
+}
+
+func (m *Model) setStatus(s string, isErr bool) {
+	m.st.status, m.st.statusErr = s, isErr
+	m.statusUntil = m.now().Add(5 * time.Second)
+}
+
+// View lays out the header, the four panels in a 2×2 grid, a status line
+// and the help footer.
+func (m Model) View() string {
+	w, h := m.st.width, m.st.height
+	if w == 0 || h == 0 {
+		return "starting…"
+	}
+	if w < MinWidth || h < MinHeight {
+		return lipgloss.Place(w, h, lipgloss.Center, lipgloss.Center,
+			fmt.Sprintf("moetop needs a terminal of at least %d×%d;\nthis one is %d×%d.", MinWidth, MinHeight, w, h),
+			lipgloss.WithWhitespaceChars(" "))
+	}
+	m.header.SetSize(w, 2)
+	// A status message or the jump prompt takes the footer's line; '?'
+	// still opens the full help.
+	footer := m.help.View(m.keys)
+	status := m.st.position
+	if m.st.status != "" {
+		st := m.st.status
+		if m.st.statusErr {
+			st = warnStyle.Render(st)
+		}
+		if status != "" {
+			status += "  "
+		}
+		status += st
+	}
+	if m.jumping {
+		status = m.jump.View()
+	}
+	if status != "" {
+		if m.help.ShowAll {
+			footer = truncate(status, w) + "\n" + footer
+		} else {
+			footer = truncate(status, w)
+		}
+	}
+	fh := lipgloss.Height(footer)
+	gridH := h - 2 - fh
+	topH := gridH * 3 / 5
+	botH := gridH - topH
+	lw := (w - 1) / 2
+	rw := w - 1 - lw
+	m.experts.SetSize(lw, topH)
+	m.kernel.SetSize(rw, topH)
+	m.gpu.SetSize(lw, botH)
+	m.memory.SetSize(rw, botH)
+	top := lipgloss.JoinHorizontal(lipgloss.Top, m.experts.View(m.st), " ", m.kernel.View(m.st))
+	bottom := lipgloss.JoinHorizontal(lipgloss.Top, m.gpu.View(m.st), " ", m.memory.View(m.st))
+	out := lipgloss.JoinVertical(lipgloss.Left, m.header.View(m.st), top, bottom, footer)
+	return lipgloss.NewStyle().MaxWidth(w).MaxHeight(h).Render(out)
+}

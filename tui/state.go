@@ -1,0 +1,196 @@
+package tui
+
+import (
+	"math"
+	"sort"
+	"time"
+
+	"github.com/moetop/moetop/nvml"
+	"github.com/moetop/moetop/profiler"
+)
+
+// historyLen is how many points the sparklines keep.
+const historyLen = 240
+
+// ring is a fixed-size history of readings.
+type ring struct {
+	v    []float64
+	next int
+	full bool
+}
+
+func newRing(n int) *ring { return &ring{v: make([]float64, n)} }
+
+func (r *ring) push(x float64) {
+	r.v[r.next] = x
+	r.next = (r.next + 1) % len(r.v)
+	r.full = r.full || r.next == 0
+}
+
+// values returns the history oldest first.
+func (r *ring) values() []float64 {
+	if !r.full {
+		return append([]float64(nil), r.v[:r.next]...)
+	}
+	return append(append([]float64(nil), r.v[r.next:]...), r.v[:r.next]...)
+}
+
+// tail returns the last n values, oldest first.
+func (r *ring) tail(n int) []float64 {
+	v := r.values()
+	if len(v) > n {
+		v = v[len(v)-n:]
+	}
+	return v
+}
+
+func (r *ring) reset() { r.next, r.full = 0, false }
+
+// state is what every panel reads: one place for the window size and the
+// statistics, rather than threading them through each call (as gh-dash's
+// context does).
+type state struct {
+	width, height int
+	header        profiler.Header
+	mode          string
+	paused        bool
+	position      string
+	status        string
+	statusErr     bool
+	ended         bool
+
+	// Newest readings. last has rows; gpu and mem are the newest non-nil.
+	last    profiler.Sample
+	hasLast bool
+	gpu     *nvml.Snapshot
+	mem     *profiler.Memory
+	first   time.Time
+	samples int
+
+	imbalance, stepMS, tflops *ring
+	util, memUtil, power      *ring
+	temp, smClock             *ring
+	phaseSum                  [6]float64
+	phaseN                    int
+	stepTimes                 []time.Time // for steps per second
+	events                    []profiler.Event
+}
+
+func newState() *state {
+	s := &state{}
+	s.reset()
+	return s
+}
+
+// reset clears the statistics ('r'), keeping the newest readings.
+func (s *state) reset() {
+	for _, r := range []**ring{&s.imbalance, &s.stepMS, &s.tflops, &s.util, &s.memUtil, &s.power, &s.temp, &s.smClock} {
+		*r = newRing(historyLen)
+	}
+	s.phaseSum, s.phaseN = [6]float64{}, 0
+	s.stepTimes = nil
+	s.samples = 0
+	s.first = time.Time{}
+}
+
+// add folds one sample into the state.
+func (s *state) add(x profiler.Sample) {
+	if s.first.IsZero() {
+		s.first = x.Time
+	}
+	s.samples++
+	s.events = append(s.events, x.Events...)
+	if len(s.events) > 50 {
+		s.events = s.events[len(s.events)-50:]
+	}
+	if x.GPU != nil {
+		s.gpu = x.GPU
+		s.addGPU(x.GPU)
+	}
+	if x.Memory != nil {
+		s.mem = x.Memory
+	}
+	if x.Skipped || x.Rows == nil {
+		s.last.Events = x.Events
+		return
+	}
+	s.last, s.hasLast = x, true
+	s.imbalance.push(x.Imbalance)
+	s.stepMS.push(x.StepMS)
+	s.tflops.push(x.TFLOPS)
+	for i, v := range x.Phases.Slice() {
+		s.phaseSum[i] += v
+	}
+	s.phaseN++
+	s.stepTimes = append(s.stepTimes, x.Time)
+	if len(s.stepTimes) > 4096 {
+		s.stepTimes = s.stepTimes[len(s.stepTimes)-2048:]
+	}
+}
+
+func (s *state) addGPU(g *nvml.Snapshot) {
+	if g.Host != nil {
+		if g.Host.CPUUtilPct != nil {
+			s.util.push(*g.Host.CPUUtilPct)
+		}
+		if g.Host.MemTotalBytes > 0 {
+			s.memUtil.push(100 * float64(g.Host.MemTotalBytes-g.Host.MemAvailableBytes) / float64(g.Host.MemTotalBytes))
+		}
+		return
+	}
+	if len(g.Devices) == 0 {
+		return
+	}
+	d := g.Devices[0] // the backend runs on the first device it sees
+	push := func(r *ring, p *uint32) {
+		if p != nil {
+			r.push(float64(*p))
+		}
+	}
+	push(s.util, d.UtilPct)
+	push(s.memUtil, d.MemUtilPct)
+	push(s.temp, d.TempC)
+	push(s.smClock, d.SMClockMHz)
+	if d.PowerW != nil {
+		s.power.push(*d.PowerW)
+	}
+}
+
+// stepsPerSecond counts steps in the last second of sample time.
+func (s *state) stepsPerSecond() float64 {
+	n := len(s.stepTimes)
+	if n < 2 {
+		return 0
+	}
+	last := s.stepTimes[n-1]
+	i := sort.Search(n, func(i int) bool { return !s.stepTimes[i].Before(last.Add(-time.Second)) })
+	span := last.Sub(s.stepTimes[i]).Seconds()
+	if span <= 0 {
+		span = last.Sub(s.stepTimes[0]).Seconds()
+		i = 0
+	}
+	if span <= 0 {
+		return 0
+	}
+	return float64(n-1-i) / span
+}
+
+// uptime is sample time since the first sample (so a replay shows the
+// recording's own clock).
+func (s *state) uptime() time.Duration {
+	if !s.hasLast || s.first.IsZero() {
+		return 0
+	}
+	return s.last.Time.Sub(s.first)
+}
+
+// percentile of the step-time window.
+func percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	i := int(math.Ceil(p*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}

@@ -1,0 +1,216 @@
+package tui
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/exp/golden"
+	"github.com/charmbracelet/x/exp/teatest"
+	"github.com/muesli/termenv"
+)
+
+func init() { lipgloss.SetColorProfile(termenv.Ascii) }
+
+// finalView runs the model in teatest until the source has ended and
+// returns the last frame.
+func finalView(t *testing.T, experts, w, h int) string {
+	t.Helper()
+	m := New(newFake(experts, 40), &recorder{})
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(w, h))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("ENDED")) },
+		teatest.WithDuration(5*time.Second), teatest.WithCheckInterval(20*time.Millisecond))
+	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("q")})
+	return tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).View()
+}
+
+func TestGolden(t *testing.T) {
+	for _, c := range []struct{ experts, w, h int }{{8, 80, 24}, {8, 160, 48}, {128, 80, 24}, {128, 160, 48}} {
+		t.Run(fmt.Sprintf("%dexperts_%dx%d", c.experts, c.w, c.h), func(t *testing.T) {
+			v := finalView(t, c.experts, c.w, c.h)
+			for _, title := range []string{"Expert load", "Kernel time", "GPU", "Memory", "LIVE"} {
+				if !strings.Contains(v, title) {
+					t.Errorf("no %q in the view", title)
+				}
+			}
+			lines := strings.Split(v, "\n")
+			if len(lines) > c.h {
+				t.Errorf("%d lines in a %d-line terminal", len(lines), c.h)
+			}
+			for i, l := range lines {
+				if w := lipgloss.Width(l); w > c.w {
+					t.Errorf("line %d is %d wide in a %d-wide terminal: %q", i, w, c.w, l)
+				}
+			}
+			golden.RequireEqual(t, []byte(v))
+		})
+	}
+}
+
+// model returns a view that has taken in every sample of a fake source.
+func model(t testing.TB, experts int, ctl Controller) Model {
+	m := New(newFake(experts, 40), ctl)
+	m.now = func() time.Time { return t0 }
+	next, _ := m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	m = next.(Model)
+	deadline := time.Now().Add(5 * time.Second)
+	for !m.st.ended {
+		if time.Now().After(deadline) {
+			t.Fatal("source never ended")
+		}
+		next, _ = m.Update(tickMsg(time.Now()))
+		m = next.(Model)
+		time.Sleep(5 * time.Millisecond)
+	}
+	return m
+}
+
+func press(m Model, k string) (Model, tea.Cmd) {
+	var msg tea.KeyMsg
+	switch k {
+	case "left":
+		msg = tea.KeyMsg{Type: tea.KeyLeft}
+	case "right":
+		msg = tea.KeyMsg{Type: tea.KeyRight}
+	case "home":
+		msg = tea.KeyMsg{Type: tea.KeyHome}
+	case "end":
+		msg = tea.KeyMsg{Type: tea.KeyEnd}
+	case "enter":
+		msg = tea.KeyMsg{Type: tea.KeyEnter}
+	case "space":
+		msg = tea.KeyMsg{Type: tea.KeySpace, Runes: []rune(" ")}
+	case "ctrl+c":
+		msg = tea.KeyMsg{Type: tea.KeyCtrlC}
+	default:
+		msg = tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(k)}
+	}
+	next, cmd := m.Update(msg)
+	return next.(Model), cmd
+}
+
+func TestLiveKeysBecomeActions(t *testing.T) {
+	for _, c := range []struct {
+		key  string
+		want Action
+	}{
+		{"space", ActPause}, {"b", ActNextBackend}, {"d", ActNextRouting}, {"+", ActTokensUp},
+		{"-", ActTokensDown}, {"[", ActSkewDown}, {"]", ActSkewUp},
+	} {
+		rec := &recorder{}
+		m := model(t, 8, rec)
+		m, _ = press(m, c.key)
+		if len(rec.got) != 1 || rec.got[0].Action != c.want {
+			t.Errorf("key %q: requests %+v, want action %d", c.key, rec.got, c.want)
+		}
+		if !strings.Contains(m.View(), fmt.Sprintf("did %d", c.want)) {
+			t.Errorf("key %q: the status line does not show the controller's answer", c.key)
+		}
+	}
+}
+
+func TestPauseShowsPaused(t *testing.T) {
+	m := model(t, 8, &recorder{})
+	m, _ = press(m, "space")
+	if !strings.Contains(m.View(), "PAUSED") {
+		t.Error("no PAUSED after space")
+	}
+}
+
+func TestRefusedChangeIsShown(t *testing.T) {
+	m := model(t, 8, &recorder{refuse: true})
+	m, _ = press(m, "+")
+	if !strings.Contains(m.View(), "out of memory predicted") {
+		t.Error("the refusal is not on screen")
+	}
+}
+
+func TestHelpToggles(t *testing.T) {
+	m := model(t, 8, &recorder{})
+	short := m.View()
+	m, _ = press(m, "?")
+	if full := m.View(); full == short || !strings.Contains(full, "reset stats") {
+		t.Error("? did not open the full help")
+	}
+	m, _ = press(m, "?")
+	if m.View() != short {
+		t.Error("? did not close the help")
+	}
+}
+
+func TestResetClearsStatistics(t *testing.T) {
+	m := model(t, 8, &recorder{})
+	if m.st.phaseN == 0 {
+		t.Fatal("no statistics to reset")
+	}
+	m, _ = press(m, "r")
+	if m.st.phaseN != 0 || len(m.st.stepMS.values()) != 0 {
+		t.Error("r left statistics behind")
+	}
+}
+
+func TestQuitKeys(t *testing.T) {
+	for _, k := range []string{"q", "ctrl+c"} {
+		m := model(t, 8, &recorder{})
+		if _, cmd := press(m, k); cmd == nil || cmd() != tea.Quit() {
+			t.Errorf("%s does not quit", k)
+		}
+	}
+}
+
+func TestReplayKeys(t *testing.T) {
+	rec := &recorder{}
+	src := newFake(8, 5)
+	src.mode = "REPLAY"
+	m := New(src, rec)
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	for _, k := range []string{"left", "right", "[", "]", "home", "end"} {
+		m, _ = press(m, k)
+	}
+	m, _ = press(m, "g")
+	for _, r := range "120" {
+		m, _ = press(m, string(r))
+	}
+	m, _ = press(m, "enter")
+	want := []Action{ActStepBack, ActStepForward, ActSlower, ActFaster, ActHome, ActEnd, ActJump}
+	if len(rec.got) != len(want) {
+		t.Fatalf("requests %+v", rec.got)
+	}
+	for i, a := range want {
+		if rec.got[i].Action != a {
+			t.Errorf("request %d: action %d, want %d", i, rec.got[i].Action, a)
+		}
+	}
+	if rec.got[6].Target != "120" {
+		t.Errorf("jump target %q", rec.got[6].Target)
+	}
+}
+
+func TestResizeToTinyAndBackDoesNotPanic(t *testing.T) {
+	m := model(t, 128, &recorder{})
+	for _, sz := range [][2]int{{40, 10}, {1, 1}, {0, 0}, {79, 23}, {80, 24}, {300, 100}, {40, 10}, {120, 40}} {
+		next, _ := m.Update(tea.WindowSizeMsg{Width: sz[0], Height: sz[1]})
+		m = next.(Model)
+		v := m.View()
+		if sz[0] > 0 && sz[0] < MinWidth && !strings.Contains(v, "needs a terminal") {
+			t.Errorf("%dx%d: no request for a larger terminal", sz[0], sz[1])
+		}
+	}
+	if !strings.Contains(m.View(), "Expert load") {
+		t.Error("the layout did not come back at 120×40")
+	}
+}
+
+func BenchmarkFrame160x48With256Experts(b *testing.B) {
+	m := model(b, 256, &recorder{})
+	next, _ := m.Update(tea.WindowSizeMsg{Width: 160, Height: 48})
+	m = next.(Model)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_ = m.View()
+	}
+}
