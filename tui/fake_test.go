@@ -20,8 +20,8 @@ type fakeSource struct {
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-func u32(v uint32) *uint32 { return &v }
-func u64(v uint64) *uint64 { return &v }
+func u32(v uint32) *uint32   { return &v }
+func u64(v uint64) *uint64   { return &v }
 func f64(v float64) *float64 { return &v }
 
 func newFake(experts, n int) *fakeSource {
