@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 export CGO_ENABLED = 1
 
-.PHONY: run build test bench lint gpu-bins clean
+.PHONY: run build test bench fuzz lint gpu-bins clean
 
 # Opens the live view: on the GPU when there is one, otherwise on the CPU
 # reference backend.
@@ -21,6 +21,11 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+# A minute of fuzzing the log reader. Go minimises each new input for up
+# to -fuzzminimizetime (60 s by default), which stalls on inputs this size.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzOpenLog -fuzztime 60s -fuzzminimizetime 2s ./profiler
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -9,7 +9,12 @@ import (
 )
 
 // Schema is the log format's name and major version (docs/log-format.md).
-const Schema = "moetop/1"
+// A reader accepts any minor change (new fields are ignored) and refuses a
+// newer major version.
+const (
+	Schema      = "moetop/1"
+	SchemaMajor = 1
+)
 
 // Header is the first line of a log.
 type Header struct {
@@ -26,12 +31,15 @@ type Header struct {
 	BackendReason string    `json:"backend_reason,omitempty"`
 	Config        Config    `json:"config"`
 	Start         time.Time `json:"start"`
+	// Part numbers the files of a rotated recording (0: the first).
+	Part int `json:"part,omitempty"`
 }
 
-// Line types: the "type" field of every line.
+// Line types: the "type" field, first in every line.
 const (
 	LineHeader = "header"
 	LineSample = "sample"
+	LineEvent  = "event"
 )
 
 type headerLine struct {
@@ -44,12 +52,18 @@ type sampleLine struct {
 	*Sample
 }
 
-// LogWriter writes the JSON Lines log: a header, then one line per sample.
-// It buffers; Flush makes what was written so far a valid log.
+type eventLine struct {
+	Type string `json:"type"`
+	Step int    `json:"step"`
+	Event
+}
+
+// LogWriter writes the JSON Lines log: a header, then per step its events
+// (one line each) and its sample. It buffers; Flush makes what was written
+// so far a valid log.
 type LogWriter struct {
-	w     *bufio.Writer
-	n     int64 // bytes written
-	lines int
+	w *bufio.Writer
+	n int64 // bytes written
 }
 
 // NewLogWriter writes to w.
@@ -68,7 +82,6 @@ func (lw *LogWriter) line(v any) error {
 	if err != nil {
 		return fmt.Errorf("log: write: %w", err)
 	}
-	lw.lines++
 	return nil
 }
 
@@ -78,8 +91,18 @@ func (lw *LogWriter) WriteHeader(h Header) error {
 	return lw.line(headerLine{LineHeader, &h})
 }
 
-// WriteSample appends one sample.
-func (lw *LogWriter) WriteSample(s *Sample) error { return lw.line(sampleLine{LineSample, s}) }
+// WriteSample appends a sample's events, then the sample without them
+// (the reader attaches them again).
+func (lw *LogWriter) WriteSample(s *Sample) error {
+	for _, e := range s.Events {
+		if err := lw.line(eventLine{LineEvent, s.Step, e}); err != nil {
+			return err
+		}
+	}
+	c := *s
+	c.Events = nil
+	return lw.line(sampleLine{LineSample, &c})
+}
 
 // Flush pushes buffered lines to the underlying writer.
 func (lw *LogWriter) Flush() error {
@@ -89,5 +112,5 @@ func (lw *LogWriter) Flush() error {
 	return nil
 }
 
-// Bytes is how many bytes were written so far.
+// Bytes is how many bytes were written so far (before compression).
 func (lw *LogWriter) Bytes() int64 { return lw.n }

@@ -82,6 +82,9 @@ type Sample struct {
 	// after it was taken (so a log holds each reading once).
 	GPU    *nvml.Snapshot `json:"gpu,omitempty"`
 	Events []Event        `json:"events,omitempty"`
+	// Reset marks the first sample of a new timeline (a replay that
+	// jumped): a view drops its history before taking it. Never logged.
+	Reset bool `json:"-"`
 }
 
 // Imbalance is max/mean of rows; 0 when nothing was routed.

@@ -26,8 +26,11 @@ func (p *headerPanel) View(s *state) string {
 		}
 	}
 	mode := s.mode
-	if s.paused {
+	switch {
+	case s.paused && mode == "LIVE":
 		mode = "PAUSED"
+	case s.paused:
+		mode += " · PAUSED"
 	}
 	if s.ended {
 		mode += " · ENDED"

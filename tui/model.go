@@ -286,3 +286,13 @@ func (m Model) View() string {
 	out := lipgloss.JoinVertical(lipgloss.Left, m.header.View(m.st), top, bottom, footer)
 	return lipgloss.NewStyle().MaxWidth(w).MaxHeight(h).Render(out)
 }
+
+// Tick is a frame of the view's clock, for callers that drive Update
+// themselves (benchmarks).
+func Tick() tea.Msg { return tickMsg(time.Now()) }
+
+// HasData says whether the view has drawn a sample yet.
+func HasData(m tea.Model) bool {
+	mm, ok := m.(Model)
+	return ok && mm.st.hasLast
+}

@@ -95,6 +95,10 @@ func (s *state) reset() {
 
 // add folds one sample into the state.
 func (s *state) add(x profiler.Sample) {
+	if x.Reset {
+		s.reset()
+		s.events = nil
+	}
 	if s.first.IsZero() {
 		s.first = x.Time
 	}
@@ -180,6 +184,9 @@ func (s *state) stepsPerSecond() float64 {
 func (s *state) uptime() time.Duration {
 	if !s.hasLast || s.first.IsZero() {
 		return 0
+	}
+	if st := s.header.Start; !st.IsZero() && !s.last.Time.Before(st) {
+		return s.last.Time.Sub(st) // the run's own clock, also after a replay's jump
 	}
 	return s.last.Time.Sub(s.first)
 }

@@ -8,36 +8,18 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
 
 	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/kernels/cuda"
+	"github.com/moetop/moetop/metrics"
 	"github.com/moetop/moetop/nvml"
 	"github.com/moetop/moetop/profiler"
 )
-
-// startSampler polls NVML, or the host for the CPU backend (whose memory
-// is host memory) and when NVML or a GPU is missing.
-func startSampler(ctx context.Context, backend string, interval time.Duration) *nvml.Poller {
-	var src nvml.Source
-	if backend == "cpu" {
-		src = nvml.NewHost("the cpu backend runs on the host")
-	} else {
-		src, _ = nvml.Open()
-	}
-	go func() { <-ctx.Done(); src.Close() }()
-	return nvml.Poll(ctx, src, interval)
-}
-
-// modelBackends are the backends the memory model predicts for.
-func modelBackends(running string) []string {
-	if running == "cpu" {
-		return []string{"cpu"}
-	}
-	return kernels.GPUBackends
-}
 
 const rootUsage = `moetop: top for Mixture-of-Experts layers.
 
@@ -47,7 +29,10 @@ readings and out-of-memory headroom.
 
 Usage:
   moetop [flags]                      live view (the TUI)
-  moetop --record FILE [flags]        headless: write a log of samples
+  moetop --record FILE [flags]        headless: write a log of samples (.zst: compressed)
+  moetop --replay FILE                the view over a recorded log
+  moetop summary FILE [--json]        what a log holds, in numbers
+  moetop export FILE --format csv|perfetto [--out F]
   moetop check [flags]                every GPU backend against the CPU reference
   moetop bench [flags]                time the expert GEMMs on fixed loads
   moetop devices [--json]             one NVML reading of every GPU
@@ -55,7 +40,8 @@ Usage:
 
 Examples:
   moetop --experts 64 --top-k 8 --routing zipf:1.2
-  moetop --record run.jsonl --steps 200 --seqs 16 --seq-len 512 --hidden 1024
+  moetop --record run.jsonl.zst --duration 10m --listen :9464
+  moetop --replay run.jsonl.zst
 `
 
 // liveFlags are the root command's flags.
@@ -63,10 +49,13 @@ type liveFlags struct {
 	layer    layerFlags
 	backend  string
 	record   string
+	replay   string
 	steps    int
 	duration time.Duration
 	force    bool
 	interval time.Duration
+	maxSize  string
+	listen   string
 }
 
 func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -74,23 +63,43 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("moetop", flag.ContinueOnError)
 	f.layer.register(fs)
 	fs.StringVar(&f.backend, "backend", "auto", "auto, cpu, grouped, loop, streams or padded")
-	fs.StringVar(&f.record, "record", "", "write samples to `FILE` instead of showing the TUI")
+	fs.StringVar(&f.record, "record", "", "write samples to `FILE` instead of showing the TUI (.zst: zstd)")
+	fs.StringVar(&f.replay, "replay", "", "show a recorded `FILE` in the TUI")
 	fs.IntVar(&f.steps, "steps", 0, "stop after N steps (0: no limit)")
 	fs.DurationVar(&f.duration, "duration", 0, "stop after this long, e.g. 30s (0: no limit)")
 	fs.BoolVar(&f.force, "force", false, "overwrite an existing --record file")
+	fs.StringVar(&f.maxSize, "max-size", "", "with --record: start FILE.1, FILE.2 … after this much, e.g. 500MB")
+	fs.StringVar(&f.listen, "listen", "", "serve Prometheus /metrics at `ADDR` (:9464 binds 127.0.0.1)")
 	gpuFlags(fs)
 	fs.DurationVar(&f.interval, "interval", 500*time.Millisecond, "GPU sampling interval (at least 50ms)")
 	if err := parse(fs, args, rootUsage, stdout); err != nil {
 		return err
 	}
-	if f.steps < 0 {
+	if f.replay != "" {
+		if f.record != "" {
+			return usagef("--replay and --record go separately: replay a log, or record a new one")
+		}
+		return replay(ctx, f.replay, stdout)
+	}
+	switch {
+	case f.steps < 0:
 		return usagef("invalid --steps %d; want 0 (no limit) or more", f.steps)
-	}
-	if f.interval < nvml.MinInterval {
+	case f.interval < nvml.MinInterval:
 		return usagef("invalid --interval %s; want at least %s", f.interval, nvml.MinInterval)
-	}
-	if f.duration < 0 {
+	case f.duration < 0:
 		return usagef("invalid --duration %s; want 0 (no limit) or more", f.duration)
+	case f.maxSize != "" && f.record == "":
+		return usagef("--max-size needs --record")
+	}
+	maxBytes, err := parseSize(f.maxSize)
+	if err != nil {
+		return err
+	}
+	listen := ""
+	if f.listen != "" {
+		if listen, err = metrics.ListenAddr(f.listen); err != nil {
+			return usagef("%v", err)
+		}
 	}
 	// Validate the layer against the CPU defaults first, so a bad flag is
 	// reported before any library is loaded.
@@ -112,25 +121,85 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	be, reason, err := chooseBackend(ctx, f.backend, cfg, noGPU, stderr)
-	if err != nil {
-		return err
-	}
 	if f.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
+	be, reason, err := chooseBackend(ctx, f.backend, cfg, noGPU, stderr)
+	if err != nil {
+		return err
+	}
 	poller := startSampler(ctx, be.Info().Name, f.interval)
 	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, ModelBackends: modelBackends(be.Info().Name)}
 	h := header(loop, reason)
+	var sinks []func(profiler.Sample)
+	if listen != "" {
+		m := metrics.New()
+		addr, err := m.Serve(ctx, listen)
+		if err != nil {
+			be.Close()
+			return err
+		}
+		fmt.Fprintf(stderr, "moetop: serving metrics at http://%s/metrics\n", addr)
+		sinks = append(sinks, m.Observe)
+	}
 	if f.record != "" {
-		return record(ctx, loop, f, h, stderr)
+		return record(ctx, loop, f, maxBytes, h, sinks, stderr)
 	}
 	if f.steps > 0 || f.duration > 0 || !isTerminal(stdout) {
-		return watch(ctx, loop, f.steps, stdout)
+		return watch(ctx, loop, f.steps, sinks, stdout)
 	}
-	return view(ctx, loop, h, stdout)
+	return view(ctx, loop, h, sinks, stdout)
+}
+
+// parseSize reads 500MB, 2GiB, 64k or a plain byte count.
+func parseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"gib", 1 << 30}, {"mib", 1 << 20}, {"kib", 1 << 10}, {"gb", 1e9}, {"mb", 1e6}, {"kb", 1e3},
+		{"g", 1 << 30}, {"m", 1 << 20}, {"k", 1 << 10}, {"b", 1}}
+	l := strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(l, u.suffix) {
+			l, mult = strings.TrimSpace(strings.TrimSuffix(l, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(l, 64)
+	if err != nil || v < 1 || v*float64(mult) > 1<<62 {
+		return 0, usagef("invalid --max-size %q; want a size such as 500MB or 2GiB", s)
+	}
+	if v*float64(mult) < 4096 {
+		return 0, usagef("invalid --max-size %q; want at least 4KiB", s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+// startSampler polls NVML, or the host for the CPU backend (whose memory
+// is host memory) and when NVML or a GPU is missing.
+func startSampler(ctx context.Context, backend string, interval time.Duration) *nvml.Poller {
+	var src nvml.Source
+	if backend == "cpu" {
+		src = nvml.NewHost("the cpu backend runs on the host")
+	} else {
+		src, _ = nvml.Open()
+	}
+	go func() { <-ctx.Done(); src.Close() }()
+	return nvml.Poll(ctx, src, interval)
+}
+
+// modelBackends are the backends the memory model predicts for.
+func modelBackends(running string) []string {
+	if running == "cpu" {
+		return []string{"cpu"}
+	}
+	return kernels.GPUBackends
 }
 
 // header describes the run for the log and the view.
@@ -160,45 +229,36 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// openLog creates the log file, refusing to overwrite one without --force.
-func openLog(path string, force bool) (*os.File, error) {
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+// record runs headless, writing each sample as it comes and flushing at
+// least every second, so a run stopped by Ctrl-C or SIGTERM (which cancel
+// ctx) ends with a valid log up to the last completed step.
+func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int64, h profiler.Header,
+	sinks []func(profiler.Sample), stderr io.Writer) error {
+	rec, err := profiler.CreateRecorder(f.record, maxBytes, f.force, h)
+	if errors.Is(err, profiler.ErrExists) {
+		loop.Backend.Close()
+		return usagef("%v; pass --force to overwrite it or choose another --record file", err)
 	}
-	f, err := os.OpenFile(path, flags, 0o644)
-	if errors.Is(err, os.ErrExist) {
-		return nil, usagef("%s exists; pass --force to overwrite it or choose another --record file", path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("record: %w", err)
-	}
-	return f, nil
-}
-
-// record runs headless, writing the header and one line per sample, and
-// flushing at least every second so a killed run loses at most a second.
-func record(ctx context.Context, loop *profiler.Loop, f liveFlags, h profiler.Header, stderr io.Writer) error {
-	file, err := openLog(f.record, f.force)
 	if err != nil {
 		loop.Backend.Close()
 		return err
 	}
-	defer file.Close()
-	lw := profiler.NewLogWriter(file)
-	info := loop.Backend.Info()
-	start := h.Start
-	if err := lw.WriteHeader(h); err != nil {
-		return err
-	}
-	samples := make(chan profiler.Sample, 16)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	samples := make(chan profiler.Sample, 64)
 	runErr := make(chan error, 1)
 	go func() { runErr <- loop.Run(ctx, samples, f.steps) }()
 
 	flush := time.NewTicker(time.Second)
 	defer flush.Stop()
+	var prog <-chan time.Time
+	if isTerminal(stderr) {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		prog = t.C
+	}
 	var stepMS, tflops []float64
-	n := 0
+	var werr error
 	for samples != nil {
 		select {
 		case s, ok := <-samples:
@@ -206,41 +266,72 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, h profiler.He
 				samples = nil
 				break
 			}
-			if err := lw.WriteSample(&s); err != nil {
-				return err
+			if werr != nil {
+				continue // draining after a write error
 			}
-			n++
+			if werr = rec.Write(&s); werr != nil {
+				cancel() // a full disk stops the run; what was flushed stays readable
+				continue
+			}
+			for _, sink := range sinks {
+				sink(s)
+			}
 			if !s.Skipped {
 				stepMS = append(stepMS, s.StepMS)
 				tflops = append(tflops, s.TFLOPS)
 			}
 		case <-flush.C:
-			if err := lw.Flush(); err != nil {
-				return err
+			if werr == nil {
+				if werr = rec.Flush(); werr != nil {
+					cancel()
+				}
 			}
+		case <-prog:
+			fmt.Fprintf(stderr, "\r\x1b[Krecording %s: %d steps, %d samples, %s, %s", f.record, len(stepMS), rec.Written,
+				sizeString(rec.Bytes()), time.Since(h.Start).Round(time.Second))
 		}
 	}
+	if prog != nil {
+		fmt.Fprint(stderr, "\r\x1b[K")
+	}
 	err = <-runErr
-	if ferr := lw.Flush(); ferr != nil && err == nil {
-		err = ferr
+	if cerr := rec.Close(); werr == nil {
+		werr = cerr
 	}
-	if cerr := file.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("record: %w", cerr)
+	parts := ""
+	if rec.Parts() > 1 {
+		parts = fmt.Sprintf(" (%d files)", rec.Parts())
 	}
-	fmt.Fprintf(stderr, "moetop: recorded %d steps in %s to %s (%s, %s): step p50 %.3f ms, %.3f TFLOP/s\n",
-		n, time.Since(start).Round(time.Millisecond), f.record, info.Name, loop.Config,
+	fmt.Fprintf(stderr, "moetop: recorded %d steps in %s to %s%s (%s, %s): step p50 %.3f ms, %.3f TFLOP/s\n",
+		rec.Written, time.Since(h.Start).Round(time.Millisecond), f.record, parts, loop.Backend.Info().Name, loop.Config,
 		median(stepMS), median(tflops))
+	if werr != nil {
+		return werr
+	}
 	return err
+}
+
+func sizeString(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
 }
 
 // watch prints a line per second: the view where there is no terminal to
 // draw on, or when the run is bounded by --steps or --duration.
-func watch(ctx context.Context, loop *profiler.Loop, steps int, stdout io.Writer) error {
+func watch(ctx context.Context, loop *profiler.Loop, steps int, sinks []func(profiler.Sample), stdout io.Writer) error {
 	samples := make(chan profiler.Sample, 16)
 	runErr := make(chan error, 1)
 	go func() { runErr <- loop.Run(ctx, samples, steps) }()
 	last := time.Time{}
 	for s := range samples {
+		for _, sink := range sinks {
+			sink(s)
+		}
 		if time.Since(last) >= time.Second {
 			last = time.Now()
 			fmt.Fprintf(stdout, "step %d  %.2f ms  %.3f TFLOP/s  imbalance %.2f  rows %v\n",

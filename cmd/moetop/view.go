@@ -58,7 +58,7 @@ func colorProfile() {
 
 // view runs the TUI over the loop until the user quits or ctx ends; the
 // loop is stopped and its backend closed before it returns.
-func view(ctx context.Context, loop *profiler.Loop, header profiler.Header, stdout io.Writer) error {
+func view(ctx context.Context, loop *profiler.Loop, header profiler.Header, sinks []func(profiler.Sample), stdout io.Writer) error {
 	colorProfile()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -73,6 +73,9 @@ func view(ctx context.Context, loop *profiler.Loop, header profiler.Header, stdo
 		defer close(src.samples)
 		for s := range raw {
 			live.Observe(s)
+			for _, sink := range sinks {
+				sink(s)
+			}
 			select {
 			case src.samples <- s:
 			case <-ctx.Done():
@@ -87,6 +90,67 @@ func view(ctx context.Context, loop *profiler.Loop, header profiler.Header, stdo
 		return lerr
 	}
 	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("tui: %w", err)
+	}
+	return nil
+}
+
+// replaySource is a log as the view's Source; replayControl maps keys.
+type replaySource struct {
+	log *profiler.Log
+	r   *profiler.Replay
+}
+
+func (s replaySource) Samples() <-chan profiler.Sample { return s.r.Samples() }
+func (s replaySource) Header() profiler.Header         { return s.log.Header }
+func (s replaySource) Mode() string                    { return "REPLAY" }
+
+type replayControl struct{ r *profiler.Replay }
+
+func (c replayControl) Do(q tui.Request) (string, error) {
+	switch q.Action {
+	case tui.ActPause:
+		return c.r.TogglePlay(), nil
+	case tui.ActStepBack:
+		return c.r.Step(-1), nil
+	case tui.ActStepForward:
+		return c.r.Step(1), nil
+	case tui.ActFaster:
+		return c.r.Speed(true), nil
+	case tui.ActSlower:
+		return c.r.Speed(false), nil
+	case tui.ActHome:
+		return c.r.Home(), nil
+	case tui.ActEnd:
+		return c.r.End(), nil
+	case tui.ActJump:
+		return c.r.Jump(q.Target)
+	}
+	return "", fmt.Errorf("not available in a replay")
+}
+
+func (c replayControl) Status() tui.Status {
+	return tui.Status{Paused: c.r.Paused(), Position: c.r.Position()}
+}
+
+// replay opens a log and shows it in the TUI at its recorded pace.
+func replay(ctx context.Context, path string, stdout io.Writer) error {
+	l, err := openLogFile(path)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if l.Len() == 0 {
+		return usagef("%s has a header but no samples; nothing to replay", path)
+	}
+	colorProfile()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := profiler.NewReplay(l)
+	go r.Run(ctx)
+	p := tea.NewProgram(tui.New(replaySource{l, r}, replayControl{r}), tea.WithAltScreen(), tea.WithContext(ctx),
+		tea.WithOutput(stdout))
+	if _, err := p.Run(); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("tui: %w", err)
 	}
 	return nil

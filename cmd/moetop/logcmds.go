@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/moetop/moetop/profiler"
+)
+
+// openLogFile opens a log; a file that is not a readable log is bad input
+// (exit code 2), with the reason.
+func openLogFile(path string) (*profiler.Log, error) {
+	l, err := profiler.OpenLog(path)
+	var le *profiler.LogError
+	switch {
+	case errors.As(err, &le):
+		return nil, usagef("%v", le)
+	case errors.Is(err, os.ErrNotExist):
+		return nil, usagef("%s: no such file", path)
+	case err != nil:
+		return nil, err
+	}
+	return l, nil
+}
+
+// fileArg takes the one FILE argument, before or after the flags.
+func fileArg(fs *flag.FlagSet, args []string, help string, stdout io.Writer) (string, error) {
+	var file string
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		file, args = args[0], args[1:]
+	}
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, help)
+			printDefaults(fs, stdout)
+			return "", errHelp
+		}
+		return "", usagef("%v; run '%s --help'", err, fs.Name())
+	}
+	if file == "" && fs.NArg() > 0 {
+		file = fs.Arg(0)
+		fs.Parse(fs.Args()[1:])
+	}
+	if fs.NArg() > 0 {
+		return "", usagef("unexpected argument %q; run '%s --help'", fs.Arg(0), fs.Name())
+	}
+	if file == "" {
+		return "", usagef("%s needs a log FILE; run '%s --help'", fs.Name(), fs.Name())
+	}
+	return file, nil
+}
+
+const summaryUsage = `moetop summary: what a recorded log holds.
+
+Duration, steps, step time p50/p90/p99 and TFLOP/s per backend, mean share
+per expert, worst imbalance, lowest headroom, OOM events and lines skipped.
+
+Usage:
+  moetop summary FILE [--json]
+`
+
+func runSummary(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("moetop summary", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	path, err := fileArg(fs, args, summaryUsage, stdout)
+	if err != nil {
+		return err
+	}
+	l, err := openLogFile(path)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	sum, err := profiler.Summarize(l)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", " ")
+		return enc.Encode(sum)
+	}
+	sum.WriteText(stdout)
+	return nil
+}
+
+const exportUsage = `moetop export: a log for the tools you already use.
+
+  csv       one row per sample
+  perfetto  a Chrome/Perfetto JSON trace: a track per phase, a slice per step,
+            counters for TFLOP/s and imbalance; open it at ui.perfetto.dev
+
+Usage:
+  moetop export FILE --format csv|perfetto [--out F]
+`
+
+func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("moetop export", flag.ContinueOnError)
+	format := fs.String("format", "", "csv or perfetto")
+	out := fs.String("out", "", "write to F instead of stdout")
+	force := fs.Bool("force", false, "overwrite --out if it exists")
+	path, err := fileArg(fs, args, exportUsage, stdout)
+	if err != nil {
+		return err
+	}
+	export := map[string]func(*profiler.Log, io.Writer) (int, error){"csv": profiler.ExportCSV, "perfetto": profiler.ExportPerfetto}[*format]
+	if export == nil {
+		return usagef("invalid --format %q; want csv or perfetto", *format)
+	}
+	l, err := openLogFile(path)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	w := stdout
+	if *out != "" {
+		flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+		if *force {
+			flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		}
+		f, err := os.OpenFile(*out, flags, 0o644)
+		if errors.Is(err, os.ErrExist) {
+			return usagef("%s exists; pass --force to overwrite it", *out)
+		}
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	skipped, err := export(l, w)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if skipped > 0 {
+		fmt.Fprintf(stderr, "moetop: %d lines of %s could not be read and were skipped\n", skipped, path)
+	}
+	if *out != "" {
+		fmt.Fprintf(stderr, "moetop: wrote %s\n", *out)
+	}
+	return nil
+}

@@ -1,0 +1,303 @@
+package profiler
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// MaxLineBytes bounds one log line; a longer one means the file is not a
+// moetop log (or is damaged), and reading stops with an error.
+const MaxLineBytes = 16 << 20
+
+// LogError is a log file that cannot be read at all: empty, not a moetop
+// log, from a newer moetop, or with a line over MaxLineBytes.
+type LogError struct {
+	Path string
+	Msg  string
+}
+
+func (e *LogError) Error() string { return e.Path + ": " + e.Msg }
+
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// span is where one step's lines are: its event lines, then its sample.
+type span struct{ start, end int64 }
+
+// Log is an opened log: its header and an index of where each sample is,
+// built in one pass, so that any sample can be read without the others.
+type Log struct {
+	Header Header
+	Path   string
+	// Warnings say what was skipped while indexing (a truncated last line,
+	// lines that are not samples or events, a cut-off zstd stream).
+	Warnings []string
+	// Skipped counts lines skipped while indexing.
+	Skipped int
+
+	r      io.ReaderAt
+	size   int64
+	closer func() error
+	temp   string
+	spans  []span
+}
+
+// OpenLog indexes a log file. A .zst log (recognised by its magic
+// number, not its name) is decompressed once to a temporary file.
+func OpenLog(path string) (*Log, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	return newLog(path, f, st.Size(), f.Close)
+}
+
+// ReadLog indexes a log held in memory (name is for messages).
+func ReadLog(name string, b []byte) (*Log, error) {
+	return newLog(name, bytes.NewReader(b), int64(len(b)), func() error { return nil })
+}
+
+func newLog(path string, r io.ReaderAt, size int64, closer func() error) (*Log, error) {
+	l := &Log{Path: path, r: r, size: size, closer: closer}
+	magic := make([]byte, 4)
+	n, _ := r.ReadAt(magic, 0)
+	if n == 0 {
+		l.Close()
+		return nil, &LogError{path, "the file is empty; it is not a moetop log"}
+	}
+	if bytes.Equal(magic[:n], zstdMagic) {
+		if err := l.decompress(); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	if err := l.index(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) reader() io.Reader { return io.NewSectionReader(l.r, 0, l.size) }
+
+func (l *Log) decompress() error {
+	zr, err := zstd.NewReader(l.reader(), zstd.WithDecoderMaxWindow(128<<20), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return &LogError{l.Path, "bad zstd stream: " + err.Error()}
+	}
+	defer zr.Close()
+	tmp, err := os.CreateTemp("", "moetop-log-*.jsonl")
+	if err != nil {
+		return fmt.Errorf("decompress log: %w", err)
+	}
+	l.temp = tmp.Name()
+	n, err := io.Copy(tmp, zr)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "unexpected EOF") {
+			l.Warnings = append(l.Warnings, "the zstd stream ends early (was the recording killed?); read up to its last complete block")
+		} else {
+			tmp.Close()
+			return &LogError{l.Path, "bad zstd stream: " + err.Error()}
+		}
+	}
+	l.closer()
+	l.r, l.size, l.closer = tmp, n, tmp.Close
+	return nil
+}
+
+// lines reads r line by line, calling fn with each line (without its
+// newline), its offset, and whether it ended in a newline.
+func lines(r io.Reader, path string, fn func(line []byte, off int64, complete bool) error) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var off int64
+	var long []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long, chunk...)
+			if len(long) > MaxLineBytes {
+				return &LogError{path, fmt.Sprintf("a line at byte %d is longer than 16 MiB; this is not a moetop log", off)}
+			}
+			continue
+		}
+		line := chunk
+		if long != nil {
+			line = append(long, chunk...)
+			long = nil
+		}
+		if len(line) > MaxLineBytes {
+			return &LogError{path, fmt.Sprintf("a line at byte %d is longer than 16 MiB; this is not a moetop log", off)}
+		}
+		complete := len(line) > 0 && line[len(line)-1] == '\n'
+		if len(line) > 0 {
+			if ferr := fn(bytes.TrimRight(line, "\r\n"), off, complete); ferr != nil {
+				return ferr
+			}
+		}
+		off += int64(len(line))
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read log: %w", err)
+		}
+	}
+}
+
+var (
+	samplePrefix = []byte(`{"type":"sample"`)
+	eventPrefix  = []byte(`{"type":"event"`)
+)
+
+// ParseHeader reads and checks a log's first line.
+func ParseHeader(path string, line []byte) (Header, error) {
+	var h struct {
+		Type string `json:"type"`
+		Header
+	}
+	if err := json.Unmarshal(line, &h); err != nil || h.Type != LineHeader || !strings.HasPrefix(h.Schema, "moetop/") {
+		return Header{}, &LogError{path, "the first line is not a moetop header; this is not a moetop log"}
+	}
+	major, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(h.Schema, "moetop/"), ".", 2)[0])
+	if err != nil {
+		return Header{}, &LogError{path, fmt.Sprintf("unknown schema %q", h.Schema)}
+	}
+	if major > SchemaMajor {
+		return Header{}, &LogError{path, fmt.Sprintf("written by a newer moetop (schema %s; this one reads %s): upgrade moetop to read it", h.Schema, Schema)}
+	}
+	return h.Header, nil
+}
+
+func (l *Log) index() error {
+	first := true
+	groupStart := int64(-1)
+	err := lines(l.reader(), l.Path, func(line []byte, off int64, complete bool) error {
+		if first {
+			first = false
+			h, err := ParseHeader(l.Path, line)
+			l.Header = h
+			return err
+		}
+		end := off + int64(len(line)) + 1
+		switch {
+		case !complete && !json.Valid(line):
+			l.Skipped++
+			l.Warnings = append(l.Warnings, fmt.Sprintf("the last line is cut off (%d bytes); skipped", len(line)))
+		case bytes.HasPrefix(line, eventPrefix):
+			if groupStart < 0 {
+				groupStart = off
+			}
+		case bytes.HasPrefix(line, samplePrefix):
+			start := off
+			if groupStart >= 0 {
+				start = groupStart
+			}
+			l.spans = append(l.spans, span{start, end})
+			groupStart = -1
+		default:
+			l.Skipped++
+		}
+		return nil
+	})
+	if first && err == nil {
+		return &LogError{l.Path, "the file is empty; it is not a moetop log"}
+	}
+	return err
+}
+
+// Len is the number of samples.
+func (l *Log) Len() int { return len(l.spans) }
+
+// Sample reads sample i with its events.
+func (l *Log) Sample(i int) (Sample, error) {
+	if i < 0 || i >= len(l.spans) {
+		return Sample{}, fmt.Errorf("sample %d of %d", i, len(l.spans))
+	}
+	sp := l.spans[i]
+	buf := make([]byte, sp.end-sp.start)
+	n, err := l.r.ReadAt(buf, sp.start)
+	if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+		return Sample{}, fmt.Errorf("read sample %d: %w", i, err)
+	}
+	return parseGroup(buf[:n])
+}
+
+// parseGroup parses event lines followed by one sample line.
+func parseGroup(b []byte) (Sample, error) {
+	var events []Event
+	for _, line := range bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n")) {
+		if bytes.HasPrefix(line, eventPrefix) {
+			var e eventLine
+			if err := json.Unmarshal(line, &e); err != nil {
+				return Sample{}, fmt.Errorf("corrupt event line: %w", err)
+			}
+			events = append(events, e.Event)
+			continue
+		}
+		var s Sample
+		if err := json.Unmarshal(line, &s); err != nil {
+			return Sample{}, fmt.Errorf("corrupt sample line: %w", err)
+		}
+		s.Events = events
+		return s, nil
+	}
+	return Sample{}, errors.New("no sample line")
+}
+
+// Each reads every sample in order, once, skipping corrupt lines and
+// counting them.
+func (l *Log) Each(fn func(i int, s Sample) error) (corrupt int, err error) {
+	first, i := true, 0
+	var events []Event
+	err = lines(l.reader(), l.Path, func(line []byte, _ int64, _ bool) error {
+		if first {
+			first = false
+			return nil
+		}
+		switch {
+		case bytes.HasPrefix(line, eventPrefix):
+			var e eventLine
+			if json.Unmarshal(line, &e) != nil {
+				corrupt++
+				return nil
+			}
+			events = append(events, e.Event)
+		case bytes.HasPrefix(line, samplePrefix):
+			var s Sample
+			if json.Unmarshal(line, &s) != nil {
+				corrupt++
+				events = nil
+				return nil
+			}
+			s.Events, events = events, nil
+			i++
+			return fn(i-1, s)
+		default:
+			corrupt++
+		}
+		return nil
+	})
+	return corrupt, err
+}
+
+// Close releases the file (and the decompressed copy).
+func (l *Log) Close() error {
+	err := l.closer()
+	if l.temp != "" {
+		os.Remove(l.temp)
+	}
+	return err
+}
