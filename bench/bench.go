@@ -54,7 +54,10 @@ type Result struct {
 	PredictedPeakBytes uint64   `json:"predicted_peak_bytes"`
 	MeasuredPeakBytes  uint64   `json:"measured_peak_bytes,omitempty"`
 	PredictedOOM       bool     `json:"predicted_oom"`
-	RelErr             *float64 `json:"rel_err,omitempty"`
+	// RelErr compares the output with RefBackend's, the first backend of
+	// the run; the reference itself has none.
+	RelErr     *float64 `json:"rel_err,omitempty"`
+	RefBackend string   `json:"ref_backend,omitempty"`
 	Error              string   `json:"error,omitempty"`
 }
 
@@ -127,7 +130,7 @@ func Run(ctx context.Context, cases []Case, o Options) ([]Result, error) {
 				dense := o.one(ctx, cfg, c, dist, o.DenseBackend, denseCounts, nil)
 				dense.Backend = "dense"
 				emit(dense)
-				var ref []float32
+				var ref reference
 				for _, b := range o.Backends {
 					r := o.one(ctx, cfg, c, dist, b, counts, &ref)
 					if dense.TFLOPS > 0 && r.TFLOPS > 0 {
@@ -141,12 +144,18 @@ func Run(ctx context.Context, cases []Case, o Options) ([]Result, error) {
 	return out, nil
 }
 
+// reference is the output later backends are compared with.
+type reference struct {
+	out     []float32
+	backend string
+}
+
 // outputter is a backend whose output can be read back.
 type outputter interface{ Output() ([]float32, error) }
 
 // one times one backend; ref holds the first successful backend's output,
 // which later backends are compared with.
-func (o Options) one(ctx context.Context, cfg profiler.Config, c Case, dist, backend string, counts []int, ref *[]float32) (r Result) {
+func (o Options) one(ctx context.Context, cfg profiler.Config, c Case, dist, backend string, counts []int, ref *reference) (r Result) {
 	s := cfg.Shape()
 	r = Result{Case: c, Dist: dist, DType: cfg.DType.String(), Backend: backend, Counts: counts,
 		GFLOP: s.GEMMFLOPs() / 1e9}
@@ -198,14 +207,14 @@ func (o Options) one(ctx context.Context, cfg profiler.Config, c Case, dist, bac
 	}
 	if out, ok := b.(outputter); ok && ref != nil {
 		if y, err := out.Output(); err == nil {
-			if *ref == nil {
-				*ref = y
+			if ref.out == nil {
+				ref.out, ref.backend = y, backend
 			} else {
-				e := relErr(y, *ref)
+				e := relErr(y, ref.out)
 				if math.IsInf(e, 0) || math.IsNaN(e) {
 					return fail(errors.New("output is not finite (an unwritten or overflowed row)"))
 				}
-				r.RelErr = &e
+				r.RelErr, r.RefBackend = &e, ref.backend
 			}
 		}
 	}

@@ -49,6 +49,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	format := fs.String("format", "table", "table, json, csv or md")
 	out := fs.String("out", "", "write results to FILE instead of stdout")
 	runOOM := fs.Bool("run-predicted-oom", false, "run cases the memory model says will not fit, to test the model")
+	noGraphs := fs.Bool("no-graphs", false, "issue every GEMM from the host (loop, streams): no CUDA graph replay")
 	gpuFlags(fs)
 	if err := parse(fs, args, benchUsage, stdout); err != nil {
 		return err
@@ -85,6 +86,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		RunPredictedOOM: *runOOM}
 	opts := cudaOptions
 	opts.TimeExperts = false // an event between experts would be timed too
+	opts.NoGraphs = *noGraphs
 	if *backends == "" {
 		if dev, err := cuda.OpenDevice(opts.LibDir, opts.Device); err == nil {
 			dev.Close()

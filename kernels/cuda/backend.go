@@ -27,6 +27,9 @@ type Options struct {
 	// TimeExperts records an event between experts so that per-expert GEMM
 	// time is reported (loop and streams); bench turns it off.
 	TimeExperts bool
+	// NoGraphs issues every GEMM from the host each step, never replaying
+	// a CUDA graph of a load seen before (loop and streams).
+	NoGraphs bool
 }
 
 // runner is what differs between backends: how the expert GEMMs run.
@@ -62,6 +65,7 @@ type Backend struct {
 	hostBias   unsafe.Pointer // experts float32
 	hostPtrs   unsafe.Pointer // 6·experts device pointers (grouped)
 
+	graphs  graphs
 	counts  []int
 	offsets []int
 	capRows int // padded: rows per expert this step
@@ -232,6 +236,7 @@ func (b *Backend) fill() error {
 
 // release frees everything Prepare and Step allocated.
 func (b *Backend) release() {
+	b.graphs.release()
 	if b.run != nil && b.bufs != nil {
 		b.run.teardown(b)
 	}
@@ -317,13 +322,13 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 		hRows = s.Experts * b.capRows
 	}
 	steps := []func() error{
-		func() error { return b.run.gemm(b, false) },
+		func() error { return b.gemm(false) },
 		func() error {
 			n := hRows * s.FFN
 			return b.mod.launch("act_"+sfx, min(blocks(n, 256), 1<<16), 256, b.stream, argPtr(b.hBuf()),
 				argU64(uint64(n)), argInt(int(s.Act)))
 		},
-		func() error { return b.run.gemm(b, true) },
+		func() error { return b.gemm(true) },
 		func() error {
 			return b.mod.launch("combine_"+sfx, uint32(s.Tokens), uint32(min(256, roundUp(s.Hidden, 32))), b.stream,
 				argPtr(b.yBuf()), argPtr(b.bufs["row of slot"]), argPtr(b.bufs["top-k weights"]),
@@ -363,6 +368,19 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 }
 
 func roundUp(n, m int) int { return (n + m - 1) / m * m }
+
+// graphed is a runner whose GEMMs can be captured in a CUDA graph.
+type graphed interface{ graphable() bool }
+
+// gemm runs one expert GEMM phase, replaying a graph of it when the load
+// repeats. Per-expert timing needs events between experts, so timing
+// experts and graphs exclude each other.
+func (b *Backend) gemm(second bool) error {
+	if g, ok := b.run.(graphed); ok && g.graphable() && !b.opts.NoGraphs && !b.opts.TimeExperts {
+		return b.graphs.run(b.stream, loadKey(b.counts, second), func() error { return b.run.gemm(b, second) })
+	}
+	return b.run.gemm(b, second)
+}
 
 // route fills top-k ids and weights: from the router, or from a fixed
 // assignment copied from the host.

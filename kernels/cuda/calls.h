@@ -42,6 +42,12 @@ static inline CUresult call_cuModuleGetFunction(CUfunction * a0, CUmodule a1, co
 static inline CUresult call_cuLaunchKernel(CUfunction a0, unsigned a1, unsigned a2, unsigned a3, unsigned a4, unsigned a5, unsigned a6, unsigned a7, CUstream a8, void ** a9, void ** a10) { return cu.cuLaunchKernel(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10); }
 static inline CUresult call_cuGetErrorName(CUresult a0, const char ** a1) { return cu.cuGetErrorName(a0, a1); }
 static inline CUresult call_cuGetErrorString(CUresult a0, const char ** a1) { return cu.cuGetErrorString(a0, a1); }
+static inline CUresult call_cuStreamBeginCapture_v2(CUstream a0, int a1) { return cu.cuStreamBeginCapture_v2(a0, a1); }
+static inline CUresult call_cuStreamEndCapture(CUstream a0, CUgraph * a1) { return cu.cuStreamEndCapture(a0, a1); }
+static inline CUresult call_cuGraphInstantiateWithFlags(CUgraphExec * a0, CUgraph a1, unsigned long long a2) { return cu.cuGraphInstantiateWithFlags(a0, a1, a2); }
+static inline CUresult call_cuGraphLaunch(CUgraphExec a0, CUstream a1) { return cu.cuGraphLaunch(a0, a1); }
+static inline CUresult call_cuGraphExecDestroy(CUgraphExec a0) { return cu.cuGraphExecDestroy(a0); }
+static inline CUresult call_cuGraphDestroy(CUgraph a0) { return cu.cuGraphDestroy(a0); }
 static inline cublasStatus_t call_cublasCreate_v2(cublasHandle_t * a0) { return cublas.cublasCreate_v2(a0); }
 static inline cublasStatus_t call_cublasDestroy_v2(cublasHandle_t a0) { return cublas.cublasDestroy_v2(a0); }
 static inline cublasStatus_t call_cublasGetVersion_v2(cublasHandle_t a0, int * a1) { return cublas.cublasGetVersion_v2(a0, a1); }

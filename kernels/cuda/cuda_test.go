@@ -198,3 +198,40 @@ func TestPredictedPeakWithin5PercentOfMeasured(t *testing.T) {
 		}
 	}
 }
+
+// Replaying a captured graph must compute what issuing the GEMMs does.
+func TestGraphReplayMatchesDirectLaunch(t *testing.T) {
+	needGPU(t)
+	s := kernels.Shape{Tokens: 512, Hidden: 96, FFN: 160, Experts: 64, TopK: 4, DType: kernels.BF16, Seed: 5}
+	w := make([]float64, s.Experts)
+	for i := range w {
+		w[i] = 1 / math.Pow(float64(i+1), 1.2)
+	}
+	fixed, _ := kernels.FixedAssignment(countRows(w, s.Rows()), s.Tokens, s.TopK)
+	for _, name := range []string{"loop", "streams"} {
+		outs := map[bool][]float32{}
+		for _, noGraphs := range []bool{true, false} {
+			b, err := New(name, Options{NoGraphs: noGraphs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Prepare(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 4; i++ { // the second step captures, the rest replay
+				b.Poison()
+				if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &fixed}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			outs[noGraphs], _ = b.Output()
+			if !noGraphs && len(b.graphs.execs) != 2 {
+				t.Errorf("%s: %d graphs captured, want one per GEMM", name, len(b.graphs.execs))
+			}
+			b.Close()
+		}
+		if e := RelErr(outs[false], outs[true]); e != 0 {
+			t.Errorf("%s: graph replay differs from direct launch by %g", name, e)
+		}
+	}
+}

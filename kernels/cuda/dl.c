@@ -20,6 +20,8 @@ static const char *cu_names[] = {
 	"cuStreamDestroy_v2", "cuStreamSynchronize", "cuStreamWaitEvent", "cuEventCreate", "cuEventDestroy_v2",
 	"cuEventRecord", "cuEventSynchronize", "cuEventElapsedTime", "cuModuleLoadData", "cuModuleUnload",
 	"cuModuleGetFunction", "cuLaunchKernel", "cuGetErrorName", "cuGetErrorString",
+	"?cuStreamBeginCapture_v2", "?cuStreamEndCapture", "?cuGraphInstantiateWithFlags", "?cuGraphLaunch",
+	"?cuGraphExecDestroy", "?cuGraphDestroy",
 };
 static const char *cublas_names[] = {
 	"cublasCreate_v2", "cublasDestroy_v2", "cublasGetVersion_v2", "cublasSetStream_v2",

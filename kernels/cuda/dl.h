@@ -13,6 +13,8 @@ typedef void *CUstream;
 typedef void *CUevent;
 typedef void *CUmodule;
 typedef void *CUfunction;
+typedef void *CUgraph;
+typedef void *CUgraphExec;
 typedef void *cublasHandle_t;
 typedef int cublasStatus_t;
 typedef void *nvrtcProgram;
@@ -59,6 +61,12 @@ typedef struct {
 	                           unsigned, CUstream, void **, void **);
 	CUresult (*cuGetErrorName)(CUresult, const char **);
 	CUresult (*cuGetErrorString)(CUresult, const char **);
+	CUresult (*cuStreamBeginCapture_v2)(CUstream, int);
+	CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
+	CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph, unsigned long long);
+	CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
+	CUresult (*cuGraphExecDestroy)(CUgraphExec);
+	CUresult (*cuGraphDestroy)(CUgraph);
 } cu_t;
 
 typedef struct {

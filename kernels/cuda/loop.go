@@ -6,6 +6,7 @@ import "time"
 type loop struct{ ev expertEvents }
 
 func (l *loop) timesExperts() bool { return true }
+func (l *loop) graphable() bool    { return true }
 
 func (l *loop) setup(b *Backend) error {
 	if b.opts.TimeExperts {

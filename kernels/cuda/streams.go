@@ -24,6 +24,7 @@ type streams struct {
 }
 
 func (s *streams) timesExperts() bool { return true }
+func (s *streams) graphable() bool    { return true }
 
 func (s *streams) setup(b *Backend) error {
 	if b.opts.TimeExperts {
