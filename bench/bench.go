@@ -51,14 +51,14 @@ type Result struct {
 	Reps     int     `json:"reps,omitempty"`
 	// Peak memory the model predicts, and what cuMemGetInfo saw (0: not
 	// measured, as on the CPU).
-	PredictedPeakBytes uint64   `json:"predicted_peak_bytes"`
-	MeasuredPeakBytes  uint64   `json:"measured_peak_bytes,omitempty"`
-	PredictedOOM       bool     `json:"predicted_oom"`
+	PredictedPeakBytes uint64 `json:"predicted_peak_bytes"`
+	MeasuredPeakBytes  uint64 `json:"measured_peak_bytes,omitempty"`
+	PredictedOOM       bool   `json:"predicted_oom"`
 	// RelErr compares the output with RefBackend's, the first backend of
 	// the run; the reference itself has none.
 	RelErr     *float64 `json:"rel_err,omitempty"`
 	RefBackend string   `json:"ref_backend,omitempty"`
-	Error              string   `json:"error,omitempty"`
+	Error      string   `json:"error,omitempty"`
 }
 
 // Opener opens a backend by name; "dense" is the reference (any backend
