@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 export CGO_ENABLED = 1
 
-.PHONY: run build test bench fuzz lint gpu-bins clean
+.PHONY: run build test bench fuzz lint gpu-bins gpu-verify clean
 
 # Opens the live view: on the GPU when there is one, otherwise on the CPU
 # reference backend.
@@ -36,6 +36,11 @@ lint:
 gpu-bins: build
 	$(GO) test -c -o $(BIN)/cuda.test ./kernels/cuda
 	cp ../shared/peer/torch_moe_peer.py $(BIN)/ 2>/dev/null || echo "peer script not found beside the repo (../shared/peer)"
+
+# On the GPU machine: check, time and compare with the peer in one go
+# (scripts/gpu-run.sh says what each part does; logs go to $$OUT).
+gpu-verify:
+	bash scripts/gpu-run.sh check live bench
 
 clean:
 	rm -rf $(BIN)

@@ -9,8 +9,13 @@ import json, sys
 PAIRS = [("grouped", "cublasg"), ("loop", "loop"), ("padded", "bmm"), ("dense", "dense")]
 
 
-def main(ours_path, peer_path):
+def main(ours_path, peer_path, nographs_path=None):
     ours = json.load(open(ours_path))
+    nog = {}
+    if nographs_path:
+        for r in json.load(open(nographs_path)):
+            if r.get("status") == "ok":
+                nog[(r["case"]["name"], r["dist"], r["backend"])] = r["tflops"]
     peer = json.load(open(peer_path))
     pv = {(p["shape"], p["dist"]): p["variants"] for p in peer}
     keys = []
@@ -34,6 +39,12 @@ def main(ours_path, peer_path):
         best = max(ok, key=ok.get) if ok else None
         cells.append(fmt(ok.get(best), p.get("gmm", {}).get("tflops")))
         print(f"{k[0]:10s} {k[1]:9s}" + "".join(f" {c:>17s}" for c in cells) + f"  {best}")
+    if nog:
+        print("\nCUDA graph replay: TFLOP/s with graphs / without (same call)")
+        for (c, d, b), t in sorted(nog.items()):
+            g = by.get((c, d), {}).get(b, {})
+            if g.get("status") == "ok":
+                print(f"  {c:10s} {d:9s} {b:8s} {g['tflops']:6.1f} / {t:6.1f} = {g['tflops'] / t:.2f}x")
 
 
 def fmt(a, b):
@@ -47,6 +58,6 @@ def fmt(a, b):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: compare.py MOETOP.json PEER.json")
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: compare.py MOETOP.json PEER.json [MOETOP-NOGRAPHS.json]")
+    main(*sys.argv[1:])
