@@ -6,8 +6,10 @@
 # summary to stdout.
 #   usage: scripts/gpu-run.sh [check] [live] [bench] [report]
 set -u
-OUT=${OUT:-/tmp/moetop-out}
+FINAL=${OUT:-/tmp/moetop-out}
+OUT=$FINAL/w    # everything lands here; at the end it is bundled into one file
 mkdir -p "$OUT"
+trap 'tar -C "$FINAL" -czf "$FINAL/logs.tgz" w --exclude="*.jsonl*" && rm -rf "$OUT/"*.txt "$OUT/"*.log "$OUT/"*.csv' EXIT
 export PYTHONUNBUFFERED=1 TERM=xterm-256color
 step() { echo; echo "=== $*"; }
 has() { case " $* " in *" all "*) return 0;; esac; return 1; }
@@ -32,8 +34,12 @@ run_live() {
   bin/moetop summary "$OUT/live.jsonl.zst" | tee "$OUT/live-summary.txt"
 
   step "padded past the card's memory: OOM events, the run goes on"
+  # dsv3's layer with zipf:1.2 pads to ~68 GB at 8192 tokens: enough on an
+  # 80 GB card, twice that on a 141 GB one.
+  total=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+  tokens=8192; [ "$total" -gt 100000 ] && tokens=16384
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee "$OUT/oom-mem-before.txt"
-  bin/moetop --backend padded --tokens 8192 --hidden 7168 --ffn 2048 --experts 256 --top-k 8 \
+  bin/moetop --backend padded --tokens $tokens --hidden 7168 --ffn 2048 --experts 256 --top-k 8 \
     --routing zipf:1.2 --interval 100ms --record "$OUT/oom.jsonl" --duration 20s --force 2>&1 | tail -2
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee "$OUT/oom-mem-after.txt"
   bin/moetop summary "$OUT/oom.jsonl" | tee "$OUT/oom-summary.txt" | grep -E "steps|OOM|headroom|padded"
