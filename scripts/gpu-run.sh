@@ -9,7 +9,7 @@ set -u
 FINAL=${OUT:-/tmp/moetop-out}
 OUT=$FINAL/w    # everything lands here; at the end it is bundled into one file
 mkdir -p "$OUT"
-trap 'tar -C "$FINAL" -czf "$FINAL/logs.tgz" w --exclude="*.jsonl*" && rm -rf "$OUT/"*.txt "$OUT/"*.log "$OUT/"*.csv' EXIT
+trap 'tar -C "$FINAL" --exclude="*.jsonl*" -czf "$FINAL/logs.tgz" w && rm -rf "$OUT/"*.txt "$OUT/"*.log "$OUT/"*.csv' EXIT
 export PYTHONUNBUFFERED=1 TERM=xterm-256color
 step() { echo; echo "=== $*"; }
 has() { case " $* " in *" all "*) return 0;; esac; return 1; }
@@ -71,7 +71,7 @@ run_bench() {
 
 run_report() {
   step "the founding report's grid"
-  bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 10 --warmup 2 --format json \
+  bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
     --out "$OUT/report.json" 2> "$OUT/report.log"
   tail -6 "$OUT/report.log"
   python3 scripts/report.py "$OUT/report.json" | tee "$OUT/report.txt"
