@@ -45,6 +45,11 @@ run_live() {
   bin/moetop summary "$OUT/oom.jsonl" | tee "$OUT/oom-summary.txt" | grep -E "steps|OOM|headroom|padded"
   python3 scripts/memtrace.py "$OUT/oom.jsonl" | tee "$OUT/oom-memtrace.txt" | tail -12
 
+  step "auto on many experts: which backend does the calibration pick?"
+  for shape in "--tokens 8192 --hidden 2048 --ffn 768 --experts 128 --top-k 8" "--tokens 4096 --hidden 7168 --ffn 2048 --experts 256 --top-k 8"; do
+    bin/moetop $shape --record "$OUT/auto.jsonl" --steps 50 --force 2>&1 | grep -E "auto picked|recorded"
+  done
+
   if [ -x bin/tmux/root/usr/bin/tmux ]; then
     step "the TUI on the GPU, in tmux 120x40"
     T="env LD_LIBRARY_PATH=$PWD/bin/tmux/root/usr/lib/x86_64-linux-gnu $PWD/bin/tmux/root/usr/bin/tmux -S /tmp/moetop-tmux"
