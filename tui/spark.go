@@ -14,7 +14,7 @@ func spark(values []float64, w, h int) string {
 	}
 	// Bars from a floor below the minimum, so that a small change in a
 	// large steady value (a clock, a temperature) still shows; a steady
-	// series draws at half height.
+	// series draws at full height.
 	lo, hi := values[0], values[0]
 	for _, v := range values {
 		lo, hi = min(lo, v), max(hi, v)
@@ -23,11 +23,13 @@ func spark(values []float64, w, h int) string {
 	if hi == lo {
 		floor = lo - max(1e-9, abs(lo))
 	}
+	// Scaled to 0..100 against a fixed maximum: the sparkline's own
+	// automatic maximum starts above tiny values and would draw them blank.
 	shifted := make([]float64, len(values))
 	for i, v := range values {
-		shifted[i] = v - floor
+		shifted[i] = 100 * (v - floor) / (hi - floor)
 	}
-	sl := sparkline.New(w, h, sparkline.WithStyle(sparkStyle))
+	sl := sparkline.New(w, h, sparkline.WithStyle(sparkStyle), sparkline.WithMaxValue(100), sparkline.WithNoAutoMaxValue())
 	sl.PushAll(shifted)
 	sl.Draw()
 	return sl.View()
