@@ -109,3 +109,38 @@ func timeBackend(ctx context.Context, c Config, name string, open func(string) (
 	sort.Float64s(ms)
 	return ms[len(ms)/2], nil
 }
+
+// DenseReference times one GEMM pair with every routed row on one expert:
+// the same FLOPs as the layer's expert GEMMs with none of the spread, so
+// the view can say how close the layer gets to dense (expert GEMM TFLOP/s).
+func DenseReference(ctx context.Context, c Config, backend string, open func(string) (kernels.Backend, error), steps int) (float64, error) {
+	counts := make([]int, c.Experts)
+	counts[0] = c.Tokens * c.TopK
+	fixed, err := kernels.FixedAssignment(counts, c.Tokens, c.TopK)
+	if err != nil {
+		return 0, err
+	}
+	b, err := open(backend)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Close()
+	if err := b.Prepare(ctx, c.Shape()); err != nil {
+		return 0, err
+	}
+	var ms []float64
+	for i := 0; i < steps+2; i++ {
+		res, err := b.Step(ctx, kernels.StepInput{Fixed: &fixed})
+		if err != nil {
+			return 0, err
+		}
+		if i >= 2 {
+			ms = append(ms, float64(res.Phases[kernels.PhaseGEMM1]+res.Phases[kernels.PhaseGEMM2])/float64(time.Millisecond))
+		}
+	}
+	sort.Float64s(ms)
+	if ms[len(ms)/2] <= 0 {
+		return 0, fmt.Errorf("dense reference: no time measured")
+	}
+	return c.Shape().GEMMFLOPs() / (ms[len(ms)/2] * 1e9), nil
+}

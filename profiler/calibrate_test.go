@@ -2,6 +2,7 @@ package profiler
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -46,4 +47,39 @@ func TestCalibratePicksTheFastestAndReportsFailures(t *testing.T) {
 	if _, err := Calibrate(context.Background(), smallConfig("uniform"), []string{"oom"}, open, 1); err == nil {
 		t.Error("no error when every backend failed")
 	}
+}
+
+func TestDenseReferenceTimesOneGEMMPairOfTheSameFLOPs(t *testing.T) {
+	c := smallConfig("zipf:1.2")
+	var got kernels.Shape
+	open := func(string) (kernels.Backend, error) {
+		return &shapeSpy{CPU: kernels.NewCPU(), shape: &got}, nil
+	}
+	tf, err := DenseReference(context.Background(), c, "cpu", open, 3)
+	if err != nil || tf <= 0 {
+		t.Fatalf("dense reference %g, %v", tf, err)
+	}
+	if got != c.Shape() {
+		t.Errorf("prepared %+v, want the layer's shape", got)
+	}
+}
+
+// shapeSpy records the shape it was prepared for and checks every step
+// put all rows on expert 0.
+type shapeSpy struct {
+	*kernels.CPU
+	shape *kernels.Shape
+}
+
+func (s *shapeSpy) Prepare(ctx context.Context, sh kernels.Shape) error {
+	*s.shape = sh
+	return s.CPU.Prepare(ctx, sh)
+}
+
+func (s *shapeSpy) Step(ctx context.Context, in kernels.StepInput) (kernels.StepResult, error) {
+	r, err := s.CPU.Step(ctx, in)
+	if err == nil && r.Rows[0] != s.shape.Rows() {
+		return r, fmt.Errorf("expert 0 got %d of %d rows", r.Rows[0], s.shape.Rows())
+	}
+	return r, err
 }

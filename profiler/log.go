@@ -31,6 +31,9 @@ type Header struct {
 	BackendReason string    `json:"backend_reason,omitempty"`
 	Config        Config    `json:"config"`
 	Start         time.Time `json:"start"`
+	// DenseGEMMTFLOPS is a dense GEMM pair of the layer's FLOPs, timed at
+	// start on the GPU (0: not measured).
+	DenseGEMMTFLOPS float64 `json:"dense_gemm_tflops,omitempty"`
 	// Part numbers the files of a rotated recording (0: the first).
 	Part int `json:"part,omitempty"`
 }

@@ -4,7 +4,7 @@
 # optionally bin/tmux from Debian's tmux package for the TUI capture).
 # Checks, times and compares in one call; full logs go to $OUT, a short
 # summary to stdout.
-#   usage: scripts/gpu-run.sh [check] [live] [bench] [report]
+#   usage: scripts/gpu-run.sh [check] [live] [bench] [report] [overhead]
 set -u
 FINAL=${OUT:-/tmp/moetop-out}
 OUT=$FINAL/w    # everything lands here; at the end it is bundled into one file
@@ -74,6 +74,11 @@ run_bench() {
   python3 scripts/compare.py "$OUT/moetop-bench.json" "$OUT/peer.json" "$OUT/moetop-nographs.json" | tee "$OUT/compare.txt"
 }
 
+run_overhead() {
+  step "bench's own overhead against a bare loop of the same cublasGemmEx calls"
+  (cd kernels/cuda && ../../bin/cuda.test -test.run '^$' -test.bench BenchOverhead -test.benchtime 1x 2>&1) | tee "$OUT/overhead.txt" | grep -E "Benchmark|ok|FAIL"
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -86,7 +91,7 @@ step "card"
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,temperature.gpu,clocks.sm --format=csv | tee "$OUT/nvidia-smi.csv"
 for w in "${@:-all}"; do
   case $w in
-    check) run_check;; live) run_live;; bench) run_bench;; report) run_report;;
+    check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;;
     all) run_check; run_live; run_bench;;
     *) echo "unknown part $w"; exit 2;;
   esac

@@ -32,7 +32,7 @@ func newFake(experts, n int) *fakeSource {
 	}
 	src := &fakeSource{ch: make(chan profiler.Sample, n), mode: "LIVE", header: profiler.Header{
 		Device: "NVIDIA H100 80GB HBM3 (sm_90)", Driver: "580.159.04", CUDA: "13.0", CUBLAS: "13.1.0",
-		Backend: "grouped", Config: cfg, Start: t0}}
+		Backend: "grouped", Config: cfg, Start: t0, DenseGEMMTFLOPS: 700}}
 	for i := 0; i < n; i++ {
 		src.ch <- fakeSample(cfg, i)
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/charmbracelet/bubbles/progress"
 	"github.com/charmbracelet/lipgloss"
+
+	"github.com/moetop/moetop/profiler"
 )
 
 var phaseNames = []string{"router", "permute", "gemm1", "act", "gemm2", "combine"}
@@ -42,8 +44,12 @@ func (p *kernelPanel) View(s *state) string {
 		stepLine = strings.Replace(stepLine, "  p50", "\n     p50", 1)
 	}
 	b.WriteString(stepLine + "\n")
-	fmt.Fprintf(&b, "%s  expert GEMMs %s\n", valueStyle.Render(fmtTFLOPS(s.last.TFLOPS)), fmtTFLOPS(s.last.GEMMTFLOPS))
-	if e := s.last.ExpertMS; len(e) > 0 && p.h >= 14 {
+	gemm := fmtTFLOPS(s.last.GEMMTFLOPS)
+	if d := s.header.DenseGEMMTFLOPS; d > 0 && sameGEMMs(s.header.Config, s.last.Config) {
+		gemm += fmt.Sprintf(" (%.0f%% of dense)", 100*s.last.GEMMTFLOPS/d)
+	}
+	fmt.Fprintf(&b, "%s  expert GEMMs %s\n", valueStyle.Render(fmtTFLOPS(s.last.TFLOPS)), gemm)
+	if e := s.expertMS; len(e) > 0 && p.h >= 14 {
 		idx := make([]int, len(e))
 		for i := range idx {
 			idx[i] = i
@@ -61,4 +67,10 @@ func (p *kernelPanel) View(s *state) string {
 		b.WriteString(spark(s.stepMS.values(), p.w, rows))
 	}
 	return panel("Kernel time · "+s.last.Backend, p.w, p.h, b.String())
+}
+
+// sameGEMMs says whether two layers do the same expert GEMM FLOPs, so that
+// a dense reference timed for one applies to the other.
+func sameGEMMs(a, b profiler.Config) bool {
+	return a.Tokens == b.Tokens && a.TopK == b.TopK && a.Hidden == b.Hidden && a.FFN == b.FFN && a.DType == b.DType
 }

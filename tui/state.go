@@ -73,6 +73,7 @@ type state struct {
 	phaseSum                  [6]float64
 	phaseN                    int
 	stepTimes                 []time.Time // for steps per second
+	expertMS                  []float64   // newest per-expert GEMM times (not every step has them)
 	events                    []profiler.Event
 }
 
@@ -119,6 +120,9 @@ func (s *state) add(x profiler.Sample) {
 		return
 	}
 	s.last, s.hasLast = x, true
+	if x.ExpertMS != nil {
+		s.expertMS = x.ExpertMS
+	}
 	s.imbalance.push(x.Imbalance)
 	s.stepMS.push(x.StepMS)
 	s.tflops.push(x.TFLOPS)

@@ -51,7 +51,13 @@ func chooseBackend(ctx context.Context, name string, cfg profiler.Config, noGPU 
 		return cpuBackend(), "no GPU: " + noGPU, nil
 	case name == "auto":
 		fmt.Fprintf(stderr, "moetop: calibrating %s on %s ...\n", strings.Join(kernels.GPUBackends, ", "), cfg)
-		cal, err := profiler.Calibrate(ctx, cfg, kernels.GPUBackends, openBackend, 5)
+		// Calibrate as the live loop runs: its router's counts change every
+		// step, so a CUDA graph of one load would flatter loop and streams.
+		cal, err := profiler.Calibrate(ctx, cfg, kernels.GPUBackends, func(name string) (kernels.Backend, error) {
+			o := cudaOptions
+			o.NoGraphs = true
+			return cuda.New(name, o)
+		}, 5)
 		if err != nil {
 			return nil, "", err
 		}

@@ -133,6 +133,19 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	poller := startSampler(ctx, be.Info().Name, f.interval)
 	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, ModelBackends: modelBackends(be.Info().Name)}
 	h := header(loop, reason)
+	if be.Info().Name != "cpu" {
+		// One dense GEMM pair of the same FLOPs: the view's "% of dense".
+		noGraphs := func(name string) (kernels.Backend, error) {
+			o := cudaOptions
+			o.NoGraphs, o.TimeExperts = true, false
+			return cuda.New(name, o)
+		}
+		if d, err := profiler.DenseReference(ctx, cfg, "loop", noGraphs, 5); err == nil {
+			h.DenseGEMMTFLOPS = d
+		} else {
+			fmt.Fprintf(stderr, "moetop: no dense reference: %s\n", oneLine(err.Error()))
+		}
+	}
 	var sinks []func(profiler.Sample)
 	if listen != "" {
 		m := metrics.New()

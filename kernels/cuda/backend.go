@@ -24,9 +24,12 @@ const MaxTopK = 16
 type Options struct {
 	LibDir string // tried before the loader's path (--cuda-lib-dir)
 	Device int    // CUDA device ordinal
-	// TimeExperts records an event between experts so that per-expert GEMM
-	// time is reported (loop and streams); bench turns it off.
-	TimeExperts bool
+	// TimeExperts records events around each expert's GEMMs so that
+	// per-expert time is reported (loop and streams), on one step in
+	// TimeExpertsEvery (default 8): the events cost as much as a small
+	// GEMM, so timing every step would slow every step. bench turns it off.
+	TimeExperts      bool
+	TimeExpertsEvery int
 	// NoGraphs issues every GEMM from the host each step, never replaying
 	// a CUDA graph of a load seen before (loop and streams).
 	NoGraphs bool
@@ -68,6 +71,9 @@ type Backend struct {
 	graphs  graphs
 	counts  []int
 	offsets []int
+	steps   int
+	// timing is set on the steps whose experts are timed.
+	timing  bool
 	capRows int // padded: rows per expert this step
 	capHeld int // padded: rows per expert the padding buffers hold
 }
@@ -298,6 +304,12 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 	}
 	defer leave()
 	s := b.s
+	every := max(1, b.opts.TimeExpertsEvery)
+	if b.opts.TimeExpertsEvery == 0 {
+		every = 8
+	}
+	b.timing = b.opts.TimeExperts && b.steps%every == 0
+	b.steps++
 	if err := b.record(0); err != nil {
 		return res, err
 	}
@@ -359,7 +371,7 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 			res.Dropped += max(0, c-b.capRows)
 		}
 	}
-	if b.opts.TimeExperts {
+	if b.timing {
 		if res.ExpertGEMM, err = b.run.expertTimes(b); err != nil {
 			return res, err
 		}
@@ -376,7 +388,7 @@ type graphed interface{ graphable() bool }
 // repeats. Per-expert timing needs events between experts, so timing
 // experts and graphs exclude each other.
 func (b *Backend) gemm(second bool) error {
-	if g, ok := b.run.(graphed); ok && g.graphable() && !b.opts.NoGraphs && !b.opts.TimeExperts {
+	if g, ok := b.run.(graphed); ok && g.graphable() && !b.opts.NoGraphs && !b.timing {
 		return b.graphs.run(b.stream, loadKey(b.counts, second), func() error { return b.run.gemm(b, second) })
 	}
 	return b.run.gemm(b, second)

@@ -24,14 +24,14 @@ func (l *loop) gemm(b *Backend, second bool) error {
 		if rows == 0 {
 			continue
 		}
-		if err := l.ev.mark(l.ev.start[g], e, b.stream); err != nil {
+		if err := l.ev.mark(b.timing, l.ev.start[g], e, b.stream); err != nil {
 			return err
 		}
 		n, k, x, w, y := b.operands(e, second)
 		if err := b.gemmEx(b.handle, rows, n, k, x, w, y); err != nil {
 			return err
 		}
-		if err := l.ev.mark(l.ev.end[g], e, b.stream); err != nil {
+		if err := l.ev.mark(b.timing, l.ev.end[g], e, b.stream); err != nil {
 			return err
 		}
 	}

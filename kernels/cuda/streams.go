@@ -76,14 +76,14 @@ func (s *streams) gemm(b *Backend, second bool) error {
 		}
 		rows := b.counts[e]
 		load[i] += rows
-		if err := s.ev.mark(s.ev.start[g], e, s.streams[i]); err != nil {
+		if err := s.ev.mark(b.timing, s.ev.start[g], e, s.streams[i]); err != nil {
 			return err
 		}
 		n, k, x, w, y := b.operands(e, second)
 		if err := b.gemmEx(s.handles[i], rows, n, k, x, w, y); err != nil {
 			return err
 		}
-		if err := s.ev.mark(s.ev.end[g], e, s.streams[i]); err != nil {
+		if err := s.ev.mark(b.timing, s.ev.end[g], e, s.streams[i]); err != nil {
 			return err
 		}
 	}

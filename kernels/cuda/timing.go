@@ -43,8 +43,8 @@ func (t *expertEvents) destroy() {
 
 func (t *expertEvents) active() bool { return t.start[0] != nil }
 
-func (t *expertEvents) mark(evs []C.CUevent, e int, s C.CUstream) error {
-	if evs == nil {
+func (t *expertEvents) mark(on bool, evs []C.CUevent, e int, s C.CUstream) error {
+	if !on || evs == nil {
 		return nil
 	}
 	return check("cuEventRecord(expert)", C.call_cuEventRecord(evs[e], s))
@@ -69,4 +69,15 @@ func (t *expertEvents) times(counts []int) ([]time.Duration, error) {
 		}
 	}
 	return out, nil
+}
+
+// phaseSpan waits for event to and returns the milliseconds from event
+// from to it: for benchmarks that time calls between the step's events.
+func (b *Backend) phaseSpan(from, to int) (float64, error) {
+	if err := check("cuEventSynchronize", C.call_cuEventSynchronize(b.events[to])); err != nil {
+		return 0, err
+	}
+	var ms C.float
+	err := check("cuEventElapsedTime", C.call_cuEventElapsedTime(&ms, b.events[from], b.events[to]))
+	return float64(ms), err
 }
