@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"time"
 
 	"github.com/moetop/moetop/kernels"
@@ -210,7 +209,7 @@ func (o Options) one(ctx context.Context, cfg profiler.Config, c Case, dist, bac
 			if ref.out == nil {
 				ref.out, ref.backend = y, backend
 			} else {
-				e := relErr(y, ref.out)
+				e := kernels.RelErr(y, ref.out)
 				if math.IsInf(e, 0) || math.IsNaN(e) {
 					return fail(errors.New("output is not finite (an unwritten or overflowed row)"))
 				}
@@ -234,7 +233,7 @@ func (o Options) one(ctx context.Context, cfg profiler.Config, c Case, dist, bac
 		step = append(step, ms(res.Total()))
 	}
 	r.Status, r.Reps = StatusOK, o.Reps
-	r.MedianMS, r.StepMS = median(gemm), median(step)
+	r.MedianMS, r.StepMS = profiler.Percentile(gemm, 0.5), profiler.Percentile(step, 0.5)
 	if r.MedianMS > 0 {
 		r.TFLOPS = s.GEMMFLOPs() / (r.MedianMS * 1e9)
 	}
@@ -242,26 +241,3 @@ func (o Options) one(ctx context.Context, cfg profiler.Config, c Case, dist, bac
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
-}
-
-func relErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		g := float64(got[i])
-		if math.IsNaN(g) {
-			return math.Inf(1)
-		}
-		d := g - float64(want[i])
-		num += d * d
-		den += float64(want[i]) * float64(want[i])
-	}
-	if den == 0 {
-		return math.Sqrt(num)
-	}
-	return math.Sqrt(num / den)
-}

@@ -88,6 +88,13 @@ func countsFor(d Distribution, c Config) ([]int, error) {
 }
 
 func timeBackend(ctx context.Context, c Config, name string, open func(string) (kernels.Backend, error), fixed *kernels.Assignment, steps int) (float64, error) {
+	return medianStep(ctx, c, name, open, fixed, steps, func(r kernels.StepResult) time.Duration { return r.Total() })
+}
+
+// medianStep prepares a backend, runs two warm-up steps and then steps on
+// a fixed load, returning the median of what measure takes of each, in ms.
+func medianStep(ctx context.Context, c Config, name string, open func(string) (kernels.Backend, error),
+	fixed *kernels.Assignment, steps int, measure func(kernels.StepResult) time.Duration) (float64, error) {
 	b, err := open(name)
 	if err != nil {
 		return 0, err
@@ -97,17 +104,16 @@ func timeBackend(ctx context.Context, c Config, name string, open func(string) (
 		return 0, err
 	}
 	var ms []float64
-	for i := 0; i < steps+2; i++ { // two warm-up steps
+	for i := 0; i < steps+2; i++ {
 		res, err := b.Step(ctx, kernels.StepInput{Fixed: fixed})
 		if err != nil {
 			return 0, err
 		}
 		if i >= 2 {
-			ms = append(ms, float64(res.Total())/float64(time.Millisecond))
+			ms = append(ms, float64(measure(res))/float64(time.Millisecond))
 		}
 	}
-	sort.Float64s(ms)
-	return ms[len(ms)/2], nil
+	return Percentile(ms, 0.5), nil
 }
 
 // DenseReference times one GEMM pair with every routed row on one expert:
@@ -120,27 +126,14 @@ func DenseReference(ctx context.Context, c Config, backend string, open func(str
 	if err != nil {
 		return 0, err
 	}
-	b, err := open(backend)
+	ms, err := medianStep(ctx, c, backend, open, &fixed, steps, func(r kernels.StepResult) time.Duration {
+		return r.Phases[kernels.PhaseGEMM1] + r.Phases[kernels.PhaseGEMM2]
+	})
 	if err != nil {
 		return 0, err
 	}
-	defer b.Close()
-	if err := b.Prepare(ctx, c.Shape()); err != nil {
-		return 0, err
-	}
-	var ms []float64
-	for i := 0; i < steps+2; i++ {
-		res, err := b.Step(ctx, kernels.StepInput{Fixed: &fixed})
-		if err != nil {
-			return 0, err
-		}
-		if i >= 2 {
-			ms = append(ms, float64(res.Phases[kernels.PhaseGEMM1]+res.Phases[kernels.PhaseGEMM2])/float64(time.Millisecond))
-		}
-	}
-	sort.Float64s(ms)
-	if ms[len(ms)/2] <= 0 {
+	if ms <= 0 {
 		return 0, fmt.Errorf("dense reference: no time measured")
 	}
-	return c.Shape().GEMMFLOPs() / (ms[len(ms)/2] * 1e9), nil
+	return c.Shape().GEMMFLOPs() / (ms * 1e9), nil
 }

@@ -39,7 +39,7 @@ func (p *kernelPanel) View(s *state) string {
 	}
 	window := s.stepMS.tail(200)
 	stepLine := fmt.Sprintf("step %s  p50 %s  p99 %s %s", valueStyle.Render(fmtMS(step)),
-		fmtMS(percentile(window, 0.5)), fmtMS(percentile(window, 0.99)), labelStyle.Render(fmt.Sprintf("(last %d)", len(window))))
+		fmtMS(profiler.Percentile(window, 0.5)), fmtMS(profiler.Percentile(window, 0.99)), labelStyle.Render(fmt.Sprintf("(last %d)", len(window))))
 	if lipgloss.Width(stepLine) > p.w {
 		stepLine = strings.Replace(stepLine, "  p50", "\n     p50", 1)
 	}

@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"math"
 	"sort"
 	"time"
 
@@ -193,15 +192,4 @@ func (s *state) uptime() time.Duration {
 		return s.last.Time.Sub(st) // the run's own clock, also after a replay's jump
 	}
 	return s.last.Time.Sub(s.first)
-}
-
-// percentile of the step-time window.
-func percentile(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	i := int(math.Ceil(p*float64(len(s)))) - 1
-	return s[max(0, min(i, len(s)-1))]
 }

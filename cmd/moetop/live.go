@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -317,7 +316,7 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 	}
 	fmt.Fprintf(stderr, "moetop: recorded %d steps in %s to %s%s (%s, %s): step p50 %.3f ms, %.3f TFLOP/s\n",
 		rec.Written, time.Since(h.Start).Round(time.Millisecond), f.record, parts, loop.Backend.Info().Name, loop.Config,
-		median(stepMS), median(tflops))
+		profiler.Percentile(stepMS, 0.5), profiler.Percentile(tflops, 0.5))
 	if werr != nil {
 		return werr
 	}
@@ -352,13 +351,4 @@ func watch(ctx context.Context, loop *profiler.Loop, steps int, sinks []func(pro
 		}
 	}
 	return <-runErr
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }

@@ -35,26 +35,8 @@ func (r CheckResult) Pass() bool {
 	return r.Err == nil && r.RelErr <= r.Tolerance && r.LogitsErr <= r.Tolerance && r.RouterMismatches == 0
 }
 
-// RelErr is ‖got − want‖ / ‖want‖; a NaN anywhere (an unwritten, poisoned
-// element) makes it +Inf.
-func RelErr(got, want []float32) float64 {
-	if len(got) != len(want) {
-		return math.Inf(1)
-	}
-	var num, den float64
-	for i := range want {
-		g, w := float64(got[i]), float64(want[i])
-		if math.IsNaN(g) || math.IsInf(g, 0) {
-			return math.Inf(1)
-		}
-		num += (g - w) * (g - w)
-		den += w * w
-	}
-	if den == 0 {
-		return math.Sqrt(num)
-	}
-	return math.Sqrt(num / den)
-}
+// RelErr is kernels.RelErr, here for the callers of Check.
+var RelErr = kernels.RelErr
 
 // RandomCases draws n shapes per backend and dtype: odd sizes, 1 to 256
 // experts, top-k up to 8, and an expert starved of rows in most.
