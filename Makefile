@@ -4,6 +4,8 @@ BIN      ?= bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 export CGO_ENABLED = 1
+# go-nvml's generated cgo calls deprecated NVML functions; the warnings are noise.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 .PHONY: run build test bench fuzz lint gpu-bins gpu-verify clean
 
