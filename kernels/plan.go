@@ -42,7 +42,7 @@ const HandleBytes = 64 << 20
 const StreamCount = 4
 
 // GPUBackends are the CUDA backends, in the order the TUI cycles them.
-var GPUBackends = []string{"grouped", "loop", "streams", "padded"}
+var GPUBackends = []string{"grouped", "loop", "streams", "padded", "hybrid"}
 
 // Capacity is the padded backend's rows per expert: the busiest expert's
 // rows when dropless, else ceil(factor·rows/experts).
@@ -105,6 +105,10 @@ func Plan(backend string, s Shape, counts []int) ([]Buffer, error) {
 	case "streams":
 		b = append(b, dense...)
 		b = append(b, Buffer{"cuBLAS workspace", KindWorkspace, StreamCount * WorkspaceBytes}, handles(1+StreamCount))
+	case "hybrid":
+		b = append(b, dense...)
+		b = append(b, Buffer{"pointer arrays", KindIndex, 6 * e * 8},
+			Buffer{"cuBLAS workspace", KindWorkspace, 2 * WorkspaceBytes}, handles(2))
 	case "padded":
 		c := u(Capacity(s, counts))
 		b = append(b,

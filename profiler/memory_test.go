@@ -102,3 +102,12 @@ func TestPaddedDoesNotFitWhereOthersDo(t *testing.T) {
 		t.Errorf("running backend's headroom %d, want the free memory %d (it holds its peak already)", m.HeadroomBytes, int64(free))
 	}
 }
+
+func TestHybridPlanHasTwoHandlesAndWorkspaces(t *testing.T) {
+	small := Config{Tokens: 4, Hidden: 8, FFN: 16, Experts: 2, TopK: 1, DType: kernels.BF16, Routing: "uniform"}
+	got, err := Peak("hybrid", small, []int{3, 1})
+	// common 1296 + dense 256 + pointer arrays 6·2·8 + two workspaces and handles
+	if want := uint64(1296 + 256 + 96 + 2*mib32 + 2*handle); err != nil || got != want {
+		t.Errorf("hybrid peak %d (%v), hand count %d", got, err, want)
+	}
+}

@@ -4,7 +4,7 @@
 # optionally bin/tmux from Debian's tmux package for the TUI capture).
 # Checks, times and compares in one call; full logs go to $OUT, a short
 # summary to stdout.
-#   usage: scripts/gpu-run.sh [check] [live] [bench] [report] [overhead]
+#   usage: scripts/gpu-run.sh [check] [live] [bench] [report] [overhead] [hybrid]
 set -u
 FINAL=${OUT:-/tmp/moetop-out}
 OUT=$FINAL/w    # everything lands here; at the end it is bundled into one file
@@ -79,6 +79,24 @@ run_overhead() {
   (cd kernels/cuda && ../../bin/cuda.test -test.run '^$' -test.bench BenchOverhead -test.benchtime 1x 2>&1) | tee "$OUT/overhead.txt" | grep -E "Benchmark|ok|FAIL"
 }
 
+run_hybrid() {
+  step "hybrid: GemmEx for busy experts, one grouped call for the tail, beside the peer"
+  (cd kernels/cuda && ../../bin/cuda.test -test.count=1 2>&1) > "$OUT/cuda-test.log"; tail -1 "$OUT/cuda-test.log"
+  grep -E "^--- FAIL" "$OUT/cuda-test.log"
+  bin/moetop check --backends hybrid --cases 6 > "$OUT/check-hybrid.txt" 2>&1; tail -1 "$OUT/check-hybrid.txt"
+  shapes="--shape mixtral:8192:4096:14336:8:2 --shape qwen3-moe:8192:2048:768:128:8 --shape dsv3:4096:7168:2048:256:8"
+  bin/moetop bench $shapes --dist uniform,seed-uneven,zipf:1.2 --format json --out "$OUT/moetop-bench.json" 2> "$OUT/moetop-bench.log"
+  tail -6 "$OUT/moetop-bench.log"
+  python3 bin/torch_moe_peer.py $shapes --dist uniform --dist seed-uneven --dist zipf:1.2 --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
+  python3 scripts/compare.py "$OUT/moetop-bench.json" "$OUT/peer.json" | tee "$OUT/compare.txt"
+  python3 - "$OUT/moetop-bench.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    if r["backend"] in ("hybrid", "streams", "grouped", "loop") and r["status"] == "ok":
+        print(f"{r['case']['name']:10s} {r['dist']:11s} {r['backend']:8s} {r['tflops']:6.1f}")
+PY
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -91,7 +109,7 @@ step "card"
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,temperature.gpu,clocks.sm --format=csv | tee "$OUT/nvidia-smi.csv"
 for w in "${@:-all}"; do
   case $w in
-    check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;;
+    check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
     all) run_check; run_live; run_bench;;
     *) echo "unknown part $w"; exit 2;;
   esac

@@ -12,7 +12,7 @@ import (
 )
 
 // backendNames are the backends --backend accepts.
-var backendNames = []string{"auto", "cpu", "grouped", "loop", "streams", "padded"}
+var backendNames = []string{"auto", "cpu", "grouped", "loop", "streams", "padded", "hybrid"}
 
 func checkBackendName(name string) error {
 	for _, n := range backendNames {

@@ -61,7 +61,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var f liveFlags
 	fs := flag.NewFlagSet("moetop", flag.ContinueOnError)
 	f.layer.register(fs)
-	fs.StringVar(&f.backend, "backend", "auto", "auto, cpu, grouped, loop, streams or padded")
+	fs.StringVar(&f.backend, "backend", "auto", "auto, cpu, grouped, loop, streams, padded or hybrid")
 	fs.StringVar(&f.record, "record", "", "write samples to `FILE` instead of showing the TUI (.zst: zstd)")
 	fs.StringVar(&f.replay, "replay", "", "show a recorded `FILE` in the TUI")
 	fs.IntVar(&f.steps, "steps", 0, "stop after N steps (0: no limit)")

@@ -78,7 +78,7 @@ type Backend struct {
 	capHeld int // padded: rows per expert the padding buffers hold
 }
 
-// New opens the named backend (grouped, loop, streams, padded) on a GPU;
+// New opens the named backend (grouped, loop, streams, padded, hybrid) on a GPU;
 // without one it returns an error that matches kernels.ErrNoGPU.
 func New(name string, opts Options) (*Backend, error) {
 	var r runner
@@ -91,6 +91,8 @@ func New(name string, opts Options) (*Backend, error) {
 		r = &streams{}
 	case "padded":
 		r = &padded{}
+	case "hybrid":
+		r = &hybrid{}
 	default:
 		return nil, fmt.Errorf("unknown CUDA backend %q", name)
 	}
@@ -98,9 +100,9 @@ func New(name string, opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if name == "grouped" && !HasGroupedGEMM() {
+	if (name == "grouped" || name == "hybrid") && !HasGroupedGEMM() {
 		d.Close()
-		return nil, fmt.Errorf("grouped: this cuBLAS has no cublasGemmGroupedBatchedEx (needs 12.5 or newer)")
+		return nil, fmt.Errorf("%s: this cuBLAS has no cublasGemmGroupedBatchedEx (needs 12.5 or newer)", name)
 	}
 	return &Backend{name: name, opts: opts, dev: d, run: r}, nil
 }

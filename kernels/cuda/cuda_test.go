@@ -296,3 +296,35 @@ func BenchmarkBenchOverhead(b *testing.B) {
 		})
 	}
 }
+
+// hybrid splits experts between GemmEx and a grouped call on a second
+// stream; a zipf load puts experts on both sides of the split.
+func TestHybridSplitMatchesCPUReference(t *testing.T) {
+	needGPU(t)
+	s := kernels.Shape{Tokens: 2048, Hidden: 256, FFN: 384, Experts: 64, TopK: 4, DType: kernels.BF16, Seed: 11}
+	w := make([]float64, s.Experts)
+	for i := range w {
+		w[i] = 1 / math.Pow(float64(i+1), 1.2)
+	}
+	counts := countRows(w, s.Rows())
+	if counts[0] < HybridRows || counts[len(counts)-1] >= HybridRows {
+		t.Fatalf("counts %v do not straddle the split at %d rows", counts, HybridRows)
+	}
+	fixed, _ := kernels.FixedAssignment(counts, s.Tokens, s.TopK)
+	b := open(t, "hybrid")
+	if err := b.Prepare(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	b.Poison()
+	if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &fixed}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := b.Output()
+	cpu := kernels.NewCPU()
+	cpu.Prepare(context.Background(), s)
+	cpu.Step(context.Background(), kernels.StepInput{Fixed: &fixed})
+	want, _ := cpu.Output()
+	if e := RelErr(got, want); e > s.DType.Tolerance() {
+		t.Fatalf("relative error %.3g over %.0e", e, s.DType.Tolerance())
+	}
+}

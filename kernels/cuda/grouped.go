@@ -26,34 +26,49 @@ func (g *grouped) setup(*Backend) error { return nil }
 // in one copy: the host-side cost of this API is known to be high, so a
 // step pays for one upload, not two.
 func (g *grouped) gemm(b *Backend, second bool) error {
-	s := b.s
-	e := s.Experts
-	arrays := b.bufs["pointer arrays"]
 	if !second {
-		g.m, g.n, g.k, g.size = g.m[:0], g.n[:0], g.k[:0], g.size[:0]
-		host := unsafe.Slice((*uint64)(b.hostPtrs), 6*e)
-		order := b.expertOrder()
-		for i, ex := range order {
-			for gemm := 0; gemm < 2; gemm++ {
-				_, _, x, w, y := b.operands(ex, gemm == 1)
-				host[(3*gemm+0)*e+i] = uint64(w)
-				host[(3*gemm+1)*e+i] = uint64(x)
-				host[(3*gemm+2)*e+i] = uint64(y)
-			}
-			if i == 0 || b.counts[order[i-1]] != b.counts[ex] {
-				g.n = append(g.n, C.int(b.counts[ex]))
-				g.size = append(g.size, 0)
-			}
-			g.size[len(g.size)-1]++
-		}
-		g.problems = len(order)
-		if err := check("cuMemcpyHtoDAsync_v2(pointer arrays)", C.call_cuMemcpyHtoDAsync_v2(arrays, b.hostPtrs, C.size_t(6*8*e), b.stream)); err != nil {
+		if err := g.upload(b, b.expertOrder(), b.stream); err != nil {
 			return err
 		}
 	}
+	return g.launch(b, b.handle, second)
+}
+
+// upload writes both GEMMs' pointer arrays for experts (busiest first, so
+// experts of equal rows sit together and form one group) and copies them
+// to the device on stream.
+func (g *grouped) upload(b *Backend, experts []int, stream C.CUstream) error {
+	e := b.s.Experts
+	g.n, g.size = g.n[:0], g.size[:0]
+	host := unsafe.Slice((*uint64)(b.hostPtrs), 6*e)
+	for i, ex := range experts {
+		for gemm := 0; gemm < 2; gemm++ {
+			_, _, x, w, y := b.operands(ex, gemm == 1)
+			host[(3*gemm+0)*e+i] = uint64(w)
+			host[(3*gemm+1)*e+i] = uint64(x)
+			host[(3*gemm+2)*e+i] = uint64(y)
+		}
+		if i == 0 || b.counts[experts[i-1]] != b.counts[ex] {
+			g.n = append(g.n, C.int(b.counts[ex]))
+			g.size = append(g.size, 0)
+		}
+		g.size[len(g.size)-1]++
+	}
+	g.problems = len(experts)
 	if g.problems == 0 {
 		return nil
 	}
+	return check("cuMemcpyHtoDAsync_v2(pointer arrays)", C.call_cuMemcpyHtoDAsync_v2(b.bufs["pointer arrays"], b.hostPtrs, C.size_t(6*8*e), stream))
+}
+
+// launch runs one GEMM over the uploaded experts with handle h.
+func (g *grouped) launch(b *Backend, h C.cublasHandle_t, second bool) error {
+	if g.problems == 0 {
+		return nil
+	}
+	s := b.s
+	e := s.Experts
+	arrays := b.bufs["pointer arrays"]
 	N, K, base := s.FFN, s.Hidden, 0
 	if second {
 		N, K, base = s.Hidden, s.FFN, 3
@@ -66,7 +81,7 @@ func (g *grouped) gemm(b *Backend, second bool) error {
 	data, compute, _ := dtypes(s.DType)
 	at := func(i int) ptr { return arrays + ptr(8*(base+i)*e) }
 	// Row-major to column-major as in gemmEx: A = W, B = X, m = N, n = rows.
-	return checkBLAS("cublasGemmGroupedBatchedEx", C.moetop_gemm_grouped(b.handle, C.int(len(g.n)),
+	return checkBLAS("cublasGemmGroupedBatchedEx", C.moetop_gemm_grouped(h, C.int(len(g.n)),
 		&g.m[0], &g.n[0], &g.k[0], &g.size[0], at(0), at(1), at(2), C.int(data), C.int(compute)))
 }
 

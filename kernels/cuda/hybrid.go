@@ -1,0 +1,110 @@
+package cuda
+
+/*
+#include "calls.h"
+*/
+import "C"
+
+import (
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// hybrid splits the experts by size. The busy ones (at least HybridRows
+// rows) go through cublasGemmEx, which reaches Hopper's fast kernels; the
+// long tail of small ones goes through one cublasGemmGroupedBatchedEx call
+// on a second stream at the same time, where one launch does the work of
+// a hundred small GEMMs that could not fill the card one by one.
+type hybrid struct {
+	g      grouped
+	side   C.CUstream
+	handle C.cublasHandle_t
+	fork   C.CUevent
+	join   C.CUevent
+	small  []int
+}
+
+// HybridRows is the fewest rows an expert needs to get a GEMM of its own
+// in the hybrid backend: 2048 rows of a 768- to 2048-wide output are
+// 96-256 tiles of 128×128, enough to keep most of a Hopper card busy.
+const HybridRows = 2048
+
+func (h *hybrid) setup(b *Backend) error {
+	if err := check("cuStreamCreate", C.call_cuStreamCreate(&h.side, 1)); err != nil {
+		return err
+	}
+	if err := check("cuEventCreate(fork)", C.call_cuEventCreate(&h.fork, 2)); err != nil {
+		return err
+	}
+	if err := check("cuEventCreate(join)", C.call_cuEventCreate(&h.join, 2)); err != nil {
+		return err
+	}
+	if err := checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&h.handle)); err != nil {
+		return err
+	}
+	return b.bindHandle(h.handle, h.side, b.bufs["cuBLAS workspace"]+ptr(kernels.WorkspaceBytes), kernels.WorkspaceBytes)
+}
+
+func (h *hybrid) gemm(b *Backend, second bool) error {
+	order := b.expertOrder() // busiest first
+	split := len(order)
+	for i, e := range order {
+		if b.counts[e] < HybridRows {
+			split = i
+			break
+		}
+	}
+	if !second {
+		h.small = order[split:]
+		// Uploaded on the main stream, before the fork, so the side stream
+		// sees the arrays.
+		if err := h.g.upload(b, h.small, b.stream); err != nil {
+			return err
+		}
+	}
+	if len(h.small) > 0 {
+		if err := check("cuEventRecord(fork)", C.call_cuEventRecord(h.fork, b.stream)); err != nil {
+			return err
+		}
+		if err := check("cuStreamWaitEvent(fork)", C.call_cuStreamWaitEvent(h.side, h.fork, 0)); err != nil {
+			return err
+		}
+		if err := h.g.launch(b, h.handle, second); err != nil {
+			return err
+		}
+	}
+	for _, e := range order[:split] {
+		n, k, x, w, y := b.operands(e, second)
+		if err := b.gemmEx(b.handle, b.counts[e], n, k, x, w, y); err != nil {
+			return err
+		}
+	}
+	if len(h.small) > 0 {
+		if err := check("cuEventRecord(join)", C.call_cuEventRecord(h.join, h.side)); err != nil {
+			return err
+		}
+		return check("cuStreamWaitEvent(join)", C.call_cuStreamWaitEvent(b.stream, h.join, 0))
+	}
+	return nil
+}
+
+func (h *hybrid) expertTimes(*Backend) ([]time.Duration, error) { return nil, nil }
+
+func (h *hybrid) teardown(*Backend) {
+	if h.handle != nil {
+		C.call_cublasDestroy_v2(h.handle)
+		h.handle = nil
+	}
+	if h.side != nil {
+		C.call_cuStreamSynchronize(h.side)
+		C.call_cuStreamDestroy_v2(h.side)
+		h.side = nil
+	}
+	for _, e := range []*C.CUevent{&h.fork, &h.join} {
+		if *e != nil {
+			C.call_cuEventDestroy_v2(*e)
+			*e = nil
+		}
+	}
+}
