@@ -75,7 +75,10 @@ func fakeSample(cfg profiler.Config, i int) profiler.Sample {
 	s.Memory = &profiler.Memory{TotalBytes: 80 << 30, FreeBytes: 9 << 30, UsedBytes: 71 << 30, OwnBytes: 3 << 30,
 		HeadroomBytes: 6 << 30, Backends: []profiler.BackendMemory{
 			{Backend: "grouped", PeakBytes: 3 << 30, HeadroomBytes: 9 << 30, MaxTokens: 15000, Fits: true},
-			{Backend: "padded", PeakBytes: 14 << 30, HeadroomBytes: -(2 << 30), MaxTokens: 3000, Fits: false}}}
+			{Backend: "loop", PeakBytes: 3 << 30, HeadroomBytes: 9 << 30, MaxTokens: 15000, Fits: true},
+			{Backend: "streams", PeakBytes: 3<<30 + 400<<20, HeadroomBytes: 8<<30 + 600<<20, MaxTokens: 14000, Fits: true},
+			{Backend: "padded", PeakBytes: 14 << 30, HeadroomBytes: -(2 << 30), MaxTokens: 3000, Fits: false},
+			{Backend: "hybrid", PeakBytes: 3<<30 + 100<<20, HeadroomBytes: 8<<30 + 900<<20, MaxTokens: 14500, Fits: true}}}
 	if i == 7 {
 		s.Events = []profiler.Event{{Time: s.Time, Kind: profiler.EventOOM, Msg: fmt.Sprintf("step %d: out of memory", i)}}
 	}

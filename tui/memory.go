@@ -39,12 +39,10 @@ func (p *memoryPanel) View(s *state) string {
 	} else {
 		head = okStyle.Render(head)
 	}
-	line := fmt.Sprintf("free %s  workload %s  headroom %s", fmtBytes(float64(m.FreeBytes)), fmtBytes(float64(m.OwnBytes)), head)
-	if lipgloss.Width(line) > p.w {
-		line = strings.Replace(line, "  headroom", "\nheadroom", 1)
-	}
-	b.WriteString(line + "\n")
-	fmt.Fprintf(&b, "%s\n", labelStyle.Render(fmt.Sprintf("%-8s %9s %9s %6s", "backend", "peak", "headroom", "max T")))
+	free := fmt.Sprintf("free %s  workload %s", fmtBytes(float64(m.FreeBytes)), fmtBytes(float64(m.OwnBytes)))
+	headroom := "headroom " + head
+	header := labelStyle.Render(fmt.Sprintf("%-8s %9s %9s %6s", "backend", "peak", "headroom", "max T"))
+	var rows []string
 	for _, bm := range m.Backends {
 		mark := okStyle.Render("fits")
 		if !bm.Fits {
@@ -55,7 +53,7 @@ func (p *memoryPanel) View(s *state) string {
 		if bm.Backend == s.last.Backend {
 			l = valueStyle.Render(l)
 		}
-		b.WriteString(l + "\n")
+		rows = append(rows, l)
 	}
 	var ooms []string
 	for _, e := range s.events {
@@ -63,11 +61,32 @@ func (p *memoryPanel) View(s *state) string {
 			ooms = append(ooms, e.Time.Format("15:04:05")+" "+e.Msg)
 		}
 	}
-	if len(ooms) > 0 {
-		b.WriteString(warnStyle.Render(fmt.Sprintf("OOM events: %d", len(ooms))) + "\n")
-		for _, o := range ooms[max(0, len(ooms)-2):] {
-			b.WriteString(o + "\n")
+	// The backends' rows come first; when the panel is short, the workload
+	// line, the table's header and the OOM events' details give way, in
+	// that order (their count stays).
+	room := p.h - 2 // title and the gauge
+	summary := []string{free + "  " + headroom}
+	if lipgloss.Width(summary[0]) > p.w {
+		summary = []string{free, headroom}
+		if room < 2+1+len(rows) {
+			summary = []string{"free " + fmtBytes(float64(m.FreeBytes)) + "  " + headroom}
 		}
 	}
+	lines := append([]string(nil), summary...)
+	oomLine := 0
+	if len(ooms) > 0 {
+		oomLine = 1 // the count of OOM events outranks the table's header
+	}
+	if room >= len(summary)+1+len(rows)+oomLine {
+		lines = append(lines, header)
+	}
+	lines = append(lines, rows...)
+	if len(ooms) > 0 {
+		lines = append(lines, warnStyle.Render(fmt.Sprintf("OOM events: %d", len(ooms))))
+		for _, o := range ooms[max(0, len(ooms)-max(0, room-len(lines))):] {
+			lines = append(lines, o)
+		}
+	}
+	b.WriteString(strings.Join(lines, "\n"))
 	return panel(title, p.w, p.h, b.String())
 }
