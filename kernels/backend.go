@@ -112,9 +112,6 @@ type Info struct {
 	Name         string
 	Device       string
 	TimesExperts bool
-	// Note says anything a reader of the numbers must know
-	// (for example that the CPU computes in float32 whatever the dtype).
-	Note string
 }
 
 // Backend runs the MoE layer. A backend is driven from one goroutine.

@@ -32,7 +32,7 @@ func NewCPU() *CPU { return &CPU{} }
 // Info describes the backend.
 func (c *CPU) Info() Info {
 	return Info{Name: "cpu", Device: fmt.Sprintf("CPU reference (%d threads)", runtime.GOMAXPROCS(0)),
-		TimesExperts: true, Note: "computes in float32; inputs rounded to the dtype"}
+		TimesExperts: true}
 }
 
 // CPUBytes is the host memory Prepare allocates for s (Plan's "cpu" list).

@@ -123,11 +123,7 @@ func TestPaddedOutOfMemoryIsAnOutcome(t *testing.T) {
 	if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &uniform}); err != nil {
 		t.Fatalf("uniform step: %v", err)
 	}
-	w := make([]float64, s.Experts)
-	for i := range w {
-		w[i] = 1 / math.Pow(float64(i+1), 1.2)
-	}
-	zipf := countRows(w, s.Rows())
+	zipf := zipfCounts(s)
 	fixed, _ := kernels.FixedAssignment(zipf, s.Tokens, s.TopK)
 	for i := 0; i < 3; i++ {
 		if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &fixed}); !errors.Is(err, kernels.ErrOutOfMemory) {
@@ -141,6 +137,15 @@ func TestPaddedOutOfMemoryIsAnOutcome(t *testing.T) {
 	if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &uniform}); err != nil {
 		t.Fatalf("the step after the OOM failed: %v", err)
 	}
+}
+
+// zipfCounts is the peer's count_rows for zipf:1.2 over s's experts.
+func zipfCounts(s kernels.Shape) []int {
+	w := make([]float64, s.Experts)
+	for i := range w {
+		w[i] = 1 / math.Pow(float64(i+1), 1.2)
+	}
+	return countRows(w, s.Rows())
 }
 
 // countRows is the peer's count_rows for weights (all zero: uniform).
@@ -177,11 +182,7 @@ func TestPredictedPeakWithin5PercentOfMeasured(t *testing.T) {
 	}
 	for _, name := range kernels.GPUBackends {
 		for _, s := range shapes {
-			w := make([]float64, s.Experts)
-			for i := range w {
-				w[i] = 1 / math.Pow(float64(i+1), 1.2)
-			}
-			counts := countRows(w, s.Rows())
+			counts := zipfCounts(s)
 			fixed, _ := kernels.FixedAssignment(counts, s.Tokens, s.TopK)
 			b, err := New(name, Options{TimeExperts: true})
 			if err != nil {
@@ -212,11 +213,7 @@ func TestPredictedPeakWithin5PercentOfMeasured(t *testing.T) {
 func TestGraphReplayMatchesDirectLaunch(t *testing.T) {
 	needGPU(t)
 	s := kernels.Shape{Tokens: 512, Hidden: 96, FFN: 160, Experts: 64, TopK: 4, DType: kernels.BF16, Seed: 5}
-	w := make([]float64, s.Experts)
-	for i := range w {
-		w[i] = 1 / math.Pow(float64(i+1), 1.2)
-	}
-	fixed, _ := kernels.FixedAssignment(countRows(w, s.Rows()), s.Tokens, s.TopK)
+	fixed, _ := kernels.FixedAssignment(zipfCounts(s), s.Tokens, s.TopK)
 	for _, name := range []string{"loop", "streams"} {
 		outs := map[bool][]float32{}
 		for _, noGraphs := range []bool{true, false} {
@@ -302,11 +299,7 @@ func BenchmarkBenchOverhead(b *testing.B) {
 func TestHybridSplitMatchesCPUReference(t *testing.T) {
 	needGPU(t)
 	s := kernels.Shape{Tokens: 2048, Hidden: 256, FFN: 384, Experts: 64, TopK: 4, DType: kernels.BF16, Seed: 11}
-	w := make([]float64, s.Experts)
-	for i := range w {
-		w[i] = 1 / math.Pow(float64(i+1), 1.2)
-	}
-	counts := countRows(w, s.Rows())
+	counts := zipfCounts(s)
 	if counts[0] < HybridRows || counts[len(counts)-1] >= HybridRows {
 		t.Fatalf("counts %v do not straddle the split at %d rows", counts, HybridRows)
 	}
