@@ -62,6 +62,10 @@ func OpenLog(path string) (*Log, error) {
 		f.Close()
 		return nil, fmt.Errorf("open log: %w", err)
 	}
+	if st.IsDir() {
+		f.Close()
+		return nil, &LogError{path, "is a directory, not a log file"}
+	}
 	return newLog(path, f, st.Size(), f.Close)
 }
 

@@ -117,6 +117,9 @@ func parse(fs *flag.FlagSet, args []string, help string, stdout io.Writer) error
 		return usagef("%v; run '%s --help'", err, fs.Name())
 	}
 	if fs.NArg() > 0 {
+		if fs.Name() == "moetop" {
+			return usagef("unknown command %q; the commands are check, bench, summary, export, devices, help and version", fs.Arg(0))
+		}
 		return usagef("unexpected argument %q; run '%s --help'", fs.Arg(0), fs.Name())
 	}
 	return nil

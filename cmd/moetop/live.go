@@ -251,6 +251,10 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 		loop.Backend.Close()
 		return usagef("%v; pass --force to overwrite it or choose another --record file", err)
 	}
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+		loop.Backend.Close()
+		return usagef("cannot create %s: %v; choose a path in a folder you can write", f.record, errors.Unwrap(errors.Unwrap(err)))
+	}
 	if err != nil {
 		loop.Backend.Close()
 		return err

@@ -84,6 +84,8 @@ func TestLogCommandsRejectBadFiles(t *testing.T) {
 		{"export", notLog, "--format", "csv"}, {"export", empty, "--format", "perfetto"},
 		{"--replay", notLog}, {"--replay", empty}, {"export", notLog, "--format", "xml"},
 		{"--record", filepath.Join(dir, "x"), "--max-size", "tiny"}, {"--max-size", "1GB"}, {"--listen", "nowhere"},
+		{"--replay", dir}, {"summary", dir}, {"--record", filepath.Join(dir, "no", "such", "x.jsonl"), "--backend", "cpu"},
+		{"frobnicate"},
 	} {
 		code, _, stderr := runCLI(t, args...)
 		if code != 2 || strings.Count(stderr, "\n") != 1 {
