@@ -112,3 +112,19 @@ func TestRunAndWrite(t *testing.T) {
 		t.Error("reps 0 accepted")
 	}
 }
+
+func TestTableStreamLinesUp(t *testing.T) {
+	var b bytes.Buffer
+	ts := NewTableStream(&b, []Case{{Name: "a-long-case-name"}})
+	e := 1.5e-3
+	ts.Row(Result{Case: Case{Name: "x", Tokens: 8, Hidden: 4, FFN: 16, Experts: 2, TopK: 1}, Dist: "uniform", DType: "bf16",
+		Backend: "loop", Status: StatusOK, MedianMS: 1.25, TFLOPS: 700, PctDense: 98, PredictedPeakBytes: 1 << 30, RelErr: &e})
+	ts.Row(Result{Case: Case{Name: "a-long-case-name"}, Dist: "zipf:1.2", Backend: "padded", Status: StatusPredictedOOM})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "case") {
+		t.Fatalf("%q", b.String())
+	}
+	if i, j := strings.Index(lines[0], "backend"), strings.Index(lines[2], "padded"); i != j {
+		t.Errorf("backend column at %d in the header, %d in a row:\n%s", i, j, b.String())
+	}
+}

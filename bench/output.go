@@ -24,14 +24,22 @@ func row(r Result) []string {
 		}
 		return strconv.FormatFloat(v, 'f', prec, 64)
 	}
+	// Four significant digits: CPU runs are in GFLOP/s and MiB, GPU runs
+	// in hundreds of TFLOP/s and tens of GiB.
+	sig := func(v float64) string {
+		if v == 0 {
+			return ""
+		}
+		return strconv.FormatFloat(v, 'g', 4, 64)
+	}
 	rel := ""
 	if r.RelErr != nil {
 		rel = strconv.FormatFloat(*r.RelErr, 'e', 2, 64)
 	}
 	return []string{r.Case.Name, strconv.Itoa(r.Case.Tokens), strconv.Itoa(r.Case.Hidden), strconv.Itoa(r.Case.FFN),
 		strconv.Itoa(r.Case.Experts), strconv.Itoa(r.Case.TopK), r.Dist, r.DType, r.Backend, r.Status,
-		f(r.MedianMS, 3), f(r.TFLOPS, 1), f(r.PctDense, 1), f(float64(r.PredictedPeakBytes)/(1<<30), 2),
-		f(float64(r.MeasuredPeakBytes)/(1<<30), 2), rel, r.Error}
+		sig(r.MedianMS), sig(r.TFLOPS), f(r.PctDense, 1), sig(float64(r.PredictedPeakBytes)/(1<<30)),
+		sig(float64(r.MeasuredPeakBytes)/(1<<30)), rel, r.Error}
 }
 
 // Write renders results in a format.
@@ -100,4 +108,34 @@ func PassRates(w io.Writer, rs []Result) {
 		fmt.Fprintf(w, "pass rate %-8s %3d/%-3d (%5.1f%%)  oom %d  predicted oom %d  errors %d\n", n, x.ok, x.all,
 			100*float64(x.ok)/float64(x.all), x.oom, x.pred, x.fail)
 	}
+}
+
+// TableStream prints results as they come, in fixed-width columns, so the
+// table grows while a long run goes on.
+type TableStream struct {
+	w      io.Writer
+	name   int
+	header bool
+}
+
+// NewTableStream sizes the case column for cases.
+func NewTableStream(w io.Writer, cases []Case) *TableStream {
+	n := len("case")
+	for _, c := range cases {
+		n = max(n, len(c.Name))
+	}
+	return &TableStream{w: w, name: n}
+}
+
+// Row prints one result (and the header before the first).
+func (t *TableStream) Row(r Result) {
+	format := "%-*s %6s %6s %6s %4s %5s %-11s %-5s %-8s %-13s %10s %7s %6s %8s %8s %9s\n"
+	if !t.header {
+		t.header = true
+		fmt.Fprintf(t.w, format, t.name, "case", "tokens", "hidden", "ffn", "E", "top_k", "dist", "dtype", "backend",
+			"status", "median_ms", "TFLOP/s", "%dense", "pred_GiB", "meas_GiB", "rel_err")
+	}
+	c := row(r)
+	fmt.Fprintf(t.w, format, t.name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12],
+		c[13], c[14], c[15])
 }

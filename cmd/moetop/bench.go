@@ -129,9 +129,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	prog := newProgress(stderr, bench.Total(cases, o))
 	o.Progress = prog.update
+	// A table on stdout grows as results come; other formats are written
+	// whole at the end.
+	live := *format == "table" && *out == ""
+	if live {
+		table := bench.NewTableStream(stdout, cases)
+		o.Progress = func(done, total int, r bench.Result) {
+			prog.clear()
+			table.Row(r)
+			prog.update(done, total, r)
+		}
+	}
 	results, runErr := bench.Run(ctx, cases, o)
 	prog.done()
-	if err := bench.Write(w, *format, results); err != nil {
+	if live {
+		bench.PassRates(stdout, results)
+	} else if err := bench.Write(w, *format, results); err != nil {
 		return fmt.Errorf("bench: writing results: %w", err)
 	}
 	if *format == "json" || *format == "csv" || *out != "" {

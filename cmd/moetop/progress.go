@@ -40,6 +40,13 @@ func (p *progress) update(done, total int, r bench.Result) {
 	fmt.Fprintf(p.w, "\r\x1b[K[%s%s] %d/%d %s", strings.Repeat("█", fill), strings.Repeat("░", width-fill), done, total, what)
 }
 
+// clear takes the bar off its line so that something else can print there.
+func (p *progress) clear() {
+	if p.tty {
+		fmt.Fprint(p.w, "\r\x1b[K")
+	}
+}
+
 func (p *progress) done() {
 	if p.tty {
 		fmt.Fprintln(p.w)
