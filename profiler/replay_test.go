@@ -137,6 +137,16 @@ func TestSummary(t *testing.T) {
 	if len(s.Backends) != 1 || s.Backends[0].Backend != "padded" || s.Backends[0].StepP50MS != 3.475 {
 		t.Errorf("backends %+v", s.Backends)
 	}
+	// richSample drops i%3 rows of 128 in each step that ran.
+	wantDropped := 0
+	for i := 0; i < 21; i++ {
+		if i%7 != 6 {
+			wantDropped += i % 3
+		}
+	}
+	if want := float64(wantDropped) / float64(18*128); s.DropRate != want {
+		t.Errorf("drop rate %g, want %g", s.DropRate, want)
+	}
 	if s.Duration != 20*time.Millisecond || s.WorstImbalance != 1.75 || *s.LowestHeadroom != 10<<30 {
 		t.Errorf("duration %s imbalance %g headroom %d", s.Duration, s.WorstImbalance, *s.LowestHeadroom)
 	}

@@ -31,14 +31,16 @@ type Summary struct {
 	Backends []BackendSummary `json:"backends"`
 	// MeanShare is each expert's mean share of routed rows (for the
 	// layer's first expert count, if it changed).
-	MeanShare          []float64 `json:"mean_share"`
-	WorstImbalance     float64   `json:"worst_imbalance"`
-	WorstImbalanceStep int       `json:"worst_imbalance_step"`
-	LowestHeadroom     *int64    `json:"lowest_headroom_bytes,omitempty"`
-	LowestHeadroomStep int       `json:"lowest_headroom_step,omitempty"`
-	OOMEvents          []Event   `json:"oom_events"`
-	LinesSkipped       int       `json:"lines_skipped"`
-	Warnings           []string  `json:"warnings,omitempty"`
+	MeanShare []float64 `json:"mean_share"`
+	// DropRate is rows dropped by a capacity factor over rows routed.
+	DropRate           float64  `json:"drop_rate"`
+	WorstImbalance     float64  `json:"worst_imbalance"`
+	WorstImbalanceStep int      `json:"worst_imbalance_step"`
+	LowestHeadroom     *int64   `json:"lowest_headroom_bytes,omitempty"`
+	LowestHeadroomStep int      `json:"lowest_headroom_step,omitempty"`
+	OOMEvents          []Event  `json:"oom_events"`
+	LinesSkipped       int      `json:"lines_skipped"`
+	Warnings           []string `json:"warnings,omitempty"`
 }
 
 // Summarize reads every sample of l once.
@@ -51,6 +53,7 @@ func Summarize(l *Log) (Summary, error) {
 	var first, last time.Time
 	var shares []float64
 	sharesN := 0
+	dropped, routed := 0, 0
 	corrupt, err := l.Each(func(_ int, s Sample) error {
 		if first.IsZero() {
 			first = s.Time
@@ -70,6 +73,8 @@ func Summarize(l *Log) (Summary, error) {
 			return nil
 		}
 		sum.Steps++
+		dropped += s.Dropped
+		routed += s.Config.Tokens * s.Config.TopK
 		if _, ok := steps[s.Backend]; !ok {
 			order = append(order, s.Backend)
 		}
@@ -99,6 +104,9 @@ func Summarize(l *Log) (Summary, error) {
 	}
 	sum.LinesSkipped = corrupt
 	sum.Duration = last.Sub(first)
+	if routed > 0 {
+		sum.DropRate = float64(dropped) / float64(routed)
+	}
 	for _, b := range order {
 		sum.Backends = append(sum.Backends, BackendSummary{Backend: b, Steps: len(steps[b]),
 			StepP50MS: Percentile(steps[b], 0.5), StepP90MS: Percentile(steps[b], 0.9), StepP99MS: Percentile(steps[b], 0.99),
@@ -146,6 +154,9 @@ func (s Summary) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  mean share %s\n", strings.Join(sh, "  "))
 	fmt.Fprintf(w, "  worst imbalance %.2f× at step %d\n", s.WorstImbalance, s.WorstImbalanceStep)
+	if s.DropRate > 0 {
+		fmt.Fprintf(w, "  dropped rows %.2f%% (capacity factor %g)\n", 100*s.DropRate, s.Header.Config.CapacityFactor)
+	}
 	if s.LowestHeadroom != nil {
 		fmt.Fprintf(w, "  lowest headroom %.2f GiB at step %d\n", float64(*s.LowestHeadroom)/(1<<30), s.LowestHeadroomStep)
 	}

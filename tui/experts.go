@@ -41,7 +41,8 @@ func (p *expertsPanel) View(s *state) string {
 		summary += labelStyle.Render(fmt.Sprintf(" target %.1f%%", 100*s.last.Target[busiest]))
 	}
 	if s.last.Dropped > 0 {
-		summary += warnStyle.Render(fmt.Sprintf(" dropped %d", s.last.Dropped))
+		summary += warnStyle.Render(fmt.Sprintf(" dropped %d (%.1f%%)", s.last.Dropped,
+			100*float64(s.last.Dropped)/float64(max(1, total))))
 	}
 	summaryLines := 1
 	if lipgloss.Width(summary) > p.w {
