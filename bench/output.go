@@ -38,8 +38,8 @@ func row(r Result) []string {
 	}
 	return []string{r.Case.Name, strconv.Itoa(r.Case.Tokens), strconv.Itoa(r.Case.Hidden), strconv.Itoa(r.Case.FFN),
 		strconv.Itoa(r.Case.Experts), strconv.Itoa(r.Case.TopK), r.Dist, r.DType, r.Backend, r.Status,
-		sig(r.MedianMS), sig(r.TFLOPS), f(r.PctDense, 1), sig(float64(r.PredictedPeakBytes)/(1<<30)),
-		sig(float64(r.MeasuredPeakBytes)/(1<<30)), rel, r.Error}
+		sig(r.MedianMS), sig(r.TFLOPS), f(r.PctDense, 1), sig(float64(r.PredictedPeakBytes) / (1 << 30)),
+		sig(float64(r.MeasuredPeakBytes) / (1 << 30)), rel, r.Error}
 }
 
 // Write renders results in a format.
