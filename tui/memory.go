@@ -83,9 +83,7 @@ func (p *memoryPanel) View(s *state) string {
 	lines = append(lines, rows...)
 	if len(ooms) > 0 {
 		lines = append(lines, warnStyle.Render(fmt.Sprintf("OOM events: %d", len(ooms))))
-		for _, o := range ooms[max(0, len(ooms)-max(0, room-len(lines))):] {
-			lines = append(lines, o)
-		}
+		lines = append(lines, ooms[max(0, len(ooms)-max(0, room-len(lines))):]...)
 	}
 	b.WriteString(strings.Join(lines, "\n"))
 	return panel(title, p.w, p.h, b.String())

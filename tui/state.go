@@ -43,8 +43,6 @@ func (r *ring) tail(n int) []float64 {
 	return v
 }
 
-func (r *ring) reset() { r.next, r.full = 0, false }
-
 // state is what every panel reads: one place for the window size and the
 // statistics, rather than threading them through each call (as gh-dash's
 // context does).

@@ -10,15 +10,14 @@ import (
 // Styles, in one place. Colour only ever adds to what the text says, so the
 // view reads the same with NO_COLOR or in a golden file.
 var (
-	titleStyle  = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("12"))
-	labelStyle  = lipgloss.NewStyle().Foreground(lipgloss.Color("8"))
-	valueStyle  = lipgloss.NewStyle().Bold(true)
-	warnStyle   = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("9"))
-	okStyle     = lipgloss.NewStyle().Foreground(lipgloss.Color("10"))
-	modeStyle   = lipgloss.NewStyle().Bold(true).Reverse(true)
-	footerStyle = lipgloss.NewStyle().Foreground(lipgloss.Color("8"))
-	sparkStyle  = lipgloss.NewStyle().Foreground(lipgloss.Color("6"))
-	barColor    = "#5A9BD5"
+	titleStyle = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("12"))
+	labelStyle = lipgloss.NewStyle().Foreground(lipgloss.Color("8"))
+	valueStyle = lipgloss.NewStyle().Bold(true)
+	warnStyle  = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("9"))
+	okStyle    = lipgloss.NewStyle().Foreground(lipgloss.Color("10"))
+	modeStyle  = lipgloss.NewStyle().Bold(true).Reverse(true)
+	sparkStyle = lipgloss.NewStyle().Foreground(lipgloss.Color("6"))
+	barColor   = "#5A9BD5"
 )
 
 // panel draws a titled section: a rule with the title, then the body cut

@@ -175,7 +175,7 @@ func TestReplayKeys(t *testing.T) {
 	for _, r := range "120" {
 		m, _ = press(m, string(r))
 	}
-	m, _ = press(m, "enter")
+	press(m, "enter")
 	want := []Action{ActStepBack, ActStepForward, ActSlower, ActFaster, ActHome, ActEnd, ActJump}
 	if len(rec.got) != len(want) {
 		t.Fatalf("requests %+v", rec.got)

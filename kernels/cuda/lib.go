@@ -47,7 +47,7 @@ func load(dir string) error {
 		var opened, missing *C.char
 		if msg := C.moetop_load(C.int(which), cdir, &opened, &missing); msg != nil {
 			if missing != nil {
-				return fmt.Errorf("%w: %s: %s %s (library too old?)", kernels.ErrNoGPU, C.GoString(&*opened), C.GoString(msg), C.GoString(missing))
+				return fmt.Errorf("%w: %s: %s %s (library too old?)", kernels.ErrNoGPU, C.GoString(opened), C.GoString(msg), C.GoString(missing))
 			}
 			return fmt.Errorf("%w: %s: %s (install the NVIDIA driver and CUDA 12/13 libraries, or pass --cuda-lib-dir)", kernels.ErrNoGPU, name, C.GoString(msg))
 		}
