@@ -164,15 +164,7 @@ func (l *Live) fits(backend string, c Config) error {
 	if d, err := ParseRouting(c.Routing, c.Experts, c.TopK); err == nil && (counts == nil || c.Routing != l.cfg.Routing) {
 		counts, _ = countsFor(d, c)
 	}
-	scaled := make([]int, len(counts))
-	total := 0
-	for _, n := range counts {
-		total += n
-	}
-	for i, n := range counts {
-		scaled[i] = int(math.Ceil(float64(n) * float64(c.Tokens*c.TopK) / float64(max(total, 1))))
-	}
-	need, err := Peak(backend, c, scaled)
+	need, err := Peak(backend, c, scaleCounts(counts, c.Tokens*c.TopK))
 	if err != nil {
 		return err
 	}

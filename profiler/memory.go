@@ -39,6 +39,20 @@ func Peak(backend string, c Config, counts []int) (uint64, error) {
 	return kernels.Total(b), err
 }
 
+// scaleCounts spreads rows over the experts in the shares of counts,
+// rounding each up so that no expert is under-counted.
+func scaleCounts(counts []int, rows int) []int {
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	out := make([]int, len(counts))
+	for i, n := range counts {
+		out[i] = int(math.Ceil(float64(n) * float64(rows) / float64(max(total, 1))))
+	}
+	return out
+}
+
 // MaxTokens solves Peak(tokens) ≤ avail for tokens at the load shares of
 // counts. Every buffer is linear in tokens at fixed shares (the padded
 // capacity too: it is the busiest share × tokens × top-k), so two
@@ -47,11 +61,7 @@ func MaxTokens(backend string, c Config, counts []int, avail uint64) int {
 	scaled := func(t int) (float64, bool) {
 		cc := c
 		cc.Tokens = t
-		sc := make([]int, len(counts))
-		for i, n := range counts {
-			sc[i] = int(math.Ceil(float64(n) * float64(t) / float64(c.Tokens)))
-		}
-		p, err := Peak(backend, cc, sc)
+		p, err := Peak(backend, cc, scaleCounts(counts, t*c.TopK))
 		return float64(p), err == nil
 	}
 	t1 := c.Tokens

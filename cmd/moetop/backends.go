@@ -51,13 +51,7 @@ func chooseBackend(ctx context.Context, name string, cfg profiler.Config, noGPU 
 		return cpuBackend(), "no GPU: " + noGPU, nil
 	case name == "auto":
 		fmt.Fprintf(stderr, "moetop: calibrating %s on %s ...\n", strings.Join(kernels.GPUBackends, ", "), cfg)
-		// Calibrate as the live loop runs: its router's counts change every
-		// step, so a CUDA graph of one load would flatter loop and streams.
-		cal, err := profiler.Calibrate(ctx, cfg, kernels.GPUBackends, func(name string) (kernels.Backend, error) {
-			o := cudaOptions
-			o.NoGraphs = true
-			return cuda.New(name, o)
-		}, 5)
+		cal, err := profiler.Calibrate(ctx, cfg, kernels.GPUBackends, openWithoutGraphs, 5)
 		if err != nil {
 			return nil, "", err
 		}
@@ -72,6 +66,16 @@ func chooseBackend(ctx context.Context, name string, cfg profiler.Config, noGPU 
 		return nil, "", fmt.Errorf("backend %s: %w", name, err)
 	}
 	return b, why, nil
+}
+
+// openWithoutGraphs opens a CUDA backend that issues every GEMM from the
+// host, as the live loop effectively runs: its router's counts change every
+// step, so a replayed graph of one fixed load would flatter loop and
+// streams in a calibration or a reference measured on fixed loads.
+func openWithoutGraphs(name string) (kernels.Backend, error) {
+	o := cudaOptions
+	o.NoGraphs = true
+	return cuda.New(name, o)
 }
 
 func cpuBackend() *kernels.CPU {

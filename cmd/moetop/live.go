@@ -134,12 +134,8 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	h := header(loop, reason)
 	if be.Info().Name != "cpu" {
 		// One dense GEMM pair of the same FLOPs: the view's "% of dense".
-		noGraphs := func(name string) (kernels.Backend, error) {
-			o := cudaOptions
-			o.NoGraphs, o.TimeExperts = true, false
-			return cuda.New(name, o)
-		}
-		if d, err := profiler.DenseReference(ctx, cfg, "loop", noGraphs, 5); err == nil {
+		// (Per-expert events fall on the first step only, a warm-up.)
+		if d, err := profiler.DenseReference(ctx, cfg, "loop", openWithoutGraphs, 5); err == nil {
 			h.DenseGEMMTFLOPS = d
 		} else {
 			fmt.Fprintf(stderr, "moetop: no dense reference: %s\n", oneLine(err.Error()))

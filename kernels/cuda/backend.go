@@ -580,12 +580,17 @@ func (b *Backend) gemmEx(h C.cublasHandle_t, rows, n, k int, x, w, y ptr) error 
 		x, C.int(data), C.int(k), y, C.int(data), C.int(n), C.int(compute)))
 }
 
+// enterPrepared is Enter for the calls that read a prepared layer back.
+func (b *Backend) enterPrepared() (leave func(), err error) {
+	if !b.prepared {
+		return nil, kernels.ErrNotPrepared
+	}
+	return b.dev.Enter()
+}
+
 // Poison fills the output with NaN so that a row no step writes fails.
 func (b *Backend) Poison() error {
-	if !b.prepared {
-		return kernels.ErrNotPrepared
-	}
-	leave, err := b.dev.Enter()
+	leave, err := b.enterPrepared()
 	if err != nil {
 		return err
 	}
@@ -608,10 +613,7 @@ func (b *Backend) Poison() error {
 
 // Output copies the last step's output back as float32.
 func (b *Backend) Output() ([]float32, error) {
-	if !b.prepared {
-		return nil, kernels.ErrNotPrepared
-	}
-	leave, err := b.dev.Enter()
+	leave, err := b.enterPrepared()
 	if err != nil {
 		return nil, err
 	}
@@ -641,10 +643,7 @@ func (b *Backend) Output() ([]float32, error) {
 // Routing copies the last step's top-k choice back.
 func (b *Backend) Routing() (kernels.Assignment, error) {
 	var a kernels.Assignment
-	if !b.prepared {
-		return a, kernels.ErrNotPrepared
-	}
-	leave, err := b.dev.Enter()
+	leave, err := b.enterPrepared()
 	if err != nil {
 		return a, err
 	}
@@ -662,7 +661,7 @@ func (b *Backend) Routing() (kernels.Assignment, error) {
 
 // Logits copies the last step's router logits back (before the bias).
 func (b *Backend) Logits() ([]float32, error) {
-	leave, err := b.dev.Enter()
+	leave, err := b.enterPrepared()
 	if err != nil {
 		return nil, err
 	}

@@ -35,9 +35,6 @@ func (r CheckResult) Pass() bool {
 	return r.Err == nil && r.RelErr <= r.Tolerance && r.LogitsErr <= r.Tolerance && r.RouterMismatches == 0
 }
 
-// RelErr is kernels.RelErr, here for the callers of Check.
-var RelErr = kernels.RelErr
-
 // RandomCases draws n shapes per backend and dtype: odd sizes, 1 to 256
 // experts, top-k up to 8, and an expert starved of rows in most.
 func RandomCases(rng *rand.Rand, backends []string, dtypes []kernels.DType, n int) []CheckCase {
@@ -135,12 +132,12 @@ func Check(ctx context.Context, b *Backend, c CheckCase, rng *rand.Rand) (r Chec
 		return r
 	}
 	cpuLogits, _ := cpu.Logits()
-	r.LogitsErr = RelErr(logits, cpuLogits)
+	r.LogitsErr = kernels.RelErr(logits, cpuLogits)
 	if _, err := cpu.Step(ctx, kernels.StepInput{Fixed: &route}); err != nil {
 		r.Err = fmt.Errorf("cpu reference: %w", err)
 		return r
 	}
 	ref, _ := cpu.Output()
-	r.RelErr = RelErr(got, ref)
+	r.RelErr = kernels.RelErr(got, ref)
 	return r
 }

@@ -69,7 +69,7 @@ func TestUnwrittenOutputFailsTheCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := RelErr(out, make([]float32, len(out))); !math.IsInf(e, 1) {
+	if e := kernels.RelErr(out, make([]float32, len(out))); !math.IsInf(e, 1) {
 		t.Fatalf("poisoned output compared with error %g", e)
 	}
 }
@@ -236,7 +236,7 @@ func TestGraphReplayMatchesDirectLaunch(t *testing.T) {
 			}
 			b.Close()
 		}
-		if e := RelErr(outs[false], outs[true]); e != 0 {
+		if e := kernels.RelErr(outs[false], outs[true]); e != 0 {
 			t.Errorf("%s: graph replay differs from direct launch by %g", name, e)
 		}
 	}
@@ -317,7 +317,7 @@ func TestHybridSplitMatchesCPUReference(t *testing.T) {
 	cpu.Prepare(context.Background(), s)
 	cpu.Step(context.Background(), kernels.StepInput{Fixed: &fixed})
 	want, _ := cpu.Output()
-	if e := RelErr(got, want); e > s.DType.Tolerance() {
+	if e := kernels.RelErr(got, want); e > s.DType.Tolerance() {
 		t.Fatalf("relative error %.3g over %.0e", e, s.DType.Tolerance())
 	}
 }
