@@ -12,6 +12,7 @@ import (
 
 	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/stream"
 )
 
 // Case is one layer shape.
@@ -233,7 +234,7 @@ func (o Options) one(ctx context.Context, cfg profiler.Config, c Case, dist, bac
 		step = append(step, ms(res.Total()))
 	}
 	r.Status, r.Reps = StatusOK, o.Reps
-	r.MedianMS, r.StepMS = profiler.Percentile(gemm, 0.5), profiler.Percentile(step, 0.5)
+	r.MedianMS, r.StepMS = stream.Percentile(gemm, 0.5), stream.Percentile(step, 0.5)
 	if r.MedianMS > 0 {
 		r.TFLOPS = s.GEMMFLOPs() / (r.MedianMS * 1e9)
 	}

@@ -11,10 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moetop/moetop/stream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/moetop/moetop/profiler"
 )
 
 // Metrics turns samples into Prometheus series.
@@ -58,17 +57,15 @@ func New() *Metrics {
 	return m
 }
 
-var phaseNames = []string{"router", "permute", "gemm1", "act", "gemm2", "combine"}
-
 // Observe records one sample.
-func (m *Metrics) Observe(s profiler.Sample) {
+func (m *Metrics) Observe(s stream.Sample) {
 	for _, e := range s.Events {
-		if e.Kind == profiler.EventOOM {
+		if e.Kind == stream.EventOOM {
 			m.ooms.Inc()
 		}
 	}
-	if s.Memory != nil {
-		m.headroom.Set(float64(s.Memory.HeadroomBytes))
+	if mem := s.Mem(0); mem != nil {
+		m.headroom.Set(float64(mem.HeadroomBytes))
 	}
 	if s.GPU != nil {
 		for _, d := range s.GPU.Devices {
@@ -104,8 +101,10 @@ func (m *Metrics) Observe(s profiler.Sample) {
 	for e, r := range s.Rows {
 		m.rows.WithLabelValues(strconv.Itoa(e)).Set(float64(r))
 	}
-	for i, v := range s.Phases.Slice() {
-		m.phase.WithLabelValues(phaseNames[i], s.Backend).Observe(v)
+	for _, p := range s.Phases {
+		if p.Device == 0 {
+			m.phase.WithLabelValues(p.Phase, s.Backend).Observe(p.MS)
+		}
 	}
 	m.step.Observe(s.StepMS)
 	m.tflops.Set(s.TFLOPS)

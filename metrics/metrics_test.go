@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moetop/moetop/nvml"
-	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/stream"
 )
 
 func TestListenAddrDefaultsToLoopback(t *testing.T) {
@@ -29,10 +28,10 @@ func TestListenAddrDefaultsToLoopback(t *testing.T) {
 func TestServesSamplesAsSeries(t *testing.T) {
 	m := New()
 	util, power := uint32(87), 432.5
-	m.Observe(profiler.Sample{Step: 1, Backend: "loop", Rows: []int{30, 10}, StepMS: 2.5, TFLOPS: 300, Imbalance: 1.5,
-		Phases: profiler.Phases{GEMM1: 1, GEMM2: 1.5}, Memory: &profiler.Memory{HeadroomBytes: 1 << 30},
-		GPU:    &nvml.Snapshot{Devices: []nvml.Reading{{UtilPct: &util, PowerW: &power}}},
-		Events: []profiler.Event{{Kind: profiler.EventOOM}}})
+	m.Observe(stream.Sample{Step: 1, Backend: "loop", Rows: []int{30, 10}, StepMS: 2.5, TFLOPS: 300, Imbalance: 1.5,
+		Phases: stream.Phases{{Phase: "gemm1", MS: 1}, {Phase: "gemm2", MS: 1.5}}, Memory: []stream.Memory{{HeadroomBytes: 1 << 30}},
+		GPU:    &stream.Snapshot{Devices: []stream.Reading{{UtilPct: &util, PowerW: &power}}},
+		Events: []stream.Event{{Kind: stream.EventOOM}}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addr, err := m.Serve(ctx, "127.0.0.1:0")

@@ -2,85 +2,22 @@
 // (github.com/NVIDIA/go-nvml) or, without a GPU, over the host's /proc.
 package nvml
 
-import "time"
+import "github.com/moetop/moetop/stream"
 
-// Snapshot is one reading of every device, or of the host when there is no
-// GPU. A nil field means the device does not support it ("n/a"), never 0.
-type Snapshot struct {
-	Time time.Time `json:"time"`
-	// Source is "nvml" or "host".
-	Source string `json:"source"`
-	// Reason says why the host is read instead of a GPU.
-	Reason  string    `json:"reason,omitempty"`
-	Driver  string    `json:"driver,omitempty"`
-	CUDA    string    `json:"cuda_driver,omitempty"`
-	Devices []Reading `json:"devices,omitempty"`
-	Host    *Host     `json:"host,omitempty"`
-	// Err is a failure of the whole reading; device failures are in Reading.Err.
-	Err string `json:"err,omitempty"`
-}
-
-// Reading is one GPU. Units are in the field names.
-type Reading struct {
-	Index         int       `json:"index"`
-	Name          string    `json:"name,omitempty"`
-	UUID          string    `json:"uuid,omitempty"`
-	MemTotalBytes *uint64   `json:"mem_total_bytes,omitempty"`
-	MemUsedBytes  *uint64   `json:"mem_used_bytes,omitempty"`
-	MemFreeBytes  *uint64   `json:"mem_free_bytes,omitempty"`
-	MemReservedB  *uint64   `json:"mem_reserved_bytes,omitempty"`
-	UtilPct       *uint32   `json:"util_pct,omitempty"`
-	MemUtilPct    *uint32   `json:"mem_util_pct,omitempty"`
-	PowerW        *float64  `json:"power_w,omitempty"`
-	PowerLimitW   *float64  `json:"power_limit_w,omitempty"`
-	TempC         *uint32   `json:"temp_c,omitempty"`
-	SMClockMHz    *uint32   `json:"sm_clock_mhz,omitempty"`
-	MemClockMHz   *uint32   `json:"mem_clock_mhz,omitempty"`
-	PCIeRxKBps    *uint32   `json:"pcie_rx_kbps,omitempty"`
-	PCIeTxKBps    *uint32   `json:"pcie_tx_kbps,omitempty"`
-	Processes     []Process `json:"processes,omitempty"`
-	// Err is the device's error state (for example "GPU is lost"); the
-	// fields read before it are kept.
-	Err string `json:"err,omitempty"`
-}
-
-// Process is a compute process on a GPU.
-type Process struct {
-	PID       uint32  `json:"pid"`
-	UsedBytes *uint64 `json:"used_bytes,omitempty"`
-}
-
-// Host is the host fallback's reading.
-type Host struct {
-	MemTotalBytes     uint64   `json:"mem_total_bytes"`
-	MemAvailableBytes uint64   `json:"mem_available_bytes"`
-	CPUUtilPct        *float64 `json:"cpu_util_pct,omitempty"`
-	CPUs              int      `json:"cpus"`
-}
+// The readings are the stream's own types, so that what reads them (the
+// view, the log, the exporters) needs neither cgo nor go-nvml.
+type (
+	Snapshot = stream.Snapshot
+	Reading  = stream.Reading
+	Process  = stream.Process
+	Host     = stream.Host
+)
 
 // Source produces snapshots. Implementations are safe to call from one
 // goroutine at a time (the Poller's).
 type Source interface {
 	Read() Snapshot
 	Close() error
-}
-
-// FreeBytes is the free memory of device i, or of the host when the
-// snapshot is of the host; ok is false when unknown.
-func (s *Snapshot) FreeBytes(i int) (free, total uint64, ok bool) {
-	if s == nil {
-		return 0, 0, false
-	}
-	if s.Host != nil {
-		return s.Host.MemAvailableBytes, s.Host.MemTotalBytes, true
-	}
-	if i < len(s.Devices) {
-		d := s.Devices[i]
-		if d.MemFreeBytes != nil && d.MemTotalBytes != nil {
-			return *d.MemFreeBytes, *d.MemTotalBytes, true
-		}
-	}
-	return 0, 0, false
 }
 
 func ptr[T any](v T) *T { return &v }

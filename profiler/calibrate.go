@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/stream"
 )
 
 // Calibration is how each candidate backend did on the layer.
@@ -113,7 +114,7 @@ func medianStep(ctx context.Context, c Config, name string, open func(string) (k
 			ms = append(ms, float64(measure(res))/float64(time.Millisecond))
 		}
 	}
-	return Percentile(ms, 0.5), nil
+	return stream.Percentile(ms, 0.5), nil
 }
 
 // DenseReference times one GEMM pair with every routed row on one expert:

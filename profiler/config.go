@@ -1,5 +1,5 @@
 // Package profiler holds the layer configuration, routing, the step loop, the
-// Sample stream and the log that records it.
+// calibration and the memory model: the sources of the sample stream.
 package profiler
 
 import (
@@ -8,6 +8,7 @@ import (
 	"math/bits"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/stream"
 )
 
 // Config is one MoE layer and how it is routed.
@@ -122,6 +123,25 @@ func mul(a, b int) (int, bool) {
 		return 0, false
 	}
 	return int(lo), true
+}
+
+// Layer is the config as the stream carries it.
+func (c Config) Layer() stream.Layer {
+	return stream.Layer{Tokens: c.Tokens, Hidden: c.Hidden, FFN: c.FFN, Experts: c.Experts, TopK: c.TopK,
+		DType: c.DType.String(), Act: c.Act.String(), Routing: c.Routing, Seed: c.Seed, CapacityFactor: c.CapacityFactor}
+}
+
+// ConfigOf reads a config back from the stream's form (a log's header).
+func ConfigOf(l stream.Layer) (Config, error) {
+	c := Config{Tokens: l.Tokens, Hidden: l.Hidden, FFN: l.FFN, Experts: l.Experts, TopK: l.TopK,
+		Routing: l.Routing, Seed: l.Seed, CapacityFactor: l.CapacityFactor}
+	if err := c.DType.UnmarshalText([]byte(l.DType)); err != nil {
+		return c, fieldErr("dtype", "%v", err)
+	}
+	if err := c.Act.UnmarshalText([]byte(l.Act)); err != nil {
+		return c, fieldErr("activation", "%v", err)
+	}
+	return c, c.Validate()
 }
 
 // Shape is what a backend needs of the config.

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/stream"
 )
 
 // Live steers a running Loop from a UI. Each change is validated and
@@ -23,7 +24,7 @@ type Live struct {
 	backend  string
 	backends []string
 	open     func(string) (kernels.Backend, error)
-	mem      *Memory
+	mem      *stream.Memory
 	counts   []int
 	paused   bool
 }
@@ -35,11 +36,11 @@ func NewLive(cfg Config, backend string, backends []string, open func(string) (k
 }
 
 // Observe records what the newest sample says about memory and load.
-func (l *Live) Observe(s Sample) {
+func (l *Live) Observe(s stream.Sample) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if s.Memory != nil {
-		l.mem = s.Memory
+	if m := s.Mem(0); m != nil {
+		l.mem = m
 	}
 	if s.Rows != nil {
 		l.counts = s.Rows

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/stream"
 )
 
 func TestSkewRouting(t *testing.T) {
@@ -38,8 +39,8 @@ func TestLiveRefusesAChangePredictedToRunOutOfMemory(t *testing.T) {
 	live, changes := NewLive(c, "cpu", []string{"cpu"}, nil)
 	own, _ := Peak("cpu", c, []int{256, 256, 256, 256, 256, 256, 256, 256})
 	// Room for about 3× the current layer.
-	live.Observe(Sample{Rows: []int{256, 256, 256, 256, 256, 256, 256, 256},
-		Memory: &Memory{FreeBytes: 2 * own, OwnBytes: own}})
+	live.Observe(stream.Sample{Rows: []int{256, 256, 256, 256, 256, 256, 256, 256},
+		Memory: []stream.Memory{{FreeBytes: 2 * own, OwnBytes: own}}})
 	if _, err := live.ScaleTokens(2, 1); err != nil {
 		t.Fatalf("doubling should fit: %v", err)
 	}
@@ -64,7 +65,7 @@ func TestPauseStopsSteppingUntilResumed(t *testing.T) {
 	c := smallConfig("uniform")
 	live, changes := NewLive(c, "cpu", []string{"cpu"}, nil)
 	l := &Loop{Backend: kernels.NewCPU(), Config: c, Changes: changes}
-	out := make(chan Sample)
+	out := make(chan stream.Sample)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go l.Run(ctx, out, 0)

@@ -7,13 +7,13 @@ import (
 	"time"
 
 	"github.com/moetop/moetop/kernels"
-	"github.com/moetop/moetop/nvml"
+	"github.com/moetop/moetop/stream"
 )
 
 // Sampler is what the loop asks of the GPU sampler: its newest reading and
 // a sequence number that changes with each new one.
 type Sampler interface {
-	Latest() (nvml.Snapshot, uint64)
+	Latest() (stream.Snapshot, uint64)
 }
 
 // Change is a request to the running loop, applied between steps.
@@ -23,7 +23,7 @@ type Change struct {
 	Pause   *bool           // stop or resume stepping
 }
 
-// Loop runs steps continuously and emits one Sample per step.
+// Loop runs steps continuously and emits one stream.Sample per step.
 type Loop struct {
 	Backend kernels.Backend
 	Config  Config
@@ -43,7 +43,7 @@ type Loop struct {
 	dist    Distribution
 	steer   *Steering
 	step    int
-	pending []Event
+	pending []stream.Event
 	seq     uint64
 	paused  bool
 }
@@ -52,7 +52,7 @@ type Loop struct {
 // steps ran (0: no limit). Samples go to out, which Run closes. A step that
 // fails with ErrOutOfMemory becomes an OOM event and the loop goes on; other
 // errors end the run.
-func (l *Loop) Run(ctx context.Context, out chan<- Sample, maxSteps int) error {
+func (l *Loop) Run(ctx context.Context, out chan<- stream.Sample, maxSteps int) error {
 	defer close(out)
 	if err := l.prepare(ctx, l.Config); err != nil {
 		return err
@@ -117,7 +117,7 @@ func (l *Loop) now() time.Time {
 }
 
 func (l *Loop) event(kind, format string, a ...any) {
-	l.pending = append(l.pending, Event{Time: l.now(), Kind: kind, Msg: fmt.Sprintf(format, a...)})
+	l.pending = append(l.pending, stream.Event{Time: l.now(), Kind: kind, Msg: fmt.Sprintf(format, a...)})
 }
 
 // apply switches config or backend; when the new one cannot be prepared the
@@ -138,9 +138,9 @@ func (l *Loop) apply(ctx context.Context, ch Change) {
 		next = *ch.Config
 	}
 	if err := l.prepare(ctx, next); err != nil {
-		kind := EventError
+		kind := stream.EventError
 		if errors.Is(err, kernels.ErrOutOfMemory) {
-			kind = EventOOM
+			kind = stream.EventOOM
 		}
 		l.event(kind, "change refused: %v", err)
 		if ch.Backend != nil {
@@ -148,31 +148,31 @@ func (l *Loop) apply(ctx context.Context, ch Change) {
 			l.Backend = oldB
 		}
 		if err := l.prepare(ctx, old); err != nil {
-			l.event(EventError, "restoring %s: %v", old, err)
+			l.event(stream.EventError, "restoring %s: %v", old, err)
 		}
 		return
 	}
 	if ch.Backend != nil {
 		oldB.Close()
-		l.event(EventBackend, "backend %s", l.Backend.Info().Name)
+		l.event(stream.EventBackend, "backend %s", l.Backend.Info().Name)
 	}
 	if ch.Config != nil {
-		l.event(EventConfig, "config %s routing %s", l.Config, l.Config.Routing)
+		l.event(stream.EventConfig, "config %s routing %s", l.Config, l.Config.Routing)
 	}
 }
 
 // Step runs one step and builds its Sample.
-func (l *Loop) Step(ctx context.Context) (Sample, error) {
+func (l *Loop) Step(ctx context.Context) (stream.Sample, error) {
 	shares := Shares(l.dist.Weights(l.step), l.Config.TopK)
-	s := Sample{Time: l.now(), Step: l.step, Backend: l.Backend.Info().Name, Config: l.Config, Target: shares}
+	s := stream.Sample{Time: l.now(), Step: l.step, Backend: l.Backend.Info().Name, Config: l.Config.Layer(), Target: shares}
 	l.step++
 	res, err := l.Backend.Step(ctx, kernels.StepInput{Bias: l.steer.Bias()})
 	if errors.Is(err, kernels.ErrOutOfMemory) {
-		l.event(EventOOM, "step %d: %v", s.Step, err)
+		l.event(stream.EventOOM, "step %d: %v", s.Step, err)
 		s.Skipped = true
 		err = nil
 	} else if err == nil {
-		FillStep(&s, res)
+		FillStep(&s, l.Config.Shape(), res)
 		l.steer.Update(shares, res.Rows)
 	}
 	l.attachReadings(&s)
@@ -182,7 +182,7 @@ func (l *Loop) Step(ctx context.Context) (Sample, error) {
 
 // attachReadings adds the newest sampler reading, if new, and the memory
 // model at the free memory it reports.
-func (l *Loop) attachReadings(s *Sample) {
+func (l *Loop) attachReadings(s *stream.Sample) {
 	if l.Sampler == nil {
 		return
 	}
@@ -202,21 +202,20 @@ func (l *Loop) attachReadings(s *Sample) {
 	}
 	m := Model(l.Config, s.Rows, running, others, free, total)
 	m.Host = snap.Host != nil
-	s.Memory = &m
+	s.Memory = []stream.Memory{m}
 }
 
 // FillStep derives a Sample's timing fields from a backend's result.
-func FillStep(s *Sample, res kernels.StepResult) {
-	sh := s.Config.Shape()
+func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 	s.Rows = res.Rows
-	s.Phases = PhasesOf(res.Phases)
-	s.StepMS = s.Phases.Total()
+	s.Phases = PhasesOf(res.Phases, 0)
+	s.StepMS = s.Phases.Total(0)
 	s.Dropped = res.Dropped
-	s.Imbalance = Imbalance(res.Rows)
+	s.Imbalance = stream.Imbalance(res.Rows)
 	if s.StepMS > 0 {
 		s.TFLOPS = (sh.GEMMFLOPs() + sh.RouterFLOPs()) / (s.StepMS * 1e9)
 	}
-	if g := s.Phases.GEMM1 + s.Phases.GEMM2; g > 0 {
+	if g := s.Phases.MS(stream.PhaseGEMM1, 0) + s.Phases.MS(stream.PhaseGEMM2, 0); g > 0 {
 		s.GEMMTFLOPS = sh.GEMMFLOPs() / (g * 1e9)
 	}
 	if res.ExpertGEMM != nil {

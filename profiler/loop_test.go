@@ -7,13 +7,13 @@ import (
 	"time"
 
 	"github.com/moetop/moetop/kernels"
-	"github.com/moetop/moetop/nvml"
+	"github.com/moetop/moetop/stream"
 )
 
 func TestLoopStopsWhenCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Loop{Backend: kernels.NewCPU(), Config: smallConfig("uniform")}
-	out := make(chan Sample)
+	out := make(chan stream.Sample)
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx, out, 0) }()
 	for i := 0; i < 3; i++ {
@@ -56,18 +56,18 @@ func TestRefusedChangeBecomesEventAndRunGoesOn(t *testing.T) {
 	big := c
 	big.Tokens = 4096
 	changes <- Change{Config: &big}
-	out := make(chan Sample, 4)
+	out := make(chan stream.Sample, 4)
 	if err := l.Run(context.Background(), out, 2); err != nil {
 		t.Fatal(err)
 	}
-	var events []Event
+	var events []stream.Event
 	for s := range out {
 		events = append(events, s.Events...)
 		if s.Config.Tokens != c.Tokens {
 			t.Errorf("config changed to %d tokens despite the OOM", s.Config.Tokens)
 		}
 	}
-	if len(events) != 1 || events[0].Kind != EventOOM {
+	if len(events) != 1 || events[0].Kind != stream.EventOOM {
 		t.Fatalf("events %+v, want one oom event", events)
 	}
 }
@@ -77,15 +77,15 @@ func TestImbalance(t *testing.T) {
 		rows []int
 		want float64
 	}{{[]int{4, 4}, 1}, {[]int{8, 0}, 2}, {[]int{0, 0}, 0}, {nil, 0}, {[]int{6, 1, 1}, 2.25}} {
-		if got := Imbalance(c.rows); got != c.want {
-			t.Errorf("Imbalance(%v) = %g, want %g", c.rows, got, c.want)
+		if got := stream.Imbalance(c.rows); got != c.want {
+			t.Errorf("stream.Imbalance(%v) = %g, want %g", c.rows, got, c.want)
 		}
 	}
 }
 
 func TestStepErrorEndsRun(t *testing.T) {
 	l := &Loop{Backend: failing{kernels.NewCPU()}, Config: smallConfig("uniform")}
-	out := make(chan Sample, 1)
+	out := make(chan stream.Sample, 1)
 	if err := l.Run(context.Background(), out, 3); err == nil || !errors.Is(err, errBroken) {
 		t.Fatalf("got %v, want errBroken", err)
 	}
@@ -100,16 +100,16 @@ func (failing) Step(context.Context, kernels.StepInput) (kernels.StepResult, err
 }
 
 type fakeSampler struct {
-	snap nvml.Snapshot
+	snap stream.Snapshot
 	seq  uint64
 }
 
-func (f *fakeSampler) Latest() (nvml.Snapshot, uint64) { return f.snap, f.seq }
+func (f *fakeSampler) Latest() (stream.Snapshot, uint64) { return f.snap, f.seq }
 
 func TestSamplesCarryReadingsOnceAndMemoryEveryStep(t *testing.T) {
 	free, total := uint64(50<<30), uint64(80<<30)
-	fs := &fakeSampler{seq: 1, snap: nvml.Snapshot{Source: "nvml",
-		Devices: []nvml.Reading{{Name: "H100", MemFreeBytes: &free, MemTotalBytes: &total}}}}
+	fs := &fakeSampler{seq: 1, snap: stream.Snapshot{Source: "nvml",
+		Devices: []stream.Reading{{Name: "H100", MemFreeBytes: &free, MemTotalBytes: &total}}}}
 	c := smallConfig("uniform")
 	l := &Loop{Backend: kernels.NewCPU(), Config: c, Sampler: fs, ModelBackends: []string{"cpu", "padded"}}
 	if err := l.prepare(context.Background(), c); err != nil {
@@ -120,11 +120,12 @@ func TestSamplesCarryReadingsOnceAndMemoryEveryStep(t *testing.T) {
 	if a.GPU == nil || b.GPU != nil {
 		t.Errorf("reading attached to steps: first %v, second %v; want first only", a.GPU != nil, b.GPU != nil)
 	}
-	if b.Memory == nil || len(b.Memory.Backends) != 2 || b.Memory.FreeBytes != free {
+	m := b.Mem(0)
+	if m == nil || len(m.Backends) != 2 || m.FreeBytes != free {
 		t.Fatalf("memory %+v", b.Memory)
 	}
 	want, _ := Peak("cpu", c, b.Rows)
-	if b.Memory.OwnBytes != want || b.Memory.HeadroomBytes != int64(free) {
-		t.Errorf("own %d (want %d), headroom %d (want free)", b.Memory.OwnBytes, want, b.Memory.HeadroomBytes)
+	if m.OwnBytes != want || m.HeadroomBytes != int64(free) {
+		t.Errorf("own %d (want %d), headroom %d (want free)", m.OwnBytes, want, m.HeadroomBytes)
 	}
 }

@@ -4,34 +4,8 @@ import (
 	"math"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/stream"
 )
-
-// BackendMemory is what one backend would need for the current layer and
-// load, and how far that is from running out.
-type BackendMemory struct {
-	Backend string `json:"backend"`
-	// PeakBytes is everything the backend allocates for a step.
-	PeakBytes uint64 `json:"peak_bytes"`
-	// HeadroomBytes is what would be left at the step's peak: free memory
-	// plus what the running backend would release, minus PeakBytes.
-	HeadroomBytes int64 `json:"headroom_bytes"`
-	// MaxTokens is the most tokens that fit at the same load shares.
-	MaxTokens int  `json:"max_tokens"`
-	Fits      bool `json:"fits"`
-}
-
-// Memory is the memory section of a Sample.
-type Memory struct {
-	// Host is set when the numbers are of host memory (the CPU backend).
-	Host       bool   `json:"host,omitempty"`
-	TotalBytes uint64 `json:"total_bytes"`
-	FreeBytes  uint64 `json:"free_bytes"`
-	UsedBytes  uint64 `json:"used_bytes"`
-	// OwnBytes is what the running backend holds.
-	OwnBytes      uint64          `json:"own_bytes"`
-	HeadroomBytes int64           `json:"headroom_bytes"`
-	Backends      []BackendMemory `json:"backends"`
-}
 
 // Peak is what backend needs for c when the experts get counts rows.
 func Peak(backend string, c Config, counts []int) (uint64, error) {
@@ -83,8 +57,8 @@ func MaxTokens(backend string, c Config, counts []int, avail uint64) int {
 // Model computes the memory section for the running backend own (which
 // holds ownBytes) and every backend in others, given free and total bytes
 // of the device (or host) it runs on.
-func Model(c Config, counts []int, running string, others []string, free, total uint64) Memory {
-	m := Memory{TotalBytes: total, FreeBytes: free, UsedBytes: total - min(free, total)}
+func Model(c Config, counts []int, running string, others []string, free, total uint64) stream.Memory {
+	m := stream.Memory{TotalBytes: total, FreeBytes: free, UsedBytes: total - min(free, total)}
 	if p, err := Peak(running, c, counts); err == nil {
 		m.OwnBytes = p
 	}
@@ -94,7 +68,7 @@ func Model(c Config, counts []int, running string, others []string, free, total 
 		if err != nil {
 			continue
 		}
-		bm := BackendMemory{Backend: b, PeakBytes: p, HeadroomBytes: int64(avail) - int64(p),
+		bm := stream.BackendMemory{Backend: b, PeakBytes: p, HeadroomBytes: int64(avail) - int64(p),
 			MaxTokens: MaxTokens(b, c, counts, avail)}
 		bm.Fits = bm.HeadroomBytes >= 0
 		m.Backends = append(m.Backends, bm)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/stream"
 )
 
 func TestFixedCountsMatchPeerCountRows(t *testing.T) {
@@ -64,7 +65,7 @@ func TestSharesCapAtOneOverTopK(t *testing.T) {
 func run(t *testing.T, c Config, steps int) [][]float64 {
 	t.Helper()
 	l := &Loop{Backend: kernels.NewCPU(), Config: c}
-	out := make(chan Sample, steps)
+	out := make(chan stream.Sample, steps)
 	if err := l.Run(context.Background(), out, steps); err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,14 @@
 // Actions that the source's Controller carries out or refuses.
 package tui
 
-import "github.com/moetop/moetop/profiler"
+import "github.com/moetop/moetop/stream"
 
 // Source feeds the view.
 type Source interface {
 	// Samples is closed when the source ends.
-	Samples() <-chan profiler.Sample
+	Samples() <-chan stream.Sample
 	// Header describes the run (device, versions, backend, config).
-	Header() profiler.Header
+	Header() stream.Header
 	// Mode is "LIVE" or "REPLAY".
 	Mode() string
 }

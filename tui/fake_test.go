@@ -5,16 +5,15 @@ import (
 	"math"
 	"time"
 
-	"github.com/moetop/moetop/kernels"
-	"github.com/moetop/moetop/nvml"
 	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/stream"
 )
 
 // fakeSource replays n deterministic samples of a layer with e experts,
 // then closes: the view's input with no clock, GPU or randomness.
 type fakeSource struct {
-	ch     chan profiler.Sample
-	header profiler.Header
+	ch     chan stream.Sample
+	header stream.Header
 	mode   string
 }
 
@@ -25,12 +24,12 @@ func u64(v uint64) *uint64   { return &v }
 func f64(v float64) *float64 { return &v }
 
 func newFake(experts, n int) *fakeSource {
-	cfg := profiler.Config{Tokens: 4096, Hidden: 4096, FFN: 14336, Experts: experts, TopK: 2,
-		DType: kernels.BF16, Act: kernels.GELU, Routing: "zipf:1.2", Seed: 1}
+	cfg := stream.Layer{Tokens: 4096, Hidden: 4096, FFN: 14336, Experts: experts, TopK: 2,
+		DType: "bf16", Act: "gelu", Routing: "zipf:1.2", Seed: 1}
 	if experts > 8 {
 		cfg.TopK = 8
 	}
-	src := &fakeSource{ch: make(chan profiler.Sample, n), mode: "LIVE", header: profiler.Header{
+	src := &fakeSource{ch: make(chan stream.Sample, n), mode: "LIVE", header: stream.Header{
 		Device: "NVIDIA H100 80GB HBM3 (sm_90)", Driver: "580.159.04", CUDA: "13.0", CUBLAS: "13.1.0",
 		Backend: "grouped", Config: cfg, Start: t0, DenseGEMMTFLOPS: 700}}
 	for i := 0; i < n; i++ {
@@ -40,7 +39,7 @@ func newFake(experts, n int) *fakeSource {
 	return src
 }
 
-func fakeSample(cfg profiler.Config, i int) profiler.Sample {
+func fakeSample(cfg stream.Layer, i int) stream.Sample {
 	rows := make([]int, cfg.Experts)
 	w := make([]float64, cfg.Experts)
 	sum := 0.0
@@ -59,35 +58,37 @@ func fakeSample(cfg profiler.Config, i int) profiler.Sample {
 	for e, r := range rows {
 		expert[e] = float64(r) * 0.001
 	}
-	s := profiler.Sample{Time: t0.Add(time.Duration(i) * 100 * time.Millisecond), Step: i, Backend: "grouped",
+	s := stream.Sample{Time: t0.Add(time.Duration(i) * 100 * time.Millisecond), Step: i, Backend: "grouped",
 		Config: cfg, Rows: rows, Target: profiler.Shares(w, cfg.TopK), ExpertMS: expert,
-		Phases: profiler.Phases{Router: 0.05, Permute: 0.08, GEMM1: 6 + 0.1*float64(i%7), Act: 0.4, GEMM2: 6, Combine: 0.1}}
-	s.StepMS = s.Phases.Total()
-	s.TFLOPS = cfg.Shape().GEMMFLOPs() / (s.StepMS * 1e9)
-	s.GEMMTFLOPS = cfg.Shape().GEMMFLOPs() / ((s.Phases.GEMM1 + s.Phases.GEMM2) * 1e9)
-	s.Imbalance = profiler.Imbalance(rows)
+		Phases: stream.Phases{{Phase: "router", MS: 0.05}, {Phase: "permute", MS: 0.08}, {Phase: "gemm1", MS: 6 + 0.1*float64(i%7)},
+			{Phase: "act", MS: 0.4}, {Phase: "gemm2", MS: 6}, {Phase: "combine", MS: 0.1}}}
+	s.StepMS = s.Phases.Total(0)
+	flops := 4 * float64(cfg.Tokens*cfg.TopK) * float64(cfg.Hidden) * float64(cfg.FFN)
+	s.TFLOPS = flops / (s.StepMS * 1e9)
+	s.GEMMTFLOPS = flops / ((s.Phases.MS("gemm1", 0) + s.Phases.MS("gemm2", 0)) * 1e9)
+	s.Imbalance = stream.Imbalance(rows)
 	if i%5 == 0 {
-		s.GPU = &nvml.Snapshot{Time: s.Time, Source: "nvml", Driver: "580.159.04", CUDA: "13.0",
-			Devices: []nvml.Reading{{Name: "NVIDIA H100 80GB HBM3", MemTotalBytes: u64(80 << 30), MemUsedBytes: u64(71 << 30),
+		s.GPU = &stream.Snapshot{Time: s.Time, Source: "nvml", Driver: "580.159.04", CUDA: "13.0",
+			Devices: []stream.Reading{{Name: "NVIDIA H100 80GB HBM3", MemTotalBytes: u64(80 << 30), MemUsedBytes: u64(71 << 30),
 				MemFreeBytes: u64(9 << 30), UtilPct: u32(uint32(90 + i%10)), MemUtilPct: u32(uint32(40 + i%20)),
 				PowerW: f64(500 + float64(i%30)), PowerLimitW: f64(700), TempC: u32(60 + uint32(i%5)), SMClockMHz: u32(1980)}}}
 	}
-	s.Memory = &profiler.Memory{TotalBytes: 80 << 30, FreeBytes: 9 << 30, UsedBytes: 71 << 30, OwnBytes: 3 << 30,
-		HeadroomBytes: 6 << 30, Backends: []profiler.BackendMemory{
+	s.Memory = []stream.Memory{{TotalBytes: 80 << 30, FreeBytes: 9 << 30, UsedBytes: 71 << 30, OwnBytes: 3 << 30,
+		HeadroomBytes: 6 << 30, Backends: []stream.BackendMemory{
 			{Backend: "grouped", PeakBytes: 3 << 30, HeadroomBytes: 9 << 30, MaxTokens: 15000, Fits: true},
 			{Backend: "loop", PeakBytes: 3 << 30, HeadroomBytes: 9 << 30, MaxTokens: 15000, Fits: true},
 			{Backend: "streams", PeakBytes: 3<<30 + 400<<20, HeadroomBytes: 8<<30 + 600<<20, MaxTokens: 14000, Fits: true},
 			{Backend: "padded", PeakBytes: 14 << 30, HeadroomBytes: -(2 << 30), MaxTokens: 3000, Fits: false},
-			{Backend: "hybrid", PeakBytes: 3<<30 + 100<<20, HeadroomBytes: 8<<30 + 900<<20, MaxTokens: 14500, Fits: true}}}
+			{Backend: "hybrid", PeakBytes: 3<<30 + 100<<20, HeadroomBytes: 8<<30 + 900<<20, MaxTokens: 14500, Fits: true}}}}
 	if i == 7 {
-		s.Events = []profiler.Event{{Time: s.Time, Kind: profiler.EventOOM, Msg: fmt.Sprintf("step %d: out of memory", i)}}
+		s.Events = []stream.Event{{Time: s.Time, Kind: stream.EventOOM, Msg: fmt.Sprintf("step %d: out of memory", i)}}
 	}
 	return s
 }
 
-func (f *fakeSource) Samples() <-chan profiler.Sample { return f.ch }
-func (f *fakeSource) Header() profiler.Header         { return f.header }
-func (f *fakeSource) Mode() string                    { return f.mode }
+func (f *fakeSource) Samples() <-chan stream.Sample { return f.ch }
+func (f *fakeSource) Header() stream.Header         { return f.header }
+func (f *fakeSource) Mode() string                  { return f.mode }
 
 // recorder is a Controller that remembers what it was asked.
 type recorder struct {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/moetop/moetop/nvml"
+	"github.com/moetop/moetop/stream"
 )
 
 // gpuPanel is "GPU": utilisation, memory utilisation, power against its
@@ -62,7 +62,7 @@ func (p *gpuPanel) View(s *state) string {
 	return panel("GPU · "+deviceName(g), p.w, p.h, b.String())
 }
 
-func deviceName(g *nvml.Snapshot) string {
+func deviceName(g *stream.Snapshot) string {
 	if len(g.Devices) > 0 && g.Devices[0].Name != "" {
 		return g.Devices[0].Name
 	}

@@ -7,11 +7,8 @@ import (
 
 	"github.com/charmbracelet/bubbles/progress"
 	"github.com/charmbracelet/lipgloss"
-
-	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/stream"
 )
-
-var phaseNames = []string{"router", "permute", "gemm1", "act", "gemm2", "combine"}
 
 // kernelPanel is "Kernel time": each phase of the last step and its
 // average, step time percentiles, TFLOP/s, a chart of step time and the
@@ -25,21 +22,23 @@ func (p *kernelPanel) View(s *state) string {
 		return panel("Kernel time", p.w, p.h, "")
 	}
 	var b strings.Builder
-	last := s.last.Phases.Slice()
 	barW := max(4, p.w-8-10-14-2)
 	bar := progress.New(progress.WithSolidFill(barColor), progress.WithoutPercentage(), progress.WithWidth(barW))
 	step := s.last.StepMS
-	for i, name := range phaseNames {
-		avg := s.phaseSum[i] / float64(max(1, s.phaseN))
+	for _, ph := range s.last.Phases {
+		if ph.Device != 0 {
+			continue
+		}
+		avg := s.phaseSum[ph.Phase] / float64(max(1, s.phaseN))
 		frac := 0.0
 		if step > 0 {
-			frac = last[i] / step
+			frac = ph.MS / step
 		}
-		fmt.Fprintf(&b, "%-8s%10s %s avg %s\n", name, fmtMS(last[i]), bar.ViewAs(frac), fmtMS(avg))
+		fmt.Fprintf(&b, "%-8s%10s %s avg %s\n", ph.Phase, fmtMS(ph.MS), bar.ViewAs(frac), fmtMS(avg))
 	}
 	window := s.stepMS.tail(200)
 	stepLine := fmt.Sprintf("step %s  p50 %s  p99 %s %s", valueStyle.Render(fmtMS(step)),
-		fmtMS(profiler.Percentile(window, 0.5)), fmtMS(profiler.Percentile(window, 0.99)), labelStyle.Render(fmt.Sprintf("(last %d)", len(window))))
+		fmtMS(stream.Percentile(window, 0.5)), fmtMS(stream.Percentile(window, 0.99)), labelStyle.Render(fmt.Sprintf("(last %d)", len(window))))
 	if lipgloss.Width(stepLine) > p.w {
 		stepLine = strings.Replace(stepLine, "  p50", "\n     p50", 1)
 	}
@@ -71,6 +70,6 @@ func (p *kernelPanel) View(s *state) string {
 
 // sameGEMMs says whether two layers do the same expert GEMM FLOPs, so that
 // a dense reference timed for one applies to the other.
-func sameGEMMs(a, b profiler.Config) bool {
+func sameGEMMs(a, b stream.Layer) bool {
 	return a.Tokens == b.Tokens && a.TopK == b.TopK && a.Hidden == b.Hidden && a.FFN == b.FFN && a.DType == b.DType
 }

@@ -11,8 +11,7 @@ import (
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
-
-	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/stream"
 )
 
 // Minimum terminal size the layout is drawn for.
@@ -28,17 +27,17 @@ const (
 // source never waits on the view and the view draws on its own clock.
 type inbox struct {
 	mu      sync.Mutex
-	samples []profiler.Sample
+	samples []stream.Sample
 	closed  bool
 }
 
-func (b *inbox) pump(ch <-chan profiler.Sample) {
+func (b *inbox) pump(ch <-chan stream.Sample) {
 	for s := range ch {
 		b.mu.Lock()
 		b.samples = append(b.samples, s)
 		// A view that fell behind needs only the newest few thousand.
 		if len(b.samples) > 8192 {
-			b.samples = append([]profiler.Sample(nil), b.samples[len(b.samples)-4096:]...)
+			b.samples = append([]stream.Sample(nil), b.samples[len(b.samples)-4096:]...)
 		}
 		b.mu.Unlock()
 	}
@@ -47,7 +46,7 @@ func (b *inbox) pump(ch <-chan profiler.Sample) {
 	b.mu.Unlock()
 }
 
-func (b *inbox) drain() ([]profiler.Sample, bool) {
+func (b *inbox) drain() ([]stream.Sample, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.samples

@@ -4,8 +4,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/moetop/moetop/nvml"
-	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/stream"
 )
 
 // historyLen is how many points the sparklines keep.
@@ -48,7 +47,7 @@ func (r *ring) tail(n int) []float64 {
 // context does).
 type state struct {
 	width, height int
-	header        profiler.Header
+	header        stream.Header
 	mode          string
 	paused        bool
 	position      string
@@ -57,21 +56,21 @@ type state struct {
 	ended         bool
 
 	// Newest readings. last has rows; gpu and mem are the newest non-nil.
-	last    profiler.Sample
+	last    stream.Sample
 	hasLast bool
-	gpu     *nvml.Snapshot
-	mem     *profiler.Memory
+	gpu     *stream.Snapshot
+	mem     *stream.Memory
 	first   time.Time
 	samples int
 
 	imbalance, stepMS, tflops *ring
 	util, memUtil, power      *ring
 	temp, smClock             *ring
-	phaseSum                  [6]float64
+	phaseSum                  map[string]float64 // device 0's, by phase
 	phaseN                    int
 	stepTimes                 []time.Time // for steps per second
 	expertMS                  []float64   // newest per-expert GEMM times (not every step has them)
-	events                    []profiler.Event
+	events                    []stream.Event
 }
 
 func newState() *state {
@@ -85,14 +84,14 @@ func (s *state) reset() {
 	for _, r := range []**ring{&s.imbalance, &s.stepMS, &s.tflops, &s.util, &s.memUtil, &s.power, &s.temp, &s.smClock} {
 		*r = newRing(historyLen)
 	}
-	s.phaseSum, s.phaseN = [6]float64{}, 0
+	s.phaseSum, s.phaseN = map[string]float64{}, 0
 	s.stepTimes = nil
 	s.samples = 0
 	s.first = time.Time{}
 }
 
 // add folds one sample into the state.
-func (s *state) add(x profiler.Sample) {
+func (s *state) add(x stream.Sample) {
 	if x.Reset {
 		s.reset()
 		s.events = nil
@@ -109,8 +108,8 @@ func (s *state) add(x profiler.Sample) {
 		s.gpu = x.GPU
 		s.addGPU(x.GPU)
 	}
-	if x.Memory != nil {
-		s.mem = x.Memory
+	if m := x.Mem(0); m != nil {
+		s.mem = m
 	}
 	if x.Skipped || x.Rows == nil {
 		s.last.Events = x.Events
@@ -123,8 +122,10 @@ func (s *state) add(x profiler.Sample) {
 	s.imbalance.push(x.Imbalance)
 	s.stepMS.push(x.StepMS)
 	s.tflops.push(x.TFLOPS)
-	for i, v := range x.Phases.Slice() {
-		s.phaseSum[i] += v
+	for _, p := range x.Phases {
+		if p.Device == 0 {
+			s.phaseSum[p.Phase] += p.MS
+		}
 	}
 	s.phaseN++
 	s.stepTimes = append(s.stepTimes, x.Time)
@@ -133,7 +134,7 @@ func (s *state) add(x profiler.Sample) {
 	}
 }
 
-func (s *state) addGPU(g *nvml.Snapshot) {
+func (s *state) addGPU(g *stream.Snapshot) {
 	if g.Host != nil {
 		if g.Host.CPUUtilPct != nil {
 			s.util.push(*g.Host.CPUUtilPct)

@@ -18,6 +18,8 @@ import (
 	"github.com/moetop/moetop/metrics"
 	"github.com/moetop/moetop/nvml"
 	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/recording"
+	"github.com/moetop/moetop/stream"
 )
 
 const rootUsage = `moetop: top for Mixture-of-Experts layers.
@@ -141,7 +143,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stderr, "moetop: no dense reference: %s\n", oneLine(err.Error()))
 		}
 	}
-	var sinks []func(profiler.Sample)
+	var sinks []func(stream.Sample)
 	if listen != "" {
 		m := metrics.New()
 		addr, err := m.Serve(ctx, listen)
@@ -211,11 +213,11 @@ func modelBackends(running string) []string {
 }
 
 // header describes the run for the log and the view.
-func header(loop *profiler.Loop, reason string) profiler.Header {
+func header(loop *profiler.Loop, reason string) stream.Header {
 	info := loop.Backend.Info()
 	host, _ := os.Hostname()
-	h := profiler.Header{Version: version, Host: host, Device: info.Device, Backend: info.Name,
-		BackendReason: reason, Config: loop.Config, Start: time.Now()}
+	h := stream.Header{Version: version, Host: host, Device: info.Device, Backend: info.Name,
+		BackendReason: reason, Config: loop.Config.Layer(), Start: time.Now()}
 	if p, ok := loop.Sampler.(*nvml.Poller); ok {
 		snap, _ := p.Latest()
 		h.Driver, h.CUDA = snap.Driver, snap.CUDA
@@ -240,10 +242,10 @@ func isTerminal(w io.Writer) bool {
 // record runs headless, writing each sample as it comes and flushing at
 // least every second, so a run stopped by Ctrl-C or SIGTERM (which cancel
 // ctx) ends with a valid log up to the last completed step.
-func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int64, h profiler.Header,
-	sinks []func(profiler.Sample), stderr io.Writer) error {
-	rec, err := profiler.CreateRecorder(f.record, maxBytes, f.force, h)
-	if errors.Is(err, profiler.ErrExists) {
+func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int64, h stream.Header,
+	sinks []func(stream.Sample), stderr io.Writer) error {
+	rec, err := recording.CreateRecorder(f.record, maxBytes, f.force, h)
+	if errors.Is(err, recording.ErrExists) {
 		loop.Backend.Close()
 		return usagef("%v; pass --force to overwrite it or choose another --record file", err)
 	}
@@ -257,7 +259,7 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	samples := make(chan profiler.Sample, 64)
+	samples := make(chan stream.Sample, 64)
 	runErr := make(chan error, 1)
 	go func() { runErr <- loop.Run(ctx, samples, f.steps) }()
 
@@ -316,7 +318,7 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 	}
 	fmt.Fprintf(stderr, "moetop: recorded %d steps in %s to %s%s (%s, %s): step p50 %.3f ms, %.3f TFLOP/s\n",
 		rec.Written, time.Since(h.Start).Round(time.Millisecond), f.record, parts, loop.Backend.Info().Name, loop.Config,
-		profiler.Percentile(stepMS, 0.5), profiler.Percentile(tflops, 0.5))
+		stream.Percentile(stepMS, 0.5), stream.Percentile(tflops, 0.5))
 	if werr != nil {
 		return werr
 	}
@@ -335,8 +337,8 @@ func sizeString(b int64) string {
 
 // watch prints a line per second: the view where there is no terminal to
 // draw on, or when the run is bounded by --steps or --duration.
-func watch(ctx context.Context, loop *profiler.Loop, steps int, sinks []func(profiler.Sample), stdout io.Writer) error {
-	samples := make(chan profiler.Sample, 16)
+func watch(ctx context.Context, loop *profiler.Loop, steps int, sinks []func(stream.Sample), stdout io.Writer) error {
+	samples := make(chan stream.Sample, 16)
 	runErr := make(chan error, 1)
 	go func() { runErr <- loop.Run(ctx, samples, steps) }()
 	last := time.Time{}

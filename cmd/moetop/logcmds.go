@@ -9,14 +9,14 @@ import (
 	"io"
 	"os"
 
-	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/recording"
 )
 
 // openLogFile opens a log; a file that is not a readable log is bad input
 // (exit code 2), with the reason.
-func openLogFile(path string) (*profiler.Log, error) {
-	l, err := profiler.OpenLog(path)
-	var le *profiler.LogError
+func openLogFile(path string) (*recording.Log, error) {
+	l, err := recording.OpenLog(path)
+	var le *recording.LogError
 	switch {
 	case errors.As(err, &le):
 		return nil, usagef("%v", le)
@@ -77,7 +77,7 @@ func runSummary(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer l.Close()
-	sum, err := profiler.Summarize(l)
+	sum, err := recording.Summarize(l)
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	export := map[string]func(*profiler.Log, io.Writer) (int, error){"csv": profiler.ExportCSV, "perfetto": profiler.ExportPerfetto}[*format]
+	export := map[string]func(*recording.Log, io.Writer) (int, error){"csv": recording.ExportCSV, "perfetto": recording.ExportPerfetto}[*format]
 	if export == nil {
 		return usagef("invalid --format %q; want csv or perfetto", *format)
 	}

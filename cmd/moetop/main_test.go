@@ -83,7 +83,7 @@ func TestRecordWritesHeaderAndSamples(t *testing.T) {
 		Config       struct{ Tokens, FFN int }
 	}
 	json.Unmarshal([]byte(lines[0]), &h)
-	if h.Type != "header" || h.Schema != "moetop/1" || h.Config.Tokens != 64 || h.Config.FFN != 128 {
+	if h.Type != "header" || h.Schema != "moetop/2" || h.Config.Tokens != 64 || h.Config.FFN != 128 {
 		t.Errorf("header %+v", h)
 	}
 	// An existing file is not overwritten without --force.

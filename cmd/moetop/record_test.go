@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/recording"
 )
 
 // TestMain lets a test run the real program in a child process.
@@ -49,7 +49,7 @@ func TestSIGINTLeavesAReplayableLog(t *testing.T) {
 			if !strings.Contains(stderr.String(), "recorded") {
 				t.Errorf("no summary line: %s", stderr.String())
 			}
-			l, err := profiler.OpenLog(path)
+			l, err := recording.OpenLog(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +61,7 @@ func TestSIGINTLeavesAReplayableLog(t *testing.T) {
 			if err != nil || last.Step != l.Len()-1 {
 				t.Fatalf("last sample: step %d, %v", last.Step, err)
 			}
-			sum, err := profiler.Summarize(l)
+			sum, err := recording.Summarize(l)
 			if err != nil || sum.Steps != l.Len() || sum.LinesSkipped != 0 {
 				t.Fatalf("summary: %d steps, %d lines skipped, %v", sum.Steps, sum.LinesSkipped, err)
 			}

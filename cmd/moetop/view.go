@@ -11,18 +11,20 @@ import (
 	"github.com/muesli/termenv"
 
 	"github.com/moetop/moetop/profiler"
+	"github.com/moetop/moetop/recording"
+	"github.com/moetop/moetop/stream"
 	"github.com/moetop/moetop/tui"
 )
 
 // liveSource is a running Loop as the view's Source.
 type liveSource struct {
-	header  profiler.Header
-	samples chan profiler.Sample
+	header  stream.Header
+	samples chan stream.Sample
 }
 
-func (s *liveSource) Samples() <-chan profiler.Sample { return s.samples }
-func (s *liveSource) Header() profiler.Header         { return s.header }
-func (s *liveSource) Mode() string                    { return "LIVE" }
+func (s *liveSource) Samples() <-chan stream.Sample { return s.samples }
+func (s *liveSource) Header() stream.Header         { return s.header }
+func (s *liveSource) Mode() string                  { return "LIVE" }
 
 // liveControl maps the view's actions onto profiler.Live.
 type liveControl struct{ live *profiler.Live }
@@ -58,17 +60,17 @@ func colorProfile() {
 
 // view runs the TUI over the loop until the user quits or ctx ends; the
 // loop is stopped and its backend closed before it returns.
-func view(ctx context.Context, loop *profiler.Loop, header profiler.Header, sinks []func(profiler.Sample), stdout io.Writer) error {
+func view(ctx context.Context, loop *profiler.Loop, header stream.Header, sinks []func(stream.Sample), stdout io.Writer) error {
 	colorProfile()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	backends := modelBackends(header.Backend)
 	live, changes := profiler.NewLive(loop.Config, header.Backend, backends, openBackend)
 	loop.Changes = changes
-	raw := make(chan profiler.Sample, 64)
+	raw := make(chan stream.Sample, 64)
 	runErr := make(chan error, 1)
 	go func() { runErr <- loop.Run(ctx, raw, 0) }()
-	src := &liveSource{header: header, samples: make(chan profiler.Sample, 64)}
+	src := &liveSource{header: header, samples: make(chan stream.Sample, 64)}
 	go func() {
 		defer close(src.samples)
 		for s := range raw {
@@ -97,15 +99,15 @@ func view(ctx context.Context, loop *profiler.Loop, header profiler.Header, sink
 
 // replaySource is a log as the view's Source; replayControl maps keys.
 type replaySource struct {
-	log *profiler.Log
-	r   *profiler.Replay
+	log *recording.Log
+	r   *recording.Replay
 }
 
-func (s replaySource) Samples() <-chan profiler.Sample { return s.r.Samples() }
-func (s replaySource) Header() profiler.Header         { return s.log.Header }
-func (s replaySource) Mode() string                    { return "REPLAY" }
+func (s replaySource) Samples() <-chan stream.Sample { return s.r.Samples() }
+func (s replaySource) Header() stream.Header         { return s.log.Header }
+func (s replaySource) Mode() string                  { return "REPLAY" }
 
-type replayControl struct{ r *profiler.Replay }
+type replayControl struct{ r *recording.Replay }
 
 func (c replayControl) Do(q tui.Request) (string, error) {
 	switch q.Action {
@@ -146,7 +148,7 @@ func replay(ctx context.Context, path string, stdout io.Writer) error {
 	colorProfile()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := profiler.NewReplay(l)
+	r := recording.NewReplay(l)
 	go r.Run(ctx)
 	p := tea.NewProgram(tui.New(replaySource{l, r}, replayControl{r}), tea.WithAltScreen(), tea.WithContext(ctx),
 		tea.WithOutput(stdout))

@@ -1,4 +1,4 @@
-package profiler
+package recording
 
 import (
 	"errors"
@@ -11,43 +11,51 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moetop/moetop/kernels"
-	"github.com/moetop/moetop/nvml"
+	"github.com/moetop/moetop/stream"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
 // richSample fills every field, so a round trip that drops one fails.
-func richSample(i int) Sample {
+func richSample(i int) stream.Sample {
 	u := func(v uint32) *uint32 { return &v }
 	b := func(v uint64) *uint64 { return &v }
 	f := func(v float64) *float64 { return &v }
-	c := Config{Tokens: 64, Hidden: 32, FFN: 128, Experts: 4, TopK: 2, DType: kernels.FP16, Act: kernels.SiLU,
-		Routing: "hot:1:0.4", Seed: 9, CapacityFactor: 1.25}
-	s := Sample{Time: t0.Add(time.Duration(i) * time.Millisecond), Step: i, Backend: "padded", Config: c,
+	c := stream.Layer{Tokens: 64, Hidden: 32, FFN: 128, Experts: 4, TopK: 2, DType: "fp16", Act: "silu",
+		Routing: "hot:1:0.4", Seed: 9, CapacityFactor: 1.25, SharedExperts: 1, SharedFFN: 96, Router: "sigmoid", Model: "m"}
+	layer := i % 5
+	start := 0.25
+	s := stream.Sample{Time: t0.Add(time.Duration(i) * time.Millisecond), Step: i, Backend: "padded", Config: c,
 		Rows: []int{10, 50 + i, 30, 38 - i}, Target: []float64{0.2, 0.4, 0.2, 0.2},
-		Phases: Phases{0.1, 0.2, 1.5 + float64(i), 0.3, 1.25, 0.125}, StepMS: 3.475, ExpertMS: []float64{0.5, 1, 0.75, 0.5},
+		LayerIndex: &layer,
+		Phases: stream.Phases{{Phase: "router", MS: 0.1, FLOPs: 1e6}, {Phase: "permute", MS: 0.2}, {Phase: "gemm1", MS: 1.5 + float64(i), Bytes: 3e6},
+			{Phase: "act", MS: 0.3}, {Phase: "gemm2", MS: 1.25}, {Phase: "combine", MS: 0.125},
+			{Phase: "shared", MS: 0.5, StartMS: &start}, {Phase: "dispatch", Device: 1, MS: 0.75}},
+		Steps: 3, StepMinMS: 3, StepMaxMS: 4, StepMS: 3.475, ExpertMS: []float64{0.5, 1, 0.75, 0.5},
 		TFLOPS: 12.5, GEMMTFLOPS: 20.25, Imbalance: 1.75, Dropped: i % 3, Skipped: i%7 == 6,
-		Memory: &Memory{TotalBytes: 80 << 30, FreeBytes: 10 << 30, UsedBytes: 70 << 30, OwnBytes: 1 << 30, HeadroomBytes: 10 << 30,
-			Backends: []BackendMemory{{Backend: "padded", PeakBytes: 1 << 30, HeadroomBytes: 10 << 30, MaxTokens: 1234, Fits: true}}},
+		Memory: []stream.Memory{{TotalBytes: 80 << 30, FreeBytes: 10 << 30, UsedBytes: 70 << 30, OwnBytes: 1 << 30, HeadroomBytes: 10 << 30,
+			Backends: []stream.BackendMemory{{Backend: "padded", PeakBytes: 1 << 30, HeadroomBytes: 10 << 30, MaxTokens: 1234, Fits: true}, {Backend: "x", Refused: "needs sm_90"}}},
+			{Device: 1, FreeBytes: 5, HeadroomBytes: 20 << 30}},
 	}
 	if i%2 == 0 {
-		s.GPU = &nvml.Snapshot{Time: s.Time, Source: "nvml", Driver: "580.1", CUDA: "13.0", Devices: []nvml.Reading{{
-			Index: 0, Name: "H100", UUID: "GPU-1", MemTotalBytes: b(80 << 30), MemUsedBytes: b(1), MemFreeBytes: b(2),
+		s.GPU = &stream.Snapshot{Time: s.Time, Source: "nvml", Driver: "580.1", CUDA: "13.0", Devices: []stream.Reading{{
+			Index: 0, Name: "H100", UUID: "GPU-1", PCIBusID: "00000000:1B:00.0", MemTotalBytes: b(80 << 30), MemUsedBytes: b(1), MemFreeBytes: b(2),
 			MemReservedB: b(3), UtilPct: u(99), MemUtilPct: u(40), PowerW: f(512.5), PowerLimitW: f(700), TempC: u(61),
 			SMClockMHz: u(1980), MemClockMHz: u(2619), PCIeRxKBps: u(5), PCIeTxKBps: u(6),
-			Processes: []nvml.Process{{PID: 42, UsedBytes: b(7)}, {PID: 43}}, Err: "x"}}}
+			Processes: []stream.Process{{PID: 42, UsedBytes: b(7)}, {PID: 43}}, Err: "x"}}}
 	}
 	if i%3 == 0 {
-		s.Events = []Event{{Time: s.Time, Kind: EventOOM, Msg: "step: out of memory"}, {Time: s.Time, Kind: EventConfig, Msg: "c"}}
+		s.Events = []stream.Event{{Time: s.Time, Kind: stream.EventOOM, Msg: "step: out of memory"}, {Time: s.Time, Kind: stream.EventConfig, Msg: "c", Device: 1}}
 	}
 	return s
 }
 
-func writeLog(t testing.TB, path string, n int, maxBytes int64) Header {
+func writeLog(t testing.TB, path string, n int, maxBytes int64) stream.Header {
 	t.Helper()
-	h := Header{Version: "test", Host: "h", Device: "H100", Driver: "580", CUDA: "13.0", CUBLAS: "13.1.0",
-		Backend: "padded", BackendReason: "asked", Config: richSample(0).Config, Start: t0}
+	h := stream.Header{Version: "test", Host: "h", Device: "H100", Driver: "580", CUDA: "13.0", CUBLAS: "13.1.0",
+		Backend: "padded", BackendReason: "asked", Config: richSample(0).Config, Start: t0,
+		Devices:         []stream.DeviceID{{Rank: 0, CUDA: 1, NVML: 0, UUID: "GPU-1", PCIBusID: "00000000:1B:00.0", Name: "H100"}},
+		DenseGEMMTFLOPS: 700, ReadGBps: 3000}
 	r, err := CreateRecorder(path, maxBytes, false, h)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +105,7 @@ func TestRoundTripEveryField(t *testing.T) {
 				}
 			}
 			n := 0
-			corrupt, err := l.Each(func(i int, s Sample) error {
+			corrupt, err := l.Each(func(i int, s stream.Sample) error {
 				if !reflect.DeepEqual(s, richSample(i)) {
 					return fmt.Errorf("Each: sample %d differs", i)
 				}
@@ -140,10 +148,10 @@ func TestRotationStartsEachPartWithTheHeader(t *testing.T) {
 func TestRecorderRefusesToOverwrite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "run.jsonl")
 	writeLog(t, path, 1, 0)
-	if _, err := CreateRecorder(path, 0, false, Header{}); !errors.Is(err, ErrExists) {
+	if _, err := CreateRecorder(path, 0, false, stream.Header{}); !errors.Is(err, ErrExists) {
 		t.Fatalf("got %v, want ErrExists", err)
 	}
-	r, err := CreateRecorder(path, 0, true, Header{})
+	r, err := CreateRecorder(path, 0, true, stream.Header{})
 	if err != nil {
 		t.Fatalf("with force: %v", err)
 	}
@@ -165,7 +173,7 @@ func TestBadLogs(t *testing.T) {
 		{"empty", "", "empty", 0, 0},
 		{"not a log", "hello world\n", "not a moetop log", 0, 0},
 		{"binary", "\x00\x01\x02\xff\xfe", "not a moetop log", 0, 0},
-		{"newer schema", strings.Replace(lines[0], "moetop/1", "moetop/2", 1), "newer moetop", 0, 0},
+		{"newer schema", strings.Replace(lines[0], "moetop/2", "moetop/3", 1), "newer moetop", 0, 0},
 		{"line over 16 MiB", lines[0] + strings.Repeat("x", MaxLineBytes+10) + "\n", "longer than 16 MiB", 0, 0},
 		{"truncated last line", strings.Join(lines[:len(lines)-2], "") + lines[len(lines)-2][:40], "", 4, 1},
 		{"corrupt line in the middle", lines[0] + lines[1] + `{"type":"sample","step":` + "\n" + strings.Join(lines[2:], ""), "", 5, 1},
@@ -188,7 +196,7 @@ func TestBadLogs(t *testing.T) {
 			}
 			defer l.Close()
 			n := 0
-			corrupt, err := l.Each(func(int, Sample) error { n++; return nil })
+			corrupt, err := l.Each(func(int, stream.Sample) error { n++; return nil })
 			if err != nil || n != c.samples || corrupt != c.corrupt {
 				t.Errorf("%d samples, %d corrupt, err %v; want %d and %d", n, corrupt, err, c.samples, c.corrupt)
 			}
@@ -247,12 +255,12 @@ func FuzzOpenLog(f *testing.F) {
 		for i := 0; i < l.Len(); i++ {
 			l.Sample(i)
 		}
-		l.Each(func(int, Sample) error { return nil })
+		l.Each(func(int, stream.Sample) error { return nil })
 	})
 }
 
 func BenchmarkWriteSamples(b *testing.B) {
-	r, err := CreateRecorder(filepath.Join(b.TempDir(), "run.jsonl"), 0, false, Header{})
+	r, err := CreateRecorder(filepath.Join(b.TempDir(), "run.jsonl"), 0, false, stream.Header{})
 	if err != nil {
 		b.Fatal(err)
 	}

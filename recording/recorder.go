@@ -1,4 +1,4 @@
-package profiler
+package recording
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/moetop/moetop/stream"
 )
 
 // ErrExists means a log file is there already and overwriting was not
@@ -23,7 +24,7 @@ type Recorder struct {
 	MaxBytes int64 // 0: no rotation
 	Force    bool  // overwrite existing files
 
-	header Header
+	header stream.Header
 	part   int
 	file   *os.File
 	zw     *zstd.Encoder
@@ -34,7 +35,7 @@ type Recorder struct {
 }
 
 // CreateRecorder opens the first part and writes the header.
-func CreateRecorder(path string, maxBytes int64, force bool, h Header) (*Recorder, error) {
+func CreateRecorder(path string, maxBytes int64, force bool, h stream.Header) (*Recorder, error) {
 	r := &Recorder{Path: path, MaxBytes: maxBytes, Force: force, header: h}
 	if err := r.open(); err != nil {
 		return nil, err
@@ -90,7 +91,7 @@ func (r *Recorder) wrap(err error) error {
 }
 
 // Write appends a sample, rotating first when the part is full.
-func (r *Recorder) Write(s *Sample) error {
+func (r *Recorder) Write(s *stream.Sample) error {
 	if r.MaxBytes > 0 && r.lw.Bytes() >= r.MaxBytes {
 		if err := r.closePart(); err != nil {
 			return err

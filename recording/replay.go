@@ -1,4 +1,4 @@
-package profiler
+package recording
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/moetop/moetop/stream"
 )
 
 // historyWindow is how many samples before a jump's target are sent with
@@ -20,12 +22,12 @@ const historyWindow = 240
 // first marked Reset.
 type Replay struct {
 	log  *Log
-	out  chan Sample
+	out  chan stream.Sample
 	wake chan struct{}
 
 	mu      sync.Mutex
 	pos     int // the next sample to send
-	cur     Sample
+	cur     stream.Sample
 	playing bool
 	speed   float64
 	seekTo  int // -1: none pending
@@ -40,7 +42,7 @@ var Speeds = []float64{0.25, 0.5, 1, 2, 4, 8, 16}
 
 // NewReplay plays l from its first sample.
 func NewReplay(l *Log) *Replay {
-	r := &Replay{log: l, out: make(chan Sample, 64), wake: make(chan struct{}, 1), playing: true, speed: 1, seekTo: -1}
+	r := &Replay{log: l, out: make(chan stream.Sample, 64), wake: make(chan struct{}, 1), playing: true, speed: 1, seekTo: -1}
 	if s, err := l.Sample(0); err == nil {
 		r.first = s.Time
 	}
@@ -51,7 +53,7 @@ func NewReplay(l *Log) *Replay {
 }
 
 // Samples is the stream; it is closed when Run returns.
-func (r *Replay) Samples() <-chan Sample { return r.out }
+func (r *Replay) Samples() <-chan stream.Sample { return r.out }
 
 func (r *Replay) poke() {
 	select {
@@ -235,7 +237,7 @@ func (r *Replay) Jump(target string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("go to %q: want a step number or a time like 1m30s or 1:30", target)
 	}
-	i, err := r.search(func(s Sample) bool { return s.Time.Sub(r.first) >= d })
+	i, err := r.search(func(s stream.Sample) bool { return s.Time.Sub(r.first) >= d })
 	if err != nil {
 		return "", err
 	}
@@ -264,7 +266,7 @@ func parseOffset(s string) (time.Duration, error) {
 // findStep finds the sample of step n by binary search: step numbers rise
 // through a log.
 func (r *Replay) findStep(n int) (int, error) {
-	i, err := r.search(func(s Sample) bool { return s.Step >= n })
+	i, err := r.search(func(s stream.Sample) bool { return s.Step >= n })
 	if err != nil {
 		return 0, err
 	}
@@ -275,7 +277,7 @@ func (r *Replay) findStep(n int) (int, error) {
 }
 
 // search is sort.Search over samples read from the index.
-func (r *Replay) search(pred func(Sample) bool) (int, error) {
+func (r *Replay) search(pred func(stream.Sample) bool) (int, error) {
 	lo, hi := 0, r.log.Len()
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)

@@ -1,42 +1,21 @@
-package profiler
+package recording
 
 import (
 	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"time"
+
+	"github.com/moetop/moetop/stream"
 )
 
 // Schema is the log format's name and major version (docs/log-format.md).
-// A reader accepts any minor change (new fields are ignored) and refuses a
-// newer major version.
+// A reader accepts any minor change (new fields are ignored), reads
+// moetop/1 logs too, and refuses a newer major version.
 const (
-	Schema      = "moetop/1"
-	SchemaMajor = 1
+	Schema      = "moetop/2"
+	SchemaMajor = 2
 )
-
-// Header is the first line of a log.
-type Header struct {
-	Schema  string `json:"schema"`
-	Version string `json:"moetop_version"`
-	Host    string `json:"host"`
-	Device  string `json:"device"`
-	Driver  string `json:"driver,omitempty"`
-	CUDA    string `json:"cuda,omitempty"`
-	CUBLAS  string `json:"cublas,omitempty"`
-	Backend string `json:"backend"`
-	// BackendReason says why this backend runs (auto's calibration, or
-	// why there is no GPU).
-	BackendReason string    `json:"backend_reason,omitempty"`
-	Config        Config    `json:"config"`
-	Start         time.Time `json:"start"`
-	// DenseGEMMTFLOPS is a dense GEMM pair of the layer's FLOPs, timed at
-	// start on the GPU (0: not measured).
-	DenseGEMMTFLOPS float64 `json:"dense_gemm_tflops,omitempty"`
-	// Part numbers the files of a rotated recording (0: the first).
-	Part int `json:"part,omitempty"`
-}
 
 // Line types: the "type" field, first in every line.
 const (
@@ -47,18 +26,18 @@ const (
 
 type headerLine struct {
 	Type string `json:"type"`
-	*Header
+	*stream.Header
 }
 
 type sampleLine struct {
 	Type string `json:"type"`
-	*Sample
+	*stream.Sample
 }
 
 type eventLine struct {
 	Type string `json:"type"`
 	Step int    `json:"step"`
-	Event
+	stream.Event
 }
 
 // LogWriter writes the JSON Lines log: a header, then per step its events
@@ -89,14 +68,14 @@ func (lw *LogWriter) line(v any) error {
 }
 
 // WriteHeader writes the header; call it once, first.
-func (lw *LogWriter) WriteHeader(h Header) error {
+func (lw *LogWriter) WriteHeader(h stream.Header) error {
 	h.Schema = Schema
 	return lw.line(headerLine{LineHeader, &h})
 }
 
 // WriteSample appends a sample's events, then the sample without them
 // (the reader attaches them again).
-func (lw *LogWriter) WriteSample(s *Sample) error {
+func (lw *LogWriter) WriteSample(s *stream.Sample) error {
 	for _, e := range s.Events {
 		if err := lw.line(eventLine{LineEvent, s.Step, e}); err != nil {
 			return err

@@ -1,4 +1,4 @@
-package profiler
+package recording
 
 import (
 	"bufio"
@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/moetop/moetop/stream"
 )
 
 // MaxLineBytes bounds one log line; a longer one means the file is not a
@@ -35,8 +37,10 @@ type span struct{ start, end int64 }
 // Log is an opened log: its header and an index of where each sample is,
 // built in one pass, so that any sample can be read without the others.
 type Log struct {
-	Header Header
+	Header stream.Header
 	Path   string
+	// major is the header's schema major version: moetop/1 lines differ.
+	major int
 	// Warnings say what was skipped while indexing (a truncated last line,
 	// lines that are not samples or events, a cut-off zstd stream).
 	Warnings []string
@@ -166,21 +170,30 @@ var (
 	eventPrefix  = []byte(`{"type":"event"`)
 )
 
+// schemaMajor is the major version of a "moetop/N[.M]" schema, or 0.
+func schemaMajor(schema string) int {
+	n, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(schema, "moetop/"), ".", 2)[0])
+	if err != nil || !strings.HasPrefix(schema, "moetop/") {
+		return 0
+	}
+	return n
+}
+
 // ParseHeader reads and checks a log's first line.
-func ParseHeader(path string, line []byte) (Header, error) {
+func ParseHeader(path string, line []byte) (stream.Header, error) {
 	var h struct {
 		Type string `json:"type"`
-		Header
+		stream.Header
 	}
 	if err := json.Unmarshal(line, &h); err != nil || h.Type != LineHeader || !strings.HasPrefix(h.Schema, "moetop/") {
-		return Header{}, &LogError{path, "the first line is not a moetop header; this is not a moetop log"}
+		return stream.Header{}, &LogError{path, "the first line is not a moetop header; this is not a moetop log"}
 	}
-	major, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(h.Schema, "moetop/"), ".", 2)[0])
-	if err != nil {
-		return Header{}, &LogError{path, fmt.Sprintf("unknown schema %q", h.Schema)}
+	major := schemaMajor(h.Schema)
+	if major <= 0 {
+		return stream.Header{}, &LogError{path, fmt.Sprintf("unknown schema %q", h.Schema)}
 	}
 	if major > SchemaMajor {
-		return Header{}, &LogError{path, fmt.Sprintf("written by a newer moetop (schema %s; this one reads %s): upgrade moetop to read it", h.Schema, Schema)}
+		return stream.Header{}, &LogError{path, fmt.Sprintf("written by a newer moetop (schema %s; this one reads %s): upgrade moetop to read it", h.Schema, Schema)}
 	}
 	return h.Header, nil
 }
@@ -192,7 +205,7 @@ func (l *Log) index() error {
 		if first {
 			first = false
 			h, err := ParseHeader(l.Path, line)
-			l.Header = h
+			l.Header, l.major = h, schemaMajor(h.Schema)
 			return err
 		}
 		end := off + int64(len(line)) + 1
@@ -226,46 +239,46 @@ func (l *Log) index() error {
 func (l *Log) Len() int { return len(l.spans) }
 
 // Sample reads sample i with its events.
-func (l *Log) Sample(i int) (Sample, error) {
+func (l *Log) Sample(i int) (stream.Sample, error) {
 	if i < 0 || i >= len(l.spans) {
-		return Sample{}, fmt.Errorf("sample %d of %d", i, len(l.spans))
+		return stream.Sample{}, fmt.Errorf("sample %d of %d", i, len(l.spans))
 	}
 	sp := l.spans[i]
 	buf := make([]byte, sp.end-sp.start)
 	n, err := l.r.ReadAt(buf, sp.start)
 	if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
-		return Sample{}, fmt.Errorf("read sample %d: %w", i, err)
+		return stream.Sample{}, fmt.Errorf("read sample %d: %w", i, err)
 	}
-	return parseGroup(buf[:n])
+	return parseGroup(buf[:n], l.major)
 }
 
 // parseGroup parses event lines followed by one sample line.
-func parseGroup(b []byte) (Sample, error) {
-	var events []Event
+func parseGroup(b []byte, major int) (stream.Sample, error) {
+	var events []stream.Event
 	for _, line := range bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n")) {
 		if bytes.HasPrefix(line, eventPrefix) {
 			var e eventLine
 			if err := json.Unmarshal(line, &e); err != nil {
-				return Sample{}, fmt.Errorf("corrupt event line: %w", err)
+				return stream.Sample{}, fmt.Errorf("corrupt event line: %w", err)
 			}
 			events = append(events, e.Event)
 			continue
 		}
-		var s Sample
-		if err := json.Unmarshal(line, &s); err != nil {
-			return Sample{}, fmt.Errorf("corrupt sample line: %w", err)
+		s, err := decodeSample(line, major)
+		if err != nil {
+			return stream.Sample{}, fmt.Errorf("corrupt sample line: %w", err)
 		}
 		s.Events = events
 		return s, nil
 	}
-	return Sample{}, errors.New("no sample line")
+	return stream.Sample{}, errors.New("no sample line")
 }
 
 // Each reads every sample in order, once, skipping corrupt lines and
 // counting them.
-func (l *Log) Each(fn func(i int, s Sample) error) (corrupt int, err error) {
+func (l *Log) Each(fn func(i int, s stream.Sample) error) (corrupt int, err error) {
 	first, i := true, 0
-	var events []Event
+	var events []stream.Event
 	err = lines(l.reader(), l.Path, func(line []byte, _ int64, _ bool) error {
 		if first {
 			first = false
@@ -280,8 +293,8 @@ func (l *Log) Each(fn func(i int, s Sample) error) (corrupt int, err error) {
 			}
 			events = append(events, e.Event)
 		case bytes.HasPrefix(line, samplePrefix):
-			var s Sample
-			if json.Unmarshal(line, &s) != nil {
+			s, err := decodeSample(line, l.major)
+			if err != nil {
 				corrupt++
 				events = nil
 				return nil

@@ -1,4 +1,4 @@
-package profiler
+package recording
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moetop/moetop/stream"
 )
 
 func openTestLog(t *testing.T, n int) *Log {
@@ -21,7 +23,7 @@ func openTestLog(t *testing.T, n int) *Log {
 	return l
 }
 
-func next(t *testing.T, r *Replay) Sample {
+func next(t *testing.T, r *Replay) stream.Sample {
 	t.Helper()
 	select {
 	case s := <-r.Samples():
@@ -29,11 +31,11 @@ func next(t *testing.T, r *Replay) Sample {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no sample")
 	}
-	return Sample{}
+	return stream.Sample{}
 }
 
 // drainWindow reads a seek's window and returns its last sample.
-func drainWindow(t *testing.T, r *Replay) Sample {
+func drainWindow(t *testing.T, r *Replay) stream.Sample {
 	t.Helper()
 	s := next(t, r)
 	for !s.Reset {

@@ -1,13 +1,13 @@
-package profiler
+package recording
 
 import (
 	"fmt"
 	"io"
-	"math"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/moetop/moetop/stream"
 )
 
 // BackendSummary is one backend's share of a run.
@@ -24,7 +24,7 @@ type BackendSummary struct {
 // Summary is what `moetop summary` reports of a log.
 type Summary struct {
 	File     string           `json:"file"`
-	Header   Header           `json:"header"`
+	Header   stream.Header    `json:"header"`
 	Duration time.Duration    `json:"duration_ns"`
 	Steps    int              `json:"steps"`
 	Skipped  int              `json:"steps_skipped"` // OOM or error steps
@@ -33,19 +33,19 @@ type Summary struct {
 	// layer's first expert count, if it changed).
 	MeanShare []float64 `json:"mean_share"`
 	// DropRate is rows dropped by a capacity factor over rows routed.
-	DropRate           float64  `json:"drop_rate"`
-	WorstImbalance     float64  `json:"worst_imbalance"`
-	WorstImbalanceStep int      `json:"worst_imbalance_step"`
-	LowestHeadroom     *int64   `json:"lowest_headroom_bytes,omitempty"`
-	LowestHeadroomStep int      `json:"lowest_headroom_step,omitempty"`
-	OOMEvents          []Event  `json:"oom_events"`
-	LinesSkipped       int      `json:"lines_skipped"`
-	Warnings           []string `json:"warnings,omitempty"`
+	DropRate           float64        `json:"drop_rate"`
+	WorstImbalance     float64        `json:"worst_imbalance"`
+	WorstImbalanceStep int            `json:"worst_imbalance_step"`
+	LowestHeadroom     *int64         `json:"lowest_headroom_bytes,omitempty"`
+	LowestHeadroomStep int            `json:"lowest_headroom_step,omitempty"`
+	OOMEvents          []stream.Event `json:"oom_events"`
+	LinesSkipped       int            `json:"lines_skipped"`
+	Warnings           []string       `json:"warnings,omitempty"`
 }
 
 // Summarize reads every sample of l once.
 func Summarize(l *Log) (Summary, error) {
-	sum := Summary{File: l.Path, Header: l.Header, Warnings: l.Warnings, OOMEvents: []Event{}}
+	sum := Summary{File: l.Path, Header: l.Header, Warnings: l.Warnings, OOMEvents: []stream.Event{}}
 	steps := map[string][]float64{}
 	tflops := map[string][]float64{}
 	gemm := map[string][]float64{}
@@ -54,19 +54,21 @@ func Summarize(l *Log) (Summary, error) {
 	var shares []float64
 	sharesN := 0
 	dropped, routed := 0, 0
-	corrupt, err := l.Each(func(_ int, s Sample) error {
+	corrupt, err := l.Each(func(_ int, s stream.Sample) error {
 		if first.IsZero() {
 			first = s.Time
 		}
 		last = s.Time
 		for _, e := range s.Events {
-			if e.Kind == EventOOM {
+			if e.Kind == stream.EventOOM {
 				sum.OOMEvents = append(sum.OOMEvents, e)
 			}
 		}
-		if s.Memory != nil && (sum.LowestHeadroom == nil || s.Memory.HeadroomBytes < *sum.LowestHeadroom) {
-			h := s.Memory.HeadroomBytes
-			sum.LowestHeadroom, sum.LowestHeadroomStep = &h, s.Step
+		for _, m := range s.Memory {
+			if sum.LowestHeadroom == nil || m.HeadroomBytes < *sum.LowestHeadroom {
+				h := m.HeadroomBytes
+				sum.LowestHeadroom, sum.LowestHeadroomStep = &h, s.Step
+			}
 		}
 		if s.Skipped || s.Rows == nil {
 			sum.Skipped++
@@ -109,25 +111,14 @@ func Summarize(l *Log) (Summary, error) {
 	}
 	for _, b := range order {
 		sum.Backends = append(sum.Backends, BackendSummary{Backend: b, Steps: len(steps[b]),
-			StepP50MS: Percentile(steps[b], 0.5), StepP90MS: Percentile(steps[b], 0.9), StepP99MS: Percentile(steps[b], 0.99),
-			TFLOPS: Percentile(tflops[b], 0.5), GEMMTFLOPS: Percentile(gemm[b], 0.5)})
+			StepP50MS: stream.Percentile(steps[b], 0.5), StepP90MS: stream.Percentile(steps[b], 0.9), StepP99MS: stream.Percentile(steps[b], 0.99),
+			TFLOPS: stream.Percentile(tflops[b], 0.5), GEMMTFLOPS: stream.Percentile(gemm[b], 0.5)})
 	}
 	for e := range shares {
 		shares[e] /= float64(max(sharesN, 1))
 	}
 	sum.MeanShare = shares
 	return sum, nil
-}
-
-// Percentile is the nearest-rank percentile (p in 0..1); NaN when empty.
-func Percentile(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	i := int(math.Ceil(p*float64(len(s)))) - 1
-	return s[max(0, min(i, len(s)-1))]
 }
 
 // WriteText prints the summary for a person.

@@ -1,0 +1,43 @@
+package stream
+
+import "time"
+
+// Header describes a run: the first line of a log and the view's title.
+type Header struct {
+	Schema  string `json:"schema"`
+	Version string `json:"moetop_version"`
+	Host    string `json:"host"`
+	// Device names what the layer runs on, as a person reads it.
+	Device string `json:"device"`
+	Driver string `json:"driver,omitempty"`
+	CUDA   string `json:"cuda,omitempty"`
+	CUBLAS string `json:"cublas,omitempty"`
+	// Devices identifies each GPU of the run, in rank order (empty on the
+	// CPU and in moetop/1 logs).
+	Devices []DeviceID `json:"devices,omitempty"`
+	Backend string     `json:"backend"`
+	// BackendReason says why this backend runs (auto's calibration, or
+	// why there is no GPU).
+	BackendReason string    `json:"backend_reason,omitempty"`
+	Config        Layer     `json:"config"`
+	Start         time.Time `json:"start"`
+	// DenseGEMMTFLOPS is a dense GEMM pair of the layer's FLOPs and
+	// ReadGBps a read-mostly kernel's bandwidth, timed at start on the GPU
+	// (0: not measured): the roofline's two ceilings.
+	DenseGEMMTFLOPS float64 `json:"dense_gemm_tflops,omitempty"`
+	ReadGBps        float64 `json:"read_gbps,omitempty"`
+	// Part numbers the files of a rotated recording (0: the first).
+	Part int `json:"part,omitempty"`
+}
+
+// DeviceID ties a CUDA ordinal to the NVML device that reads it: the two
+// numberings differ when CUDA_VISIBLE_DEVICES or the PCI order says so.
+type DeviceID struct {
+	// Rank is the device's place in the run (0 on a single GPU).
+	Rank     int    `json:"rank"`
+	CUDA     int    `json:"cuda"`
+	NVML     int    `json:"nvml"`
+	UUID     string `json:"uuid,omitempty"`
+	PCIBusID string `json:"pci_bus_id,omitempty"`
+	Name     string `json:"name,omitempty"`
+}
