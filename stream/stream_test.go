@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -92,7 +91,7 @@ func TestFanOutDeliversToEverySinkInOrder(t *testing.T) {
 	}
 	close(in)
 	var a, b []int
-	err := FanOut(context.Background(), in,
+	err := FanOut(in,
 		SinkFunc(func(s Sample) error { a = append(a, s.Step); return nil }),
 		SinkFunc(func(s Sample) error { b = append(b, s.Step); return nil }))
 	if err != nil {
@@ -109,7 +108,7 @@ func TestFanOutStopsAtAFailingSink(t *testing.T) {
 	in <- Sample{Step: 1}
 	full := errors.New("disk full")
 	var later []int
-	err := FanOut(context.Background(), in,
+	err := FanOut(in,
 		SinkFunc(func(Sample) error { return full }),
 		SinkFunc(func(s Sample) error { later = append(later, s.Step); return nil }))
 	if !errors.Is(err, full) {
@@ -120,17 +119,17 @@ func TestFanOutStopsAtAFailingSink(t *testing.T) {
 	}
 }
 
-func TestFanOutEndsWithTheContext(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
+func TestFanOutEndsWhenTheSourceCloses(t *testing.T) {
+	in := make(chan Sample)
 	done := make(chan error)
-	go func() { done <- FanOut(ctx, make(chan Sample)) }()
-	cancel()
+	go func() { done <- FanOut(in) }()
+	close(in)
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("FanOut did not end when its context did")
+		t.Fatal("FanOut did not end when its source closed")
 	}
 }

@@ -143,7 +143,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stderr, "moetop: no dense reference: %s\n", oneLine(err.Error()))
 		}
 	}
-	var sinks []func(stream.Sample)
+	var sinks []stream.Sink
 	if listen != "" {
 		m := metrics.New()
 		addr, err := m.Serve(ctx, listen)
@@ -152,7 +152,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		fmt.Fprintf(stderr, "moetop: serving metrics at http://%s/metrics\n", addr)
-		sinks = append(sinks, m.Observe)
+		sinks = append(sinks, observer(m.Observe))
 	}
 	if f.record != "" {
 		return record(ctx, loop, f, maxBytes, h, sinks, stderr)
@@ -239,11 +239,32 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// drive runs the loop until it ends (steps, ctx, an error) and fans its
+// samples out to sinks: the one path from the source to every sink. A
+// sink that fails (a full disk) stops the run; what the loop made before
+// it stopped still reaches the sinks.
+func drive(ctx context.Context, loop *profiler.Loop, steps int, sinks ...stream.Sink) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	samples := make(chan stream.Sample, 64)
+	runErr := make(chan error, 1)
+	go func() { runErr <- loop.Run(ctx, samples, steps) }()
+	sinkErr := stream.FanOut(samples, sinks...)
+	cancel()
+	for range samples {
+		// Run closes samples once it has seen ctx end.
+	}
+	if err := <-runErr; err != nil {
+		return err
+	}
+	return sinkErr
+}
+
 // record runs headless, writing each sample as it comes and flushing at
 // least every second, so a run stopped by Ctrl-C or SIGTERM (which cancel
 // ctx) ends with a valid log up to the last completed step.
 func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int64, h stream.Header,
-	sinks []func(stream.Sample), stderr io.Writer) error {
+	sinks []stream.Sink, stderr io.Writer) error {
 	rec, err := recording.CreateRecorder(f.record, maxBytes, f.force, h)
 	if errors.Is(err, recording.ErrExists) {
 		loop.Backend.Close()
@@ -257,60 +278,18 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 		loop.Backend.Close()
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	samples := make(chan stream.Sample, 64)
-	runErr := make(chan error, 1)
-	go func() { runErr <- loop.Run(ctx, samples, f.steps) }()
-
-	flush := time.NewTicker(time.Second)
-	defer flush.Stop()
-	var prog <-chan time.Time
+	stats := &statsSink{}
+	sinks = append(sinks, &recordSink{rec: rec, lastFlush: time.Now()}, stats)
 	if isTerminal(stderr) {
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		prog = t.C
-	}
-	var stepMS, tflops []float64
-	var werr error
-	for samples != nil {
-		select {
-		case s, ok := <-samples:
-			if !ok {
-				samples = nil
-				break
-			}
-			if werr != nil {
-				continue // draining after a write error
-			}
-			if werr = rec.Write(&s); werr != nil {
-				cancel() // a full disk stops the run; what was flushed stays readable
-				continue
-			}
-			for _, sink := range sinks {
-				sink(s)
-			}
-			if !s.Skipped {
-				stepMS = append(stepMS, s.StepMS)
-				tflops = append(tflops, s.TFLOPS)
-			}
-		case <-flush.C:
-			if werr == nil {
-				if werr = rec.Flush(); werr != nil {
-					cancel()
-				}
-			}
-		case <-prog:
-			fmt.Fprintf(stderr, "\r\x1b[Krecording %s: %d steps, %d samples, %s, %s", f.record, len(stepMS), rec.Written,
+		sinks = append(sinks, &throttled{every: 500 * time.Millisecond, print: func(stream.Sample) {
+			fmt.Fprintf(stderr, "\r\x1b[Krecording %s: %d steps, %d samples, %s, %s", f.record, stats.steps, rec.Written,
 				sizeString(rec.Bytes()), time.Since(h.Start).Round(time.Second))
-		}
+		}})
+		defer fmt.Fprint(stderr, "\r\x1b[K")
 	}
-	if prog != nil {
-		fmt.Fprint(stderr, "\r\x1b[K")
-	}
-	err = <-runErr
-	if cerr := rec.Close(); werr == nil {
-		werr = cerr
+	err = drive(ctx, loop, f.steps, sinks...)
+	if cerr := rec.Close(); err == nil {
+		err = cerr
 	}
 	parts := ""
 	if rec.Parts() > 1 {
@@ -318,10 +297,7 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 	}
 	fmt.Fprintf(stderr, "moetop: recorded %d steps in %s to %s%s (%s, %s): step p50 %.3f ms, %.3f TFLOP/s\n",
 		rec.Written, time.Since(h.Start).Round(time.Millisecond), f.record, parts, loop.Backend.Info().Name, loop.Config,
-		stream.Percentile(stepMS, 0.5), stream.Percentile(tflops, 0.5))
-	if werr != nil {
-		return werr
-	}
+		stream.Percentile(stats.stepMS, 0.5), stream.Percentile(stats.tflops, 0.5))
 	return err
 }
 
@@ -337,20 +313,6 @@ func sizeString(b int64) string {
 
 // watch prints a line per second: the view where there is no terminal to
 // draw on, or when the run is bounded by --steps or --duration.
-func watch(ctx context.Context, loop *profiler.Loop, steps int, sinks []func(stream.Sample), stdout io.Writer) error {
-	samples := make(chan stream.Sample, 16)
-	runErr := make(chan error, 1)
-	go func() { runErr <- loop.Run(ctx, samples, steps) }()
-	last := time.Time{}
-	for s := range samples {
-		for _, sink := range sinks {
-			sink(s)
-		}
-		if time.Since(last) >= time.Second {
-			last = time.Now()
-			fmt.Fprintf(stdout, "step %d  %.2f ms  %.3f TFLOP/s  imbalance %.2f  rows %v\n",
-				s.Step, s.StepMS, s.TFLOPS, s.Imbalance, s.Rows)
-		}
-	}
-	return <-runErr
+func watch(ctx context.Context, loop *profiler.Loop, steps int, sinks []stream.Sink, stdout io.Writer) error {
+	return drive(ctx, loop, steps, append(sinks, watchLine(stdout))...)
 }

@@ -60,29 +60,19 @@ func colorProfile() {
 
 // view runs the TUI over the loop until the user quits or ctx ends; the
 // loop is stopped and its backend closed before it returns.
-func view(ctx context.Context, loop *profiler.Loop, header stream.Header, sinks []func(stream.Sample), stdout io.Writer) error {
+func view(ctx context.Context, loop *profiler.Loop, header stream.Header, sinks []stream.Sink, stdout io.Writer) error {
 	colorProfile()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	backends := modelBackends(header.Backend)
 	live, changes := profiler.NewLive(loop.Config, header.Backend, backends, openBackend)
 	loop.Changes = changes
-	raw := make(chan stream.Sample, 64)
-	runErr := make(chan error, 1)
-	go func() { runErr <- loop.Run(ctx, raw, 0) }()
 	src := &liveSource{header: header, samples: make(chan stream.Sample, 64)}
+	runErr := make(chan error, 1)
 	go func() {
 		defer close(src.samples)
-		for s := range raw {
-			live.Observe(s)
-			for _, sink := range sinks {
-				sink(s)
-			}
-			select {
-			case src.samples <- s:
-			case <-ctx.Done():
-			}
-		}
+		sinks = append([]stream.Sink{observer(live.Observe)}, sinks...)
+		runErr <- drive(ctx, loop, 0, append(sinks, forward(ctx, src.samples))...)
 	}()
 	p := tea.NewProgram(tui.New(src, liveControl{live}), tea.WithAltScreen(), tea.WithContext(ctx),
 		tea.WithOutput(stdout))
