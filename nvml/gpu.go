@@ -19,12 +19,15 @@ type Library interface {
 	DeviceGetHandleByIndex(int) (gonvml.Device, gonvml.Return)
 }
 
-// GPU reads every device through NVML.
+// GPU reads the devices of a run (or every device) through NVML.
 type GPU struct {
 	lib     Library
 	devices []gonvml.Device
-	driver  string
-	cuda    string
+	// index is each device's NVML index; bus its PCI bus id, read once.
+	index  []int
+	bus    []string
+	driver string
+	cuda   string
 	// memV2 is set when nvmlDeviceGetMemoryInfo_v2 exists: it also reports
 	// the driver's reserved memory.
 	memV2 bool
@@ -60,10 +63,10 @@ type NoGPUError struct{ Reason string }
 
 func (e *NoGPUError) Error() string { return "no GPU: " + e.Reason }
 
-// OpenGPU initialises lib and finds its devices. On any failure it calls
-// nothing more in lib (not even Shutdown after a failed Init) and returns a
-// *NoGPUError.
-func OpenGPU(lib Library) (g *GPU, err error) {
+// OpenGPU initialises lib and finds the wanted devices (every device when
+// none is named). When Init fails it calls nothing more in lib (not even
+// Shutdown) and returns a *NoGPUError.
+func OpenGPU(lib Library, wants ...Want) (g *GPU, err error) {
 	defer func() {
 		// A library that is not there can panic inside go-nvml on first use.
 		if r := recover(); r != nil {
@@ -82,13 +85,21 @@ func OpenGPU(lib Library) (g *GPU, err error) {
 		lib.Shutdown()
 		return nil, &NoGPUError{Reason: "NVML found no device"}
 	}
+	idx, err := selectDevices(lib, n, wants)
+	if err != nil {
+		lib.Shutdown()
+		return nil, &NoGPUError{Reason: err.Error()}
+	}
 	g = &GPU{lib: lib, now: time.Now, memV2: lib.LookupSymbol("nvmlDeviceGetMemoryInfo_v2") == nil}
-	for i := 0; i < n; i++ {
+	for _, i := range idx {
 		d, r := lib.DeviceGetHandleByIndex(i)
+		bus := ""
 		if r != gonvml.SUCCESS {
 			d = nil // read as an error state on every sample
+		} else {
+			bus = pciBusID(d)
 		}
-		g.devices = append(g.devices, d)
+		g.devices, g.index, g.bus = append(g.devices, d), append(g.index, i), append(g.bus, bus)
 	}
 	if v, r := lib.SystemGetDriverVersion(); r == gonvml.SUCCESS {
 		g.driver = v
@@ -111,7 +122,9 @@ func (g *GPU) Close() error {
 func (g *GPU) Read() Snapshot {
 	s := Snapshot{Time: g.now(), Source: "nvml", Driver: g.driver, CUDA: g.cuda}
 	for i, d := range g.devices {
-		s.Devices = append(s.Devices, g.readDevice(i, d))
+		rd := g.readDevice(g.index[i], d)
+		rd.PCIBusID = g.bus[i]
+		s.Devices = append(s.Devices, rd)
 	}
 	return s
 }

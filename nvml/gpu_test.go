@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -251,6 +252,70 @@ func BenchmarkFullSampleOnMock(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if s := g.Read(); len(s.Devices) != 8 {
 			b.Fatal("short read")
+		}
+	}
+}
+
+// withBusIDs gives the mock's devices PCI bus ids, as NVML prints them.
+func withBusIDs(s *server.Server) []string {
+	var ids []string
+	for i, d := range s.Devices {
+		md := d.(*server.Device)
+		id := fmt.Sprintf("00000000:%02X:00.0", 0x18+i)
+		var p gonvml.PciInfo
+		for j, c := range id {
+			p.BusId[j] = int8(c)
+		}
+		md.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) { return p, gonvml.SUCCESS }
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func TestOpenSelectsTheRunsDevicesByUUIDOrBusID(t *testing.T) {
+	s := h100(t)
+	buses := withBusIDs(s)
+	uuid2 := s.Devices[2].(*server.Device).UUID
+	// CUDA prints the bus id with a short domain and lower case.
+	cudaBus5 := strings.ToLower(strings.TrimPrefix(buses[5], "0000"))
+	g, err := OpenGPU(s, Want{CUDA: 0, UUID: uuid2}, Want{CUDA: 1, PCIBusID: cudaBus5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	snap := g.Read()
+	if len(snap.Devices) != 2 {
+		t.Fatalf("read %d devices, want the 2 the run uses", len(snap.Devices))
+	}
+	if d := snap.Devices[0]; d.Index != 2 || d.UUID != uuid2 || d.PCIBusID != buses[2] {
+		t.Errorf("first device: index %d uuid %s bus %s; want NVML device 2", d.Index, d.UUID, d.PCIBusID)
+	}
+	if d := snap.Devices[1]; d.Index != 5 || d.PCIBusID != buses[5] {
+		t.Errorf("second device: index %d bus %s; want NVML device 5", d.Index, d.PCIBusID)
+	}
+}
+
+func TestOpenRefusesADeviceNVMLDoesNotHave(t *testing.T) {
+	_, err := OpenGPU(h100(t), Want{CUDA: 3, UUID: "GPU-00000000-0000-0000-0000-000000000000"})
+	var ng *NoGPUError
+	if !errors.As(err, &ng) || !strings.Contains(ng.Reason, "CUDA device 3") {
+		t.Fatalf("err = %v, want a NoGPUError naming CUDA device 3", err)
+	}
+}
+
+func TestSamePCIBus(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"00000000:1B:00.0", "0000:1b:00.0", true},
+		{"00000000:1B:00.0", "0000:1c:00.0", false},
+		{"00000000:1B:00.0", "00000001:1B:00.0", false},
+		{"garbage", "0000:1b:00.0", false},
+		{"", "", false},
+	} {
+		if got := SamePCIBus(c.a, c.b); got != c.want {
+			t.Errorf("SamePCIBus(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
 		}
 	}
 }

@@ -12,10 +12,11 @@ import (
 // no faster, and sampling faster only costs the step loop CPU.
 const MinInterval = 50 * time.Millisecond
 
-// Open reads the GPUs through the system's NVML, or the host when NVML or
-// a GPU is missing; reason then says why.
-func Open() (src Source, reason string) {
-	g, err := OpenGPU(system{gonvml.New()})
+// Open reads the wanted GPUs (every GPU when none is named) through the
+// system's NVML, or the host when NVML or a GPU is missing; reason then
+// says why.
+func Open(wants ...Want) (src Source, reason string) {
+	g, err := OpenGPU(system{gonvml.New()}, wants...)
 	if err != nil {
 		r := err.Error()
 		if ng, ok := err.(*NoGPUError); ok {

@@ -86,7 +86,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // gpuFlags registers the flags that say where the GPU is.
 func gpuFlags(fs *flag.FlagSet) {
 	fs.StringVar(&cudaOptions.LibDir, "cuda-lib-dir", "", "look for libcuda, libcublas and libnvrtc here first")
-	fs.IntVar(&cudaOptions.Device, "device", 0, "CUDA device ordinal")
+	fs.IntVar(&cudaOptions.Device, "device", 0, "CUDA device ordinal, as `moetop devices` lists under cuda (not always NVML's index)")
 }
 
 func splitBackends(list string, allowCPU bool) ([]string, error) {

@@ -6,13 +6,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 
+	"github.com/moetop/moetop/kernels/cuda"
 	"github.com/moetop/moetop/nvml"
 )
 
 const devicesUsage = `moetop devices: one reading of every GPU through NVML (or of the host
-when there is no GPU), the numbers the live view's GPU panel shows.
+when there is no GPU), the numbers the live view's GPU panel shows. Each GPU
+shows its NVML index and its CUDA ordinal (what --device takes), matched by PCI
+bus id: the two differ under CUDA_VISIBLE_DEVICES or CUDA's own device order.
 
 Usage:
   moetop devices [--json]
@@ -44,9 +48,11 @@ func runDevices(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if snap.Driver != "" {
 		fmt.Fprintf(tw, "driver %s\tCUDA %s\n", snap.Driver, snap.CUDA)
 	}
-	fmt.Fprintln(tw, "gpu\tname\tmem used\tmem total\tutil\tmem util\tpower\tlimit\ttemp\tsm clock\tmem clock\tpcie rx/tx KB/s\tprocs\terror")
+	ids, _ := cuda.DeviceIDs(cudaOptions.LibDir)
+	fmt.Fprintln(tw, "nvml\tcuda\tpci bus\tname\tmem used\tmem total\tutil\tmem util\tpower\tlimit\ttemp\tsm clock\tmem clock\tpcie rx/tx KB/s\tprocs\terror")
 	for _, d := range snap.Devices {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t%d\t%s\n", d.Index, d.Name,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t%d\t%s\n", d.Index,
+			cudaOrdinal(ids, d.PCIBusID), d.PCIBusID, d.Name,
 			optB(d.MemUsedBytes), optB(d.MemTotalBytes), opt(d.UtilPct, "%d%%"), opt(d.MemUtilPct, "%d%%"),
 			opt(d.PowerW, "%.1f W"), opt(d.PowerLimitW, "%.0f W"), opt(d.TempC, "%d C"), opt(d.SMClockMHz, "%d MHz"),
 			opt(d.MemClockMHz, "%d MHz"), opt(d.PCIeRxKBps, "%d"), opt(d.PCIeTxKBps, "%d"), len(d.Processes), d.Err)
@@ -70,3 +76,14 @@ func optB(p *uint64) string {
 }
 
 func gib(b uint64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
+
+// cudaOrdinal is the CUDA ordinal of the device on bus, or "-" when CUDA
+// does not see it (hidden by CUDA_VISIBLE_DEVICES, or no CUDA library).
+func cudaOrdinal(ids []cuda.DeviceID, bus string) string {
+	for _, id := range ids {
+		if nvml.SamePCIBus(id.PCIBusID, bus) {
+			return strconv.Itoa(id.Ordinal)
+		}
+	}
+	return "-"
+}

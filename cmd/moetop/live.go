@@ -198,7 +198,7 @@ func startSampler(ctx context.Context, backend string, interval time.Duration) *
 	if backend == "cpu" {
 		src = nvml.NewHost("the cpu backend runs on the host")
 	} else {
-		src, _ = nvml.Open()
+		src, _ = nvml.Open(sampledDevices()...)
 	}
 	go func() { <-ctx.Done(); src.Close() }()
 	return nvml.Poll(ctx, src, interval)
@@ -212,6 +212,17 @@ func modelBackends(running string) []string {
 	return kernels.GPUBackends
 }
 
+// sampledDevices names the GPU the run uses, so that NVML reads that one (and
+// only that one) whatever its NVML index.
+func sampledDevices() []nvml.Want {
+	ids, err := cuda.DeviceIDs(cudaOptions.LibDir)
+	if err != nil || cudaOptions.Device < 0 || cudaOptions.Device >= len(ids) {
+		return nil
+	}
+	id := ids[cudaOptions.Device]
+	return []nvml.Want{{CUDA: id.Ordinal, PCIBusID: id.PCIBusID}}
+}
+
 // header describes the run for the log and the view.
 func header(loop *profiler.Loop, reason string) stream.Header {
 	info := loop.Backend.Info()
@@ -221,6 +232,11 @@ func header(loop *profiler.Loop, reason string) stream.Header {
 	if p, ok := loop.Sampler.(*nvml.Poller); ok {
 		snap, _ := p.Latest()
 		h.Driver, h.CUDA = snap.Driver, snap.CUDA
+		if info.Name != "cpu" && len(snap.Devices) > 0 {
+			d := snap.Devices[0] // the sampler reads the run's device only
+			h.Devices = []stream.DeviceID{{CUDA: cudaOptions.Device, NVML: d.Index, UUID: d.UUID,
+				PCIBusID: d.PCIBusID, Name: d.Name}}
+		}
 	}
 	if info.Name != "cpu" {
 		if l, err := cuda.Load(cudaOptions.LibDir); err == nil {
