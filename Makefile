@@ -27,7 +27,7 @@ bench:
 # A minute of fuzzing the log reader. Go minimises each new input for up
 # to -fuzzminimizetime (60 s by default), which stalls on inputs this size.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzOpenLog -fuzztime 60s -fuzzminimizetime 2s ./profiler
+	$(GO) test -run '^$$' -fuzz FuzzOpenLog -fuzztime 60s -fuzzminimizetime 2s ./recording
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
