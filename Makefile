@@ -27,22 +27,28 @@ bench:
 # A minute of fuzzing the log reader. Go minimises each new input for up
 # to -fuzzminimizetime (60 s by default), which stalls on inputs this size.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzOpenLog -fuzztime 60s -fuzzminimizetime 2s ./profiler
+	$(GO) test -run '^$$' -fuzz FuzzOpenLog -fuzztime 60s -fuzzminimizetime 2s ./recording
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# What the GPU machine needs: the binary, the CUDA test binary and the peer
-# script, in one ignored folder to pass to the device tool's carry.
+# What scripts/gpu-run.sh runs: moetop, the CUDA test binary, and the
+# PyTorch peer script (PEER=FILE) when there is one; without it the bench
+# times moetop alone. Nothing CUDA is needed to build them.
+PEER ?= ../shared/peer/torch_moe_peer.py
 gpu-bins: build
 	$(GO) test -c -o $(BIN)/cuda.test ./kernels/cuda
-	cp ../shared/peer/torch_moe_peer.py $(BIN)/ 2>/dev/null || echo "peer script not found beside the repo (../shared/peer)"
+	@if [ -f "$(PEER)" ]; then cp "$(PEER)" $(BIN)/torch_moe_peer.py; \
+	else echo "no peer script at $(PEER) (set PEER=FILE): the bench will run without the PyTorch comparison"; fi
 
-# On the GPU machine: check, time and compare with the peer in one go
-# (scripts/gpu-run.sh says what each part does; logs go to $$OUT).
-gpu-verify:
-	bash scripts/gpu-run.sh check live bench
+# On a machine with an NVIDIA GPU: the GPU tests, moetop check, a recorded
+# run, then the bench beside the peer. Logs and results go to RESULTS (a
+# folder; by default ./results-DATE), a summary to the terminal;
+# scripts/gpu-run.sh says what each part does.
+RESULTS ?=
+gpu-verify: gpu-bins
+	bash scripts/gpu-run.sh $(if $(RESULTS),--out "$(RESULTS)") check live bench
 
 clean:
 	rm -rf $(BIN)

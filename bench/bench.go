@@ -120,11 +120,15 @@ func Run(ctx context.Context, cases []Case, o Options) ([]Result, error) {
 					return out, fmt.Errorf("case %s: %w", c.Name, err)
 				}
 				d, _ := profiler.ParseRouting(dist, c.Experts, c.TopK)
-				counts, err := profiler.FixedCounts(d, cfg.Tokens*cfg.TopK)
+				// The peer's counts for the same case: no expert above the
+				// token count, as a router would route them.
+				counts, err := profiler.CappedCounts(d, cfg.Tokens, cfg.TopK)
 				if err != nil {
-					return out, fmt.Errorf("case %s: %w", c.Name, err)
+					return out, fmt.Errorf("case %s %s: %w", c.Name, dist, err)
 				}
 				// The dense reference: the same rows and FLOPs as one GEMM pair.
+				// It is no routing, so its one expert may hold more rows than
+				// there are tokens (the peer's dense variant does the same).
 				denseCounts := make([]int, c.Experts)
 				denseCounts[0] = cfg.Tokens * cfg.TopK
 				dense := o.one(ctx, cfg, c, dist, o.DenseBackend, denseCounts, nil)

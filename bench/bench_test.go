@@ -85,6 +85,21 @@ func TestRunAndWrite(t *testing.T) {
 		if r.Status != StatusOK || r.Reps != 2 || r.TFLOPS <= 0 || r.PredictedPeakBytes == 0 {
 			t.Errorf("%+v", r)
 		}
+		if r.Backend == "dense" {
+			continue
+		}
+		// Uncapped, zipf:1.2 would give expert 0 35 of 64 rows; a router can give
+		// it at most one per token.
+		sum := 0
+		for e, n := range r.Counts {
+			if n > cases[0].Tokens {
+				t.Errorf("%s %s: expert %d has %d rows of %d tokens", r.Dist, r.Backend, e, n, cases[0].Tokens)
+			}
+			sum += n
+		}
+		if sum != cases[0].Tokens*cases[0].TopK {
+			t.Errorf("%s %s: counts %v sum to %d", r.Dist, r.Backend, r.Counts, sum)
+		}
 	}
 	for _, f := range Formats {
 		var b bytes.Buffer

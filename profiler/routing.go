@@ -183,36 +183,134 @@ func Shares(w []float64, topK int) []float64 {
 	return s
 }
 
+// ErrCountsCannotFit is returned when no split of the rows keeps every
+// expert at or below the cap: more rows than experts × tokens, or a load
+// whose excess has no expert of nonzero weight to go to.
+var ErrCountsCannotFit = errors.New("fixed counts cannot fit")
+
 // FixedCounts splits rows over experts exactly as count_rows in
-// shared/peer/torch_moe_peer.py, so that bench and the peer time the same
-// GEMM sizes: uniform gives the remainder to the first experts; weighted
-// distributions take floor(w·rows/Σw) and give the remainder to expert 0.
+// shared/peer/torch_moe_peer.py does without a cap: uniform gives the
+// remainder to the first experts; weighted distributions take
+// floor(w·rows/Σw) and give the remainder to expert 0. An expert may get
+// more rows than there are tokens, which no router can produce; use
+// CappedCounts for a layer's load.
 func FixedCounts(d Distribution, rows int) ([]int, error) {
-	w := d.Weights(0)
-	c := make([]int, len(w))
-	if d.Name() == "uniform" {
-		for i := range c {
-			c[i] = rows / len(c)
-		}
-		for i := 0; i < rows-rows/len(c)*len(c); i++ {
-			c[i]++
-		}
-		return c, nil
+	return countRows(d, rows, -1)
+}
+
+// CappedCounts is the load bench times, the peer's
+// count_rows(dist, tokens×topK, experts, cap=tokens): FixedCounts' split,
+// then no expert above tokens rows, since a router picks an expert at most
+// once per token. The excess is spread over the experts below the cap in
+// proportion to their weights, the remainder to the first with room, until
+// none is over. The float operations follow the peer's in the same order so
+// that the two agree to the row.
+func CappedCounts(d Distribution, tokens, topK int) ([]int, error) {
+	if tokens < 1 || topK < 1 {
+		return nil, fmt.Errorf("fixed counts: tokens (%d) and top-k (%d) must be at least 1", tokens, topK)
 	}
+	return countRows(d, tokens*topK, tokens)
+}
+
+// countRows is the peer's count_rows; cap < 0 means none.
+func countRows(d Distribution, rows, cap int) ([]int, error) {
 	if _, ok := d.(fixedDist); !ok {
 		return nil, fmt.Errorf("fixed counts need a fixed distribution, not %q", d.Name())
 	}
-	tot := 0.0
-	for _, x := range w {
-		tot += x
+	w := d.Weights(0)
+	experts := len(w)
+	if experts == 0 || rows < 0 {
+		return nil, fmt.Errorf("fixed counts: %d rows over %d experts", rows, experts)
 	}
-	sum := 0
-	for i, x := range w {
-		c[i] = int(x * float64(rows) / tot)
-		sum += c[i]
+	c := make([]int, experts)
+	if d.Name() == "uniform" {
+		// The peer spreads a uniform load's excess by weight 1 each.
+		w = ones(experts)
+		for i := range c {
+			c[i] = rows / experts
+		}
+		for i := 0; i < rows%experts; i++ {
+			c[i]++
+		}
+	} else {
+		tot := 0.0
+		for _, x := range w {
+			tot += x
+		}
+		if !(tot > 0) || math.IsInf(tot, 0) {
+			return nil, fmt.Errorf("fixed counts: %s has weights summing to %g", d.Name(), tot)
+		}
+		sum := 0
+		for i, x := range w {
+			c[i] = int(x * float64(rows) / tot)
+			sum += c[i]
+		}
+		c[0] += rows - sum
 	}
-	c[0] += rows - sum
+	if cap < 0 {
+		return c, nil
+	}
+	if cap*experts < rows {
+		return nil, fmt.Errorf("%w: %d rows over %d experts of at most %d rows each", ErrCountsCannotFit, rows, experts, cap)
+	}
+	// Each pass caps every expert over and fills others; one that goes over
+	// reaches the cap next pass and stays there, so experts+1 passes suffice.
+	for pass := 0; maxOf(c) > cap; pass++ {
+		if pass > experts {
+			return nil, fmt.Errorf("%w: %s over %d rows did not settle", ErrCountsCannotFit, d.Name(), rows)
+		}
+		excess := 0
+		for i, x := range c {
+			if x > cap {
+				excess += x - cap
+				c[i] = cap
+			}
+		}
+		var free []int
+		ws := 0.0
+		for e, x := range c {
+			if x < cap {
+				free = append(free, e)
+				ws += w[e]
+			}
+		}
+		if !(ws > 0) {
+			// The peer divides by zero here.
+			return nil, fmt.Errorf("%w: %s leaves %d rows over the cap of %d and no other expert has weight",
+				ErrCountsCannotFit, d.Name(), excess, cap)
+		}
+		left := excess
+		for _, e := range free {
+			add := int(w[e] * float64(excess) / ws)
+			c[e] += add
+			left -= add
+		}
+		for _, e := range free {
+			if left == 0 {
+				break
+			}
+			if room := cap - c[e]; room > 0 {
+				t := min(room, left)
+				c[e] += t
+				left -= t
+			}
+		}
+		c[0] += left // only when every free expert filled up; the next pass caps it
+	}
+	for e, x := range c {
+		if x < 0 {
+			return nil, fmt.Errorf("fixed counts: %s gives expert %d %d rows", d.Name(), e, x)
+		}
+	}
 	return c, nil
+}
+
+func maxOf(c []int) int {
+	m := c[0]
+	for _, x := range c[1:] {
+		m = max(m, x)
+	}
+	return m
 }
 
 // traceDist replays per-step expert counts recorded from a real model.

@@ -3,9 +3,13 @@ package profiler
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"testing"
 
@@ -13,36 +17,197 @@ import (
 	"github.com/moetop/moetop/stream"
 )
 
-func TestFixedCountsMatchPeerCountRows(t *testing.T) {
+// peerCase is one call of the peer's count_rows(dist, tokens×topk, experts,
+// cap=tokens), written by testdata/count_rows.py from the peer's own function.
+type peerCase struct {
+	Dist    string  `json:"dist"`
+	Tokens  int     `json:"tokens"`
+	Experts int     `json:"experts"`
+	TopK    int     `json:"topk"`
+	Counts  [][]int `json:"counts"` // run-length: [count, how many experts]
+	Error   bool    `json:"error"`
+}
+
+func (c peerCase) String() string {
+	return fmt.Sprintf("%s tokens=%d experts=%d top-k=%d", c.Dist, c.Tokens, c.Experts, c.TopK)
+}
+
+func loadPeerCases(t *testing.T) []peerCase {
+	t.Helper()
 	b, err := os.ReadFile("testdata/count_rows.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Produced by count_rows in shared/peer/torch_moe_peer.py.
-	var cases []struct {
-		Dist    string `json:"dist"`
-		Rows    int    `json:"rows"`
-		Experts int    `json:"experts"`
-		Counts  []int  `json:"counts"`
-	}
+	var cases []peerCase
 	if err := json.Unmarshal(b, &cases); err != nil {
 		t.Fatal(err)
 	}
+	return cases
+}
+
+func (c peerCase) counts(t *testing.T) []int {
+	t.Helper()
+	var out []int
+	for _, run := range c.Counts {
+		if len(run) != 2 || run[1] < 1 {
+			t.Fatalf("%v: bad run %v in the fixture", c, run)
+		}
+		for range run[1] {
+			out = append(out, run[0])
+		}
+	}
+	if len(out) != c.Experts {
+		t.Fatalf("%v: fixture has %d counts", c, len(out))
+	}
+	return out
+}
+
+// checkLoad fails unless counts is a load a router could produce: no
+// expert negative or above tokens, tokens×topK rows in all.
+func checkLoad(t *testing.T, name string, counts []int, tokens, topK int) {
+	t.Helper()
+	sum := 0
+	for e, x := range counts {
+		if x < 0 || x > tokens {
+			t.Errorf("%s: expert %d has %d rows of %d tokens", name, e, x, tokens)
+			return
+		}
+		sum += x
+	}
+	if sum != tokens*topK {
+		t.Errorf("%s: counts sum to %d, want tokens×top-k = %d", name, sum, tokens*topK)
+	}
+}
+
+func TestCappedCountsMatchPeerCountRows(t *testing.T) {
+	cases := loadPeerCases(t)
+	binds, refused := 0, 0
 	for _, c := range cases {
-		d, err := ParseRouting(c.Dist, c.Experts, 1)
+		d, err := ParseRouting(c.Dist, c.Experts, c.TopK)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v: %v", c, err)
 		}
-		got, err := FixedCounts(d, c.Rows)
+		got, err := CappedCounts(d, c.Tokens, c.TopK)
+		if c.Error {
+			refused++
+			if !errors.Is(err, ErrCountsCannotFit) {
+				t.Errorf("%v: the peer refuses it; CappedCounts gave %v, %v", c, got, err)
+			}
+			continue
+		}
 		if err != nil {
-			t.Fatal(err)
+			t.Errorf("%v: %v", c, err)
+			continue
 		}
-		for e := range got {
-			if got[e] != c.Counts[e] {
-				t.Errorf("%s rows=%d experts=%d: expert %d has %d rows, peer %d", c.Dist, c.Rows, c.Experts, e, got[e], c.Counts[e])
+		want := c.counts(t)
+		for e := range want {
+			if got[e] != want[e] {
+				t.Errorf("%v: expert %d has %d rows, peer %d", c, e, got[e], want[e])
 				break
 			}
 		}
+		checkLoad(t, c.String(), got, c.Tokens, c.TopK)
+
+		// Where no expert goes over, the uncapped split is the same load.
+		raw, err := FixedCounts(d, c.Tokens*c.TopK)
+		if err != nil {
+			t.Errorf("%v: FixedCounts: %v", c, err)
+			continue
+		}
+		if maxOf(raw) > c.Tokens {
+			binds++
+		} else if !slices.Equal(raw, want) {
+			t.Errorf("%v: the cap does not bind, yet FixedCounts gives %v, peer %v", c, raw, want)
+		}
+	}
+	// The fixture must exercise the cap, or matching it proves little.
+	if binds < 50 || refused < 2 {
+		t.Errorf("fixture: the cap binds in %d cases and %d are refused; want ≥ 50 and ≥ 2", binds, refused)
+	}
+}
+
+func TestCappedCounts(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		dist                  string
+		tokens, experts, topK int
+		want                  []int
+		wantErr               error
+	}{
+		{name: "one token puts one row on each of top-k experts", dist: "zipf:1.2", tokens: 1, experts: 8, topK: 4,
+			want: []int{1, 1, 1, 1, 0, 0, 0, 0}},
+		{name: "a hot expert stops at the token count and the rest share its excess", dist: "hot:0:0.9", tokens: 10, experts: 4, topK: 2,
+			want: []int{10, 4, 3, 3}},
+		{name: "top-k equal to the experts gives every expert every token", dist: "zipf:3", tokens: 5, experts: 4, topK: 4,
+			want: []int{5, 5, 5, 5}},
+		{name: "a hot expert with every weight has nowhere to send its excess", dist: "hot:0:1", tokens: 10, experts: 4, topK: 2,
+			wantErr: ErrCountsCannotFit},
+		{name: "more rows than experts × tokens cannot fit", dist: "uniform", tokens: 3, experts: 2, topK: 3,
+			wantErr: ErrCountsCannotFit},
+		{name: "zero tokens is refused", dist: "uniform", tokens: 0, experts: 2, topK: 1},
+		{name: "a moving distribution has no fixed counts", dist: "drift", tokens: 8, experts: 4, topK: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := ParseRouting(tc.dist, tc.experts, tc.topK)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := CappedCounts(d, tc.tokens, tc.topK)
+			switch {
+			case tc.want != nil:
+				if err != nil || !slices.Equal(got, tc.want) {
+					t.Errorf("got %v, %v; want %v", got, err, tc.want)
+				}
+			case tc.wantErr != nil:
+				if !errors.Is(err, tc.wantErr) {
+					t.Errorf("got %v, %v; want %v", got, err, tc.wantErr)
+				}
+			default:
+				if err == nil {
+					t.Errorf("got %v, want an error", got)
+				}
+			}
+		})
+	}
+}
+
+// Sizes the fixture does not hold: every load a fixed distribution gives
+// is one a router could produce.
+func TestCappedCountsAlwaysFitTheTokens(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		experts := 1 + rng.IntN(300)
+		topK := 1 + rng.IntN(min(experts, 16))
+		tokens := 1 + rng.IntN(20000)
+		var dist string
+		switch rng.IntN(4) {
+		case 0:
+			dist = "uniform"
+		case 1:
+			dist = "seed-uneven"
+		case 2:
+			dist = fmt.Sprintf("zipf:%.2f", 4*rng.Float64())
+		case 3:
+			dist = fmt.Sprintf("hot:%d:%.3f", rng.IntN(experts), 0.001+0.998*rng.Float64())
+		}
+		name := fmt.Sprintf("%s tokens=%d experts=%d top-k=%d", dist, tokens, experts, topK)
+		d, err := ParseRouting(dist, experts, topK)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got, err := CappedCounts(d, tokens, topK)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		checkLoad(t, name, got, tokens, topK)
+	}
+}
+
+func BenchmarkCappedCounts(b *testing.B) {
+	d, _ := ParseRouting("zipf:1.2", 256, 8)
+	for b.Loop() {
+		CappedCounts(d, 4096, 8)
 	}
 }
 

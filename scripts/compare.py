@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Per case, moetop's TFLOP/s over the peer's, from `moetop bench --format json`
-and shared/peer/torch_moe_peer.py --json taken in the same call on one card.
+and torch_moe_peer.py --json (the PyTorch peer) taken in the same run on one card
+(scripts/gpu-run.sh bench).
 
 Pairs: grouped/cublasg, loop/loop, padded/bmm, best moetop backend/gmm,
 dense/dense (the two dense references should agree: a sanity check)."""
@@ -40,7 +41,7 @@ def main(ours_path, peer_path, nographs_path=None):
         cells.append(fmt(ok.get(best), p.get("gmm", {}).get("tflops")))
         print(f"{k[0]:10s} {k[1]:9s}" + "".join(f" {c:>17s}" for c in cells) + f"  {best}")
     if nog:
-        print("\nCUDA graph replay: TFLOP/s with graphs / without (same call)")
+        print("\nCUDA graph replay: TFLOP/s with graphs / without (same run)")
         for (c, d, b), t in sorted(nog.items()):
             g = by.get((c, d), {}).get(b, {})
             if g.get("status") == "ok":

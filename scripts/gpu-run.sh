@@ -1,95 +1,145 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine (the device tool), from the repository root, with
-# bin/ built here by `make gpu-bins` (moetop, cuda.test, the peer script, and
-# optionally bin/tmux from Debian's tmux package for the TUI capture).
-# Checks, times and compares in one call; full logs go to $OUT, a short
-# summary to stdout.
-#   usage: scripts/gpu-run.sh [check] [live] [bench] [report] [overhead] [hybrid]
+# Checks, times and compares moetop on a machine with an NVIDIA GPU, from a
+# checkout of this repository. `make gpu-verify` builds what it needs and runs
+# it; to run it by hand, build first with `make gpu-bins` (bin/moetop,
+# bin/cuda.test and, when the Makefile finds it, the peer script
+# bin/torch_moe_peer.py, which needs PyTorch with CUDA).
+# Full logs and results go to DIR, a short summary to stdout.
+#
+#   usage: scripts/gpu-run.sh [--out DIR] [--peer FILE] [PART ...]
+#     --out DIR    where results go (default ./results-YYYYmmdd-HHMMSS)
+#     --peer FILE  the PyTorch peer script (default bin/torch_moe_peer.py);
+#                  without it, bench and hybrid time moetop alone
+#     PART         check live bench report overhead hybrid, or all
+#                  (= check live bench, the default)
 set -u
-FINAL=${OUT:-/tmp/moetop-out}
-OUT=$FINAL/w    # everything lands here; at the end it is bundled into one file
-mkdir -p "$OUT"
-trap 'tar -C "$FINAL" --exclude="*.jsonl*" -czf "$FINAL/logs.tgz" w && rm -rf "$OUT/"*.txt "$OUT/"*.log "$OUT/"*.csv' EXIT
+usage() { sed -n '/^#   usage:/,/^#.*(= check/s/^# \{0,1\}//p' "$0"; }
+
+DIR=./results-$(date +%Y%m%d-%H%M%S)
+PEER=
+parts=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --out) [ $# -ge 2 ] || { echo "gpu-run: --out needs a folder" >&2; exit 2; }; DIR=$2; shift 2;;
+    --out=*) DIR=${1#--out=}; shift;;
+    --peer) [ $# -ge 2 ] || { echo "gpu-run: --peer needs a file" >&2; exit 2; }; PEER=$2; shift 2;;
+    --peer=*) PEER=${1#--peer=}; shift;;
+    -h|--help) usage; exit 0;;
+    check|live|bench|report|overhead|hybrid|all) parts+=("$1"); shift;;
+    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, all, --out DIR, --peer FILE)" >&2; exit 2;;
+  esac
+done
+[ ${#parts[@]} -gt 0 ] || parts=(all)
+
+# Check what the run needs before anything is written.
+root=$(cd "$(dirname "$0")/.." && pwd) || exit 2
+for b in bin/moetop bin/cuda.test; do
+  [ -x "$root/$b" ] || { echo "gpu-run: $root/$b is missing: run make gpu-bins first" >&2; exit 2; }
+done
+command -v nvidia-smi >/dev/null || { echo "gpu-run: nvidia-smi not found: this needs a machine with an NVIDIA GPU and its driver" >&2; exit 2; }
+
+# --out and --peer are taken from where the script was started; the parts
+# run from the repository root.
+mkdir -p "$DIR" || { echo "gpu-run: cannot create $DIR" >&2; exit 2; }
+DIR=$(cd "$DIR" && pwd)
+case $PEER in "") PEER=$root/bin/torch_moe_peer.py;; /*) ;; *) PEER=$PWD/$PEER;; esac
+cd "$root" || exit 2
+
 export PYTHONUNBUFFERED=1 TERM=xterm-256color
 step() { echo; echo "=== $*"; }
-has() { case " $* " in *" all "*) return 0;; esac; return 1; }
+
+# have_peer: whether the peer script is there; if not, says so.
+have_peer() {
+  [ -f "$PEER" ] && return 0
+  echo "(no peer script at $PEER: moetop alone; pass --peer FILE to compare with PyTorch)"
+  return 1
+}
 
 run_check() {
   step "GPU tests"
-  (cd kernels/cuda && ../../bin/cuda.test -test.v -test.count=1 2>&1) > "$OUT/cuda-test.log"
-  grep -E "^(--- |ok|FAIL|PASS)|predicted" "$OUT/cuda-test.log" | head -40
+  (cd kernels/cuda && ../../bin/cuda.test -test.v -test.count=1 2>&1) > "$DIR/cuda-test.log"
+  grep -E "^(--- |ok|FAIL|PASS)|predicted" "$DIR/cuda-test.log" | head -40
   step "moetop check"
-  bin/moetop check --cases 4 > "$OUT/check.txt" 2>&1; echo "check exit $?"
-  tail -1 "$OUT/check.txt"; grep FAIL "$OUT/check.txt" | head -10
+  bin/moetop check --cases 4 > "$DIR/check.txt" 2>&1; echo "check exit $?"
+  tail -1 "$DIR/check.txt"; grep FAIL "$DIR/check.txt" | head -10
 }
 
 run_live() {
   step "a recorded GPU run, with nvidia-smi and moetop devices taken during it"
-  bin/moetop --record "$OUT/live.jsonl.zst" --duration 25s --force > "$OUT/live-record.log" 2>&1 &
+  bin/moetop --record "$DIR/live.jsonl.zst" --duration 25s --force > "$DIR/live-record.log" 2>&1 &
   pid=$!
   sleep 14
-  nvidia-smi --query-gpu=memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu,clocks.sm --format=csv | tee "$OUT/smi-during.csv"
-  bin/moetop devices | tee "$OUT/devices-during.txt"
-  wait $pid; echo "record exit $?"; cat "$OUT/live-record.log"
-  bin/moetop summary "$OUT/live.jsonl.zst" | tee "$OUT/live-summary.txt"
+  nvidia-smi --query-gpu=memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu,clocks.sm --format=csv | tee "$DIR/smi-during.csv"
+  bin/moetop devices | tee "$DIR/devices-during.txt"
+  wait $pid; echo "record exit $?"; cat "$DIR/live-record.log"
+  bin/moetop summary "$DIR/live.jsonl.zst" | tee "$DIR/live-summary.txt"
 
   step "padded past the card's memory: OOM events, the run goes on"
   # dsv3's layer with zipf:1.2 pads to ~68 GB at 8192 tokens: enough on an
   # 80 GB card, twice that on a 141 GB one.
   total=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
   tokens=8192; [ "$total" -gt 100000 ] && tokens=16384
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee "$OUT/oom-mem-before.txt"
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee "$DIR/oom-mem-before.txt"
   bin/moetop --backend padded --tokens $tokens --hidden 7168 --ffn 2048 --experts 256 --top-k 8 \
-    --routing zipf:1.2 --interval 100ms --record "$OUT/oom.jsonl" --duration 20s --force 2>&1 | tail -2
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee "$OUT/oom-mem-after.txt"
-  bin/moetop summary "$OUT/oom.jsonl" | tee "$OUT/oom-summary.txt" | grep -E "steps|OOM|headroom|padded"
-  python3 scripts/memtrace.py "$OUT/oom.jsonl" | tee "$OUT/oom-memtrace.txt" | tail -12
+    --routing zipf:1.2 --interval 100ms --record "$DIR/oom.jsonl" --duration 20s --force 2>&1 | tail -2
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee "$DIR/oom-mem-after.txt"
+  bin/moetop summary "$DIR/oom.jsonl" | tee "$DIR/oom-summary.txt" | grep -E "steps|OOM|headroom|padded"
+  python3 scripts/memtrace.py "$DIR/oom.jsonl" | tee "$DIR/oom-memtrace.txt" | tail -12
 
   step "auto on many experts: which backend does the calibration pick?"
-  for shape in "--tokens 8192 --hidden 2048 --ffn 768 --experts 128 --top-k 8" "--tokens 4096 --hidden 7168 --ffn 2048 --experts 256 --top-k 8"; do
-    bin/moetop $shape --record "$OUT/auto.jsonl" --steps 50 --force 2>&1 | grep -E "auto picked|recorded"
+  for experts in 128 256; do
+    if [ $experts = 128 ]; then layer=(--tokens 8192 --hidden 2048 --ffn 768 --experts 128 --top-k 8)
+    else layer=(--tokens 4096 --hidden 7168 --ffn 2048 --experts 256 --top-k 8); fi
+    bin/moetop "${layer[@]}" --record "$DIR/auto.jsonl" --steps 50 --force 2>&1 | grep -E "auto picked|recorded"
   done
 
-  if [ -x bin/tmux/root/usr/bin/tmux ]; then
+  if command -v tmux >/dev/null; then
     step "the TUI on the GPU, in tmux 120x40"
-    T="env LD_LIBRARY_PATH=$PWD/bin/tmux/root/usr/lib/x86_64-linux-gnu $PWD/bin/tmux/root/usr/bin/tmux -S /tmp/moetop-tmux"
-    $T new -d -s g -x 120 -y 40 "cd $PWD && bin/moetop 2> $OUT/tui-stderr.txt; sleep 30"
-    sleep 20; $T capture-pane -p -t g > "$OUT/tui-1.txt"
-    $T send-keys -t g b; sleep 6; $T capture-pane -p -t g > "$OUT/tui-2-backend.txt"
-    $T send-keys -t g +; sleep 6; $T capture-pane -p -t g > "$OUT/tui-3-tokens.txt"
-    $T send-keys -t g q; sleep 1; $T kill-server 2>/dev/null
-    cat "$OUT/tui-1.txt"; tail -2 "$OUT/tui-2-backend.txt"; head -2 "$OUT/tui-3-tokens.txt"
+    # A server of its own, so a tmux the user has open is left alone.
+    T=(tmux -L moetop-gpu-run)
+    "${T[@]}" new -d -s g -x 120 -y 40 "cd '$PWD' && bin/moetop 2> '$DIR/tui-stderr.txt'; sleep 30"
+    sleep 20; "${T[@]}" capture-pane -p -t g > "$DIR/tui-1.txt"
+    "${T[@]}" send-keys -t g b; sleep 6; "${T[@]}" capture-pane -p -t g > "$DIR/tui-2-backend.txt"
+    "${T[@]}" send-keys -t g +; sleep 6; "${T[@]}" capture-pane -p -t g > "$DIR/tui-3-tokens.txt"
+    "${T[@]}" send-keys -t g q; sleep 1; "${T[@]}" kill-server 2>/dev/null
+    cat "$DIR/tui-1.txt"; tail -2 "$DIR/tui-2-backend.txt"; head -2 "$DIR/tui-3-tokens.txt"
+  else
+    step "the TUI capture is skipped: no tmux on PATH"
   fi
 }
 
 run_bench() {
   step "bench beside the peer on the same shapes and counts"
-  shapes="--shape seed-max:65536:4224:16896:8:3 --shape mixtral:8192:4096:14336:8:2 --shape seed-mid:16384:512:2048:8:4 --shape qwen3-moe:8192:2048:768:128:8 --shape dsv3:4096:7168:2048:256:8"
-  bin/moetop bench $shapes --dist uniform,seed-uneven,zipf:1.2 --format json --out "$OUT/moetop-bench.json" 2> "$OUT/moetop-bench.log"
-  tail -5 "$OUT/moetop-bench.log"
+  shapes=(--shape seed-max:65536:4224:16896:8:3 --shape mixtral:8192:4096:14336:8:2 --shape seed-mid:16384:512:2048:8:4
+          --shape qwen3-moe:8192:2048:768:128:8 --shape dsv3:4096:7168:2048:256:8)
+  bin/moetop bench "${shapes[@]}" --dist uniform,seed-uneven,zipf:1.2 --format json --out "$DIR/moetop-bench.json" 2> "$DIR/moetop-bench.log"
+  tail -5 "$DIR/moetop-bench.log"
   bin/moetop bench --shape qwen3-moe:8192:2048:768:128:8 --shape dsv3:4096:7168:2048:256:8 --dist uniform,zipf:1.2 \
-    --backends loop,streams --no-graphs --format json --out "$OUT/moetop-nographs.json" 2> "$OUT/moetop-nographs.log"
-  python3 bin/torch_moe_peer.py $shapes --dist uniform --dist seed-uneven --dist zipf:1.2 --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
-  tail -15 "$OUT/peer.log"
-  python3 scripts/compare.py "$OUT/moetop-bench.json" "$OUT/peer.json" "$OUT/moetop-nographs.json" | tee "$OUT/compare.txt"
+    --backends loop,streams --no-graphs --format json --out "$DIR/moetop-nographs.json" 2> "$DIR/moetop-nographs.log"
+  have_peer || return
+  python3 "$PEER" "${shapes[@]}" --dist uniform --dist seed-uneven --dist zipf:1.2 --json "$DIR/peer.json" > "$DIR/peer.log" 2>&1
+  tail -15 "$DIR/peer.log"
+  python3 scripts/compare.py "$DIR/moetop-bench.json" "$DIR/peer.json" "$DIR/moetop-nographs.json" | tee "$DIR/compare.txt"
 }
 
 run_overhead() {
   step "bench's own overhead against a bare loop of the same cublasGemmEx calls"
-  (cd kernels/cuda && ../../bin/cuda.test -test.run '^$' -test.bench BenchOverhead -test.benchtime 1x 2>&1) | tee "$OUT/overhead.txt" | grep -E "Benchmark|ok|FAIL"
+  (cd kernels/cuda && ../../bin/cuda.test -test.run '^$' -test.bench BenchOverhead -test.benchtime 1x 2>&1) | tee "$DIR/overhead.txt" | grep -E "Benchmark|ok|FAIL"
 }
 
 run_hybrid() {
   step "hybrid: GemmEx for busy experts, one grouped call for the tail, beside the peer"
-  (cd kernels/cuda && ../../bin/cuda.test -test.count=1 2>&1) > "$OUT/cuda-test.log"; tail -1 "$OUT/cuda-test.log"
-  grep -E "^--- FAIL" "$OUT/cuda-test.log"
-  bin/moetop check --backends hybrid --cases 6 > "$OUT/check-hybrid.txt" 2>&1; tail -1 "$OUT/check-hybrid.txt"
-  shapes="--shape mixtral:8192:4096:14336:8:2 --shape qwen3-moe:8192:2048:768:128:8 --shape dsv3:4096:7168:2048:256:8"
-  bin/moetop bench $shapes --dist uniform,seed-uneven,zipf:1.2 --format json --out "$OUT/moetop-bench.json" 2> "$OUT/moetop-bench.log"
-  tail -6 "$OUT/moetop-bench.log"
-  python3 bin/torch_moe_peer.py $shapes --dist uniform --dist seed-uneven --dist zipf:1.2 --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
-  python3 scripts/compare.py "$OUT/moetop-bench.json" "$OUT/peer.json" | tee "$OUT/compare.txt"
-  python3 - "$OUT/moetop-bench.json" <<'PY'
+  (cd kernels/cuda && ../../bin/cuda.test -test.count=1 2>&1) > "$DIR/cuda-test.log"; tail -1 "$DIR/cuda-test.log"
+  grep -E "^--- FAIL" "$DIR/cuda-test.log"
+  bin/moetop check --backends hybrid --cases 6 > "$DIR/check-hybrid.txt" 2>&1; tail -1 "$DIR/check-hybrid.txt"
+  shapes=(--shape mixtral:8192:4096:14336:8:2 --shape qwen3-moe:8192:2048:768:128:8 --shape dsv3:4096:7168:2048:256:8)
+  bin/moetop bench "${shapes[@]}" --dist uniform,seed-uneven,zipf:1.2 --format json --out "$DIR/moetop-bench.json" 2> "$DIR/moetop-bench.log"
+  tail -6 "$DIR/moetop-bench.log"
+  if have_peer; then
+    python3 "$PEER" "${shapes[@]}" --dist uniform --dist seed-uneven --dist zipf:1.2 --json "$DIR/peer.json" > "$DIR/peer.log" 2>&1
+    python3 scripts/compare.py "$DIR/moetop-bench.json" "$DIR/peer.json" | tee "$DIR/compare.txt"
+  fi
+  python3 - "$DIR/moetop-bench.json" <<'PY'
 import json, sys
 for r in json.load(open(sys.argv[1])):
     if r["backend"] in ("hybrid", "streams", "grouped", "loop") and r["status"] == "ok":
@@ -100,17 +150,17 @@ PY
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
-    --out "$OUT/report.json" 2> "$OUT/report.log"
-  tail -6 "$OUT/report.log"
-  python3 scripts/report.py "$OUT/report.json" | tee "$OUT/report.txt"
+    --out "$DIR/report.json" 2> "$DIR/report.log"
+  tail -6 "$DIR/report.log"
+  python3 scripts/report.py "$DIR/report.json" | tee "$DIR/report.txt"
 }
 
 step "card"
-nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,temperature.gpu,clocks.sm --format=csv | tee "$OUT/nvidia-smi.csv"
-for w in "${@:-all}"; do
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,temperature.gpu,clocks.sm --format=csv | tee "$DIR/nvidia-smi.csv"
+for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
     all) run_check; run_live; run_bench;;
-    *) echo "unknown part $w"; exit 2;;
   esac
 done
+echo; echo "results in $DIR"
