@@ -386,3 +386,11 @@ func (g *Group) Step(ctx context.Context) ([]*RankResult, error) {
 	}
 	return res, nil
 }
+
+// SetBias sets the router bias every rank adds to its logits from the next
+// step on (nil: none); the live loop moves it each step to steer the load.
+func (g *Group) SetBias(b []float32) {
+	for _, rk := range g.ranks {
+		rk.cfg.Bias = b
+	}
+}

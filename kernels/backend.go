@@ -96,6 +96,31 @@ type StepResult struct {
 	ExpertGEMM []time.Duration
 	// Dropped counts rows a capacity limit threw away.
 	Dropped int
+	// Devices, when set, replaces Phases with each device's own phases: a
+	// step spread over several devices (expert parallelism) has phases
+	// that one device has and another does not (dispatch, wait), and its
+	// wall time is its slowest device's.
+	Devices []DeviceStep
+}
+
+// DeviceStep is one device's (rank's) share of a step.
+type DeviceStep struct {
+	Device int
+	// Phases in step order.
+	Phases []NamedPhase
+	// RecvTokens is the token rows the device received (its own
+	// included); RecvRows the (token, expert) rows it ran: its GEMM load.
+	RecvTokens, RecvRows int
+	// SentBytes went to other devices in dispatch (and came back in
+	// combine); SavedBytes is what sending a token once per device, not
+	// once per expert, saved.
+	SentBytes, SavedBytes int64
+}
+
+// NamedPhase is a phase of a device's step.
+type NamedPhase struct {
+	Name string
+	Time time.Duration
 }
 
 // Total is the sum of the phase times.

@@ -210,13 +210,24 @@ func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 	s.Rows = res.Rows
 	s.Phases = PhasesOf(res.Phases, 0)
 	s.StepMS = s.Phases.Total(0)
+	if res.Devices != nil {
+		fillDevices(s, res.Devices)
+	}
 	s.Dropped = res.Dropped
 	s.Imbalance = stream.Imbalance(res.Rows)
-	if s.StepMS > 0 {
-		s.TFLOPS = (sh.GEMMFLOPs() + sh.RouterFLOPs()) / (s.StepMS * 1e9)
+	// FLOPs from the rows that ran: under expert parallelism the layer's
+	// tokens are every rank's.
+	rows := 0
+	for _, r := range res.Rows {
+		rows += r
 	}
-	if g := s.Phases.MS(stream.PhaseGEMM1, 0) + s.Phases.MS(stream.PhaseGEMM2, 0); g > 0 {
-		s.GEMMTFLOPS = sh.GEMMFLOPs() / (g * 1e9)
+	gemm := 4 * float64(rows) * float64(sh.Hidden) * float64(sh.FFN)
+	router := sh.RouterFLOPs() * float64(max(1, len(res.Devices)))
+	if s.StepMS > 0 {
+		s.TFLOPS = (gemm + router) / (s.StepMS * 1e9)
+	}
+	if g := gemmMS(s.Phases); g > 0 {
+		s.GEMMTFLOPS = gemm / (g * 1e9)
 	}
 	if res.ExpertGEMM != nil {
 		s.ExpertMS = make([]float64, len(res.ExpertGEMM))
@@ -224,4 +235,30 @@ func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 			s.ExpertMS[i] = float64(d) / 1e6
 		}
 	}
+}
+
+// fillDevices takes each device's phases and traffic; the step's wall
+// time is its slowest device's.
+func fillDevices(s *stream.Sample, devs []kernels.DeviceStep) {
+	s.Phases, s.StepMS, s.Ranks = nil, 0, nil
+	for _, d := range devs {
+		total := 0.0
+		for _, p := range d.Phases {
+			ms := float64(p.Time) / 1e6
+			s.Phases = append(s.Phases, stream.PhaseTime{Phase: p.Name, Device: d.Device, MS: ms})
+			total += ms
+		}
+		s.StepMS = max(s.StepMS, total)
+		s.Ranks = append(s.Ranks, stream.RankStat{Rank: d.Device, RecvTokens: d.RecvTokens, RecvRows: d.RecvRows,
+			SentBytes: d.SentBytes, SavedBytes: d.SavedBytes})
+	}
+}
+
+// gemmMS is the expert GEMMs' time: gemm1+gemm2 of the slowest device.
+func gemmMS(p stream.Phases) float64 {
+	g := 0.0
+	for _, d := range p.Devices() {
+		g = max(g, p.MS(stream.PhaseGEMM1, d)+p.MS(stream.PhaseGEMM2, d))
+	}
+	return g
 }

@@ -26,6 +26,11 @@ type Header struct {
 	// (0: not measured): the roofline's two ceilings.
 	DenseGEMMTFLOPS float64 `json:"dense_gemm_tflops,omitempty"`
 	ReadGBps        float64 `json:"read_gbps,omitempty"`
+	// Ranks is the number of expert-parallel ranks (0: not expert
+	// parallel) and Placement each expert's ranks (absent: contiguous
+	// blocks).
+	Ranks     int     `json:"ranks,omitempty"`
+	Placement [][]int `json:"placement,omitempty"`
 	// Part numbers the files of a rotated recording (0: the first).
 	Part int `json:"part,omitempty"`
 }

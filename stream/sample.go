@@ -37,6 +37,8 @@ type Sample struct {
 	Dropped   int     `json:"dropped,omitempty"`
 	// Skipped is set when the step did not run (an OOM or an error event).
 	Skipped bool `json:"skipped,omitempty"`
+	// Ranks is each rank's traffic and load under expert parallelism.
+	Ranks []RankStat `json:"ranks,omitempty"`
 	// Memory has one entry per device of the run.
 	Memory []Memory `json:"memory,omitempty"`
 	// GPU is the sampler's newest reading, attached to the first sample
@@ -72,4 +74,18 @@ func Imbalance(rows []int) float64 {
 		return 0
 	}
 	return float64(maxR) * float64(len(rows)) / float64(sum)
+}
+
+// RankStat is one rank's share of an expert-parallel step.
+type RankStat struct {
+	Rank int `json:"rank"`
+	// RecvTokens is the token rows the rank received (its own included);
+	// RecvRows the (token, expert) rows it ran through its experts.
+	RecvTokens int `json:"recv_tokens"`
+	RecvRows   int `json:"recv_rows"`
+	// SentBytes went to other ranks in dispatch (and came back in
+	// combine); SavedBytes is what sending each token to a rank once, not
+	// once per expert there, saved.
+	SentBytes  int64 `json:"sent_bytes"`
+	SavedBytes int64 `json:"saved_bytes,omitempty"`
 }

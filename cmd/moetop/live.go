@@ -36,6 +36,7 @@ Usage:
   moetop export FILE --format csv|perfetto [--out F]
   moetop check [flags]                every GPU backend against the CPU reference
   moetop bench [flags]                time the expert GEMMs on fixed loads
+  moetop placement LOG --redundant R  a rebalanced expert placement from a recording of --ep N
   moetop devices [--json]             one NVML reading of every GPU
   moetop help | version
 
@@ -43,6 +44,7 @@ Examples:
   moetop --experts 64 --top-k 8 --routing zipf:1.2
   moetop --record run.jsonl.zst --duration 10m --listen :9464
   moetop --replay run.jsonl.zst
+  moetop --ep 4 --backend cpu --record ep.jsonl   expert parallel over 4 ranks
 `
 
 // liveFlags are the root command's flags.
@@ -57,6 +59,7 @@ type liveFlags struct {
 	interval time.Duration
 	maxSize  string
 	listen   string
+	ep       epFlags
 }
 
 func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -72,6 +75,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&f.maxSize, "max-size", "", "with --record: start FILE.1, FILE.2 … after this much, e.g. 500MB")
 	fs.StringVar(&f.listen, "listen", "", "serve Prometheus /metrics at `ADDR` (:9464 binds 127.0.0.1)")
 	gpuFlags(fs)
+	f.ep.register(fs)
 	fs.DurationVar(&f.interval, "interval", 500*time.Millisecond, "GPU sampling interval (at least 50ms)")
 	if err := parse(fs, args, rootUsage, stdout); err != nil {
 		return err
@@ -110,12 +114,15 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := checkBackendName(f.backend); err != nil {
 		return err
 	}
+	if err := f.ep.check(); err != nil {
+		return err
+	}
 	noGPU := ""
 	if f.backend != "cpu" {
 		noGPU = gpuReason()
 	}
 	base := profiler.DefaultGPUConfig()
-	if f.backend == "cpu" || noGPU != "" {
+	if f.backend == "cpu" || noGPU != "" || f.ep.ranks > 0 {
 		base = profiler.DefaultCPUConfig()
 	}
 	cfg, err := f.layer.config(fs, base)
@@ -127,13 +134,20 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
-	be, reason, err := chooseBackend(ctx, f.backend, cfg, noGPU, stderr)
+	var be kernels.Backend
+	var reason string
+	if f.ep.ranks > 0 {
+		be, reason, err = f.ep.backend(f.backend, cfg)
+	} else {
+		be, reason, err = chooseBackend(ctx, f.backend, cfg, noGPU, stderr)
+	}
 	if err != nil {
 		return err
 	}
 	poller := startSampler(ctx, be.Info().Name, f.interval)
 	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, ModelBackends: modelBackends(be.Info().Name)}
 	h := header(loop, reason)
+	f.ep.describe(&h, be)
 	if be.Info().Name != "cpu" {
 		// One dense GEMM pair of the same FLOPs: the view's "% of dense".
 		// (Per-expert events fall on the first step only, a warm-up.)

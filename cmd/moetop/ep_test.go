@@ -1,0 +1,142 @@
+package main
+
+import (
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/moetop/moetop/recording"
+	"github.com/moetop/moetop/stream"
+)
+
+var epLayer = []string{"--backend", "cpu", "--experts", "16", "--top-k", "2", "--tokens", "64", "--hidden", "32",
+	"--ffn", "64", "--routing", "hot:0:0.45"}
+
+func TestExpertParallelRunRecordsEachRank(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "ep.jsonl")
+	code, _, stderr := runCLI(t, append([]string{"--ep", "2", "--steps", "4", "--record", log}, epLayer...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	l, err := recording.OpenLog(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.Header.Ranks != 2 {
+		t.Errorf("header ranks %d, want 2", l.Header.Ranks)
+	}
+	n := 0
+	if _, err := l.Each(func(_ int, s stream.Sample) error {
+		n++
+		if got := s.Phases.Devices(); len(got) != 2 {
+			t.Errorf("step %d: phases on devices %v, want 0 and 1", s.Step, got)
+		}
+		for _, d := range []int{0, 1} {
+			for _, p := range []string{stream.PhaseDispatch, stream.PhaseWait, stream.PhaseCombine, stream.PhaseGEMM1} {
+				if !hasPhase(s.Phases, p, d) {
+					t.Errorf("step %d: no %s phase on rank %d", s.Step, p, d)
+				}
+			}
+		}
+		if len(s.Ranks) != 2 {
+			t.Fatalf("step %d: %d rank stats, want 2", s.Step, len(s.Ranks))
+		}
+		rows, sum := 0, 0
+		for _, r := range s.Ranks {
+			rows += r.RecvRows
+		}
+		for _, r := range s.Rows {
+			sum += r
+		}
+		if rows != 2*64*2 || sum != rows {
+			t.Errorf("step %d: ranks ran %d rows, experts got %d; want both 2 ranks × 64 tokens × top-2 = 256", s.Step, rows, sum)
+		}
+		if s.StepMS < s.Phases.Total(0) || s.StepMS < s.Phases.Total(1) {
+			t.Errorf("step %d: step %.3f ms shorter than a rank's phases", s.Step, s.StepMS)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Fatalf("%d samples, want 4", n)
+	}
+}
+
+func hasPhase(p stream.Phases, name string, device int) bool {
+	for _, x := range p {
+		if x.Phase == name && x.Device == device {
+			return true
+		}
+	}
+	return false
+}
+
+var measured = regexp.MustCompile(`balancedness \(mean/max\) ([0-9.]+) measured`)
+
+func balancedness(t *testing.T, stderr string) float64 {
+	t.Helper()
+	m := measured.FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("no measured balancedness in %q", stderr)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// The what-if is measured, not only predicted: a placement written from a
+// skewed run, run again, balances the ranks better.
+func TestPlacementWhatIfIsMeasured(t *testing.T) {
+	dir := t.TempDir()
+	before, after, place := filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"), filepath.Join(dir, "p.json")
+	if code, _, e := runCLI(t, append([]string{"--ep", "4", "--steps", "10", "--record", before}, epLayer...)...); code != 0 {
+		t.Fatalf("first run: exit %d: %s", code, e)
+	}
+	code, _, e := runCLI(t, "placement", before, "--redundant", "4", "--out", place)
+	if code != 0 {
+		t.Fatalf("placement: exit %d: %s", code, e)
+	}
+	was := balancedness(t, e)
+	if code, _, e := runCLI(t, append([]string{"--ep", "4", "--placement", place, "--steps", "10", "--record", after}, epLayer...)...); code != 0 {
+		t.Fatalf("rebalanced run: exit %d: %s", code, e)
+	}
+	_, _, e = runCLI(t, "placement", after, "--redundant", "4")
+	if now := balancedness(t, e); now <= was+0.1 {
+		t.Errorf("balancedness %.3f before rebalancing, %.3f after; want a clear gain with a hot expert", was, now)
+	}
+}
+
+func TestExpertParallelBadInput(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain.jsonl")
+	if code, _, e := runCLI(t, append([]string{"--steps", "2", "--record", plain}, epLayer...)...); code != 0 {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"negative ranks", []string{"--ep", "-1", "--backend", "cpu"}, "--ep"},
+		{"more ranks than experts", []string{"--ep", "9", "--backend", "cpu", "--experts", "8"}, "at most one rank per expert"},
+		{"placement without ranks", []string{"--placement", "p.json", "--backend", "cpu"}, "--placement needs --ep"},
+		{"a GPU backend", []string{"--ep", "2", "--backend", "loop"}, "--backend cpu"},
+		{"a missing placement", []string{"--ep", "2", "--backend", "cpu", "--placement", filepath.Join(dir, "none.json")}, "none.json"},
+		{"zero timeout", []string{"--ep", "2", "--backend", "cpu", "--ep-timeout", "0s"}, "--ep-timeout"},
+		{"placement of a log without ranks", []string{"placement", plain}, "--ranks"},
+		{"negative redundancy", []string{"placement", plain, "--ranks", "2", "--redundant", "-1"}, "--redundant"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, c.args...)
+			if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+				t.Errorf("exit %d, stderr %q; want exit 2 and one line naming %q", code, stderr, c.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,93 @@
+package ep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+// CPUBackend runs the layer expert-parallel over N CPU ranks in one
+// process (goroutines over the in-process transport), as kernels.Backend:
+// the step loop, recorder and view drive it like any backend, and its
+// result carries each rank's phases and traffic.
+type CPUBackend struct {
+	// Placement says which rank holds each expert; nil: contiguous blocks
+	// over Ranks.
+	Placement *Placement
+	Ranks     int
+	// Timeout bounds how long a rank waits for the others.
+	Timeout time.Duration
+
+	shape kernels.Shape
+	group *Group
+}
+
+// Info names the backend.
+func (b *CPUBackend) Info() kernels.Info {
+	return kernels.Info{Name: "cpu", Device: fmt.Sprintf("CPU reference, %d expert-parallel ranks (%d threads)",
+		b.Ranks, runtime.GOMAXPROCS(0))}
+}
+
+// Prepare builds the ranks for s, whose Tokens is each rank's.
+func (b *CPUBackend) Prepare(ctx context.Context, s kernels.Shape) error {
+	p := b.Placement
+	if p == nil {
+		var err error
+		if p, err = Contiguous(s.Experts, b.Ranks); err != nil {
+			return err
+		}
+	}
+	if p.Experts() != s.Experts {
+		return fmt.Errorf("%w: the placement covers %d experts, the layer has %d", ErrBadPlacement, p.Experts(), s.Experts)
+	}
+	timeout := b.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	g, err := NewCPUGroup(Config{Shape: s, Placement: p}, timeout)
+	if err != nil {
+		return err
+	}
+	b.shape, b.group = s, g
+	return ctx.Err()
+}
+
+// Step runs one step on every rank.
+func (b *CPUBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepResult, error) {
+	if b.group == nil {
+		return kernels.StepResult{}, kernels.ErrNotPrepared
+	}
+	if in.Fixed != nil {
+		return kernels.StepResult{}, errors.New("ep: a fixed routing is not supported across ranks")
+	}
+	b.group.SetBias(in.Bias)
+	ranks, err := b.group.Step(ctx)
+	if err != nil {
+		return kernels.StepResult{}, err
+	}
+	res := kernels.StepResult{Rows: make([]int, b.shape.Experts)}
+	for _, r := range ranks {
+		for e, n := range r.ExpertRows {
+			res.Rows[e] += n
+		}
+		d := r.Phases.Durations()
+		ph := make([]kernels.NamedPhase, len(d))
+		for i := range d {
+			ph[i] = kernels.NamedPhase{Name: PhaseNames[i], Time: d[i]}
+		}
+		sent, saved := r.SentBytes(b.shape.Hidden, b.shape.DType.Size())
+		res.Devices = append(res.Devices, kernels.DeviceStep{Device: r.Rank, Phases: ph,
+			RecvTokens: r.RecvTokens, RecvRows: r.RecvRows, SentBytes: sent, SavedBytes: saved})
+	}
+	return res, nil
+}
+
+// Close releases the ranks.
+func (b *CPUBackend) Close() error {
+	b.group = nil
+	return nil
+}
