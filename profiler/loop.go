@@ -39,6 +39,9 @@ type Loop struct {
 	// ModelBackends are the backends the memory model predicts for
 	// (default: the running one).
 	ModelBackends []string
+	// MinSampleMS folds steps shorter than this into one sample with
+	// their mean and spread (0: a sample per step); see window.
+	MinSampleMS float64
 
 	dist    Distribution
 	steer   *Steering
@@ -58,6 +61,19 @@ func (l *Loop) Run(ctx context.Context, out chan<- stream.Sample, maxSteps int) 
 		return err
 	}
 	defer l.Backend.Close()
+	w := &window{min: l.MinSampleMS}
+	send := func(ss []stream.Sample) bool {
+		for _, s := range ss {
+			select {
+			case out <- s:
+			case <-ctx.Done():
+				return false
+			}
+		}
+		return true
+	}
+	// A run that ends by its step count sends its last window.
+	defer func() { send(w.flush()) }()
 	for maxSteps <= 0 || l.step < maxSteps {
 		if l.paused {
 			// Paused: nothing runs until a change or the end.
@@ -73,6 +89,7 @@ func (l *Loop) Run(ctx context.Context, out chan<- stream.Sample, maxSteps int) 
 		case <-ctx.Done():
 			return nil
 		case ch := <-l.Changes:
+			send(w.flush()) // a change ends the window before it
 			l.apply(ctx, ch)
 			continue
 		default:
@@ -84,9 +101,7 @@ func (l *Loop) Run(ctx context.Context, out chan<- stream.Sample, maxSteps int) 
 		if err != nil {
 			return err
 		}
-		select {
-		case out <- s:
-		case <-ctx.Done():
+		if !send(w.add(s)) {
 			return nil
 		}
 	}

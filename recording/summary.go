@@ -74,7 +74,7 @@ func Summarize(l *Log) (Summary, error) {
 			sum.Skipped++
 			return nil
 		}
-		sum.Steps++
+		sum.Steps += max(1, s.Steps) // a window stands for several steps
 		dropped += s.Dropped
 		routed += s.Config.Tokens * s.Config.TopK
 		if _, ok := steps[s.Backend]; !ok {

@@ -59,6 +59,7 @@ type liveFlags struct {
 	interval time.Duration
 	maxSize  string
 	listen   string
+	window   time.Duration
 	ep       epFlags
 }
 
@@ -76,6 +77,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&f.listen, "listen", "", "serve Prometheus /metrics at `ADDR` (:9464 binds 127.0.0.1)")
 	gpuFlags(fs)
 	f.ep.register(fs)
+	fs.DurationVar(&f.window, "window", time.Millisecond, "fold steps shorter than this into one sample with their mean and spread, so decode-sized steps keep the log and view bounded (0: a sample per step)")
 	fs.DurationVar(&f.interval, "interval", 500*time.Millisecond, "GPU sampling interval (at least 50ms)")
 	if err := parse(fs, args, rootUsage, stdout); err != nil {
 		return err
@@ -91,6 +93,8 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usagef("invalid --steps %d; want 0 (no limit) or more", f.steps)
 	case f.interval < nvml.MinInterval:
 		return usagef("invalid --interval %s; want at least %s", f.interval, nvml.MinInterval)
+	case f.window < 0:
+		return usagef("invalid --window %s; want 0 (a sample per step) or a duration such as 1ms", f.window)
 	case f.duration < 0:
 		return usagef("invalid --duration %s; want 0 (no limit) or more", f.duration)
 	case f.maxSize != "" && f.record == "":
@@ -145,7 +149,8 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	poller := startSampler(ctx, be.Info().Name, f.interval)
-	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, ModelBackends: modelBackends(be.Info().Name)}
+	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, ModelBackends: modelBackends(be.Info().Name),
+		MinSampleMS: float64(f.window) / 1e6}
 	h := header(loop, reason)
 	f.ep.describe(&h, be)
 	if be.Info().Name != "cpu" {
@@ -326,7 +331,7 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 		parts = fmt.Sprintf(" (%d files)", rec.Parts())
 	}
 	fmt.Fprintf(stderr, "moetop: recorded %d steps in %s to %s%s (%s, %s): step p50 %.3f ms, %.3f TFLOP/s\n",
-		rec.Written, time.Since(h.Start).Round(time.Millisecond), f.record, parts, loop.Backend.Info().Name, loop.Config,
+		stats.steps, time.Since(h.Start).Round(time.Millisecond), f.record, parts, loop.Backend.Info().Name, loop.Config,
 		stream.Percentile(stats.stepMS, 0.5), stream.Percentile(stats.tflops, 0.5))
 	return err
 }

@@ -66,7 +66,7 @@ func TestHelpExitsZero(t *testing.T) {
 func TestRecordWritesHeaderAndSamples(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "run.jsonl")
 	code, _, stderr := runCLI(t, "--record", path, "--steps", "3", "--backend", "cpu",
-		"--tokens", "64", "--hidden", "32", "--experts", "4")
+		"--tokens", "64", "--hidden", "32", "--experts", "4", "--window", "0")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

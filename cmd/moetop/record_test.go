@@ -97,7 +97,8 @@ func TestLogCommandsRejectBadFiles(t *testing.T) {
 func TestSummaryAndExportOfARecording(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "run.jsonl.zst")
-	if code, _, stderr := runCLI(t, "--record", path, "--steps", "5", "--backend", "cpu", "--tokens", "32", "--hidden", "16"); code != 0 {
+	if code, _, stderr := runCLI(t, "--record", path, "--steps", "5", "--backend", "cpu", "--tokens", "32", "--hidden", "16",
+		"--window", "0"); code != 0 {
 		t.Fatal(stderr)
 	}
 	code, out, _ := runCLI(t, "summary", path, "--json")
@@ -118,5 +119,30 @@ func TestSummaryAndExportOfARecording(t *testing.T) {
 	code, out, _ = runCLI(t, "export", path, "--format", "perfetto")
 	if code != 0 || !strings.Contains(out, `"traceEvents"`) || !strings.Contains(out, `"gemm1"`) {
 		t.Errorf("perfetto: %d %.200s", code, out)
+	}
+}
+
+// Steps far shorter than --window are folded into samples that say how
+// many steps they stand for; the closing line and the summary count steps.
+func TestShortStepsAreWindowed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.jsonl")
+	code, _, stderr := runCLI(t, "--record", path, "--steps", "200", "--backend", "cpu", "--tokens", "2",
+		"--hidden", "8", "--ffn", "8", "--window", "50ms")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	if !strings.Contains(stderr, "recorded 200 steps") {
+		t.Errorf("closing line %q, want 200 steps", stderr)
+	}
+	b, _ := os.ReadFile(path)
+	if n := strings.Count(string(b), `"type":"sample"`); n >= 200 || n == 0 {
+		t.Errorf("%d samples for 200 steps of a few µs in 50 ms windows; want far fewer", n)
+	}
+	if !strings.Contains(string(b), `"steps":`) || !strings.Contains(string(b), `"step_max_ms":`) {
+		t.Error("windowed samples must say how many steps they hold and their spread")
+	}
+	code, out, _ := runCLI(t, "summary", path, "--json")
+	if code != 0 || !strings.Contains(out, `"steps": 200`) {
+		t.Errorf("summary --json counts %s; want 200 steps", out)
 	}
 }

@@ -49,7 +49,7 @@ func (st *statsSink) Observe(s stream.Sample) error {
 		st.skipped++
 		return nil
 	}
-	st.steps++
+	st.steps += max(1, s.Steps) // a window stands for several steps
 	st.stepMS = append(st.stepMS, s.StepMS)
 	st.tflops = append(st.tflops, s.TFLOPS)
 	return nil
