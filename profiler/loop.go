@@ -36,9 +36,6 @@ type Loop struct {
 	Sampler Sampler
 	// Device is the index of the GPU the backend runs on.
 	Device int
-	// ModelBackends are the backends the memory model predicts for
-	// (default: the running one).
-	ModelBackends []string
 
 	dist    Distribution
 	steer   *Steering
@@ -195,12 +192,7 @@ func (l *Loop) attachReadings(s *stream.Sample) {
 	if !ok || s.Rows == nil {
 		return
 	}
-	running := l.Backend.Info().Name
-	others := l.ModelBackends
-	if len(others) == 0 {
-		others = []string{running}
-	}
-	m := Model(l.Config, s.Rows, running, others, free, total)
+	m := Model(l.Config, s.Rows, l.Backend.Info().Name, free, total)
 	m.Host = snap.Host != nil
 	s.Memory = []stream.Memory{m}
 }

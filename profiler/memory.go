@@ -54,16 +54,17 @@ func MaxTokens(backend string, c Config, counts []int, avail uint64) int {
 	return min(t, maxIndex/c.TopK)
 }
 
-// Model computes the memory section for the running backend own (which
-// holds ownBytes) and every backend in others, given free and total bytes
-// of the device (or host) it runs on.
-func Model(c Config, counts []int, running string, others []string, free, total uint64) stream.Memory {
+// Model computes the memory section for the running backend (which holds
+// its own peak already) and every registered backend that runs where it
+// does (kernels.Peers), given free and total bytes of the device (or host)
+// it runs on.
+func Model(c Config, counts []int, running string, free, total uint64) stream.Memory {
 	m := stream.Memory{TotalBytes: total, FreeBytes: free, UsedBytes: total - min(free, total)}
 	if p, err := Peak(running, c, counts); err == nil {
 		m.OwnBytes = p
 	}
 	avail := free + m.OwnBytes
-	for _, b := range others {
+	for _, b := range kernels.Peers(running) {
 		p, err := Peak(b, c, counts)
 		if err != nil {
 			continue
