@@ -131,7 +131,7 @@ type Backend struct {
 	reg  kernels.Registration
 	opts Options
 	dev  *Device
-	ctx  deviceContext
+	ctx  deviceContext // nil once closed
 	caps kernels.Caps
 	mod  *module
 	run  runner
@@ -208,12 +208,18 @@ func dtypes(d kernels.DType) (data, compute int, suffix string) {
 	return 0, 68, "fp32"
 }
 
+// errClosed is the error of a call on a closed backend.
+var errClosed = errors.New("backend closed")
+
 // Prepare allocates every buffer of the backend's plan (those of
 // KindPadding wait for the step's counts: the layout allocates them) and
 // generates inputs and weights on the device. A shape the capability check
 // refuses matches kernels.ErrUnsupported. On failure everything is
 // released; an allocation failure matches kernels.ErrOutOfMemory.
 func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
+	if b.ctx == nil {
+		return fmt.Errorf("prepare %s: %w", b.name, errClosed)
+	}
 	if err := b.reg.Check(b.caps, s); err != nil {
 		return err
 	}
@@ -397,15 +403,35 @@ func (b *Backend) release() {
 	b.prepared = false
 }
 
-// Close releases the buffers and the device.
+// Close releases the buffers and the device's context; a second Close does
+// nothing. When the context cannot be entered (the driver is shutting down,
+// the context is gone) nothing allocated in it can be freed one by one:
+// the handles are forgotten, and releasing the primary context below,
+// which always happens, frees them with it once no one else holds it.
 func (b *Backend) Close() error {
-	leave, err := b.ctx.Enter()
-	if err != nil {
-		return err
+	if b.ctx == nil {
+		return nil
 	}
-	b.release()
-	leave()
-	return b.ctx.Close()
+	ctx := b.ctx
+	var errs []error
+	if leave, err := ctx.Enter(); err == nil {
+		b.release()
+		leave()
+	} else {
+		errs = append(errs, fmt.Errorf("close %s: %w", b.name, err))
+		b.forget()
+	}
+	b.ctx = nil
+	if err := ctx.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close %s: %w", b.name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// forget drops every handle into the device without calling CUDA, for a
+// context that can no longer be entered.
+func (b *Backend) forget() {
+	*b = Backend{name: b.name, reg: b.reg, opts: b.opts, dev: b.dev, ctx: b.ctx, caps: b.caps}
 }
 
 func (b *Backend) record(p int) error {
