@@ -33,8 +33,13 @@ func (r CheckResult) Pass() bool {
 	return r.Err == nil && r.RelErr <= r.Tolerance && r.LogitsErr <= r.Tolerance && r.RouterMismatches == 0
 }
 
+// checkTopK is the largest top-k RandomCases draws: what the config
+// accepts (profiler.MaxTopK), which the GPU router must take too.
+const checkTopK = 64
+
 // RandomCases draws n shapes per backend and dtype: odd sizes, 1 to 256
-// experts, top-k up to 8, and an expert starved of rows in most.
+// experts, top-k up to 8 (one case in eight up to checkTopK), and an
+// expert starved of rows in most.
 func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []CheckCase {
 	var cs []CheckCase
 	for _, b := range backends {
@@ -42,6 +47,9 @@ func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []Che
 			for i := 0; i < n; i++ {
 				e := []int{1, 2, 3, 7, 8, 13, 64, 128, 256}[rng.IntN(9)]
 				k := 1 + rng.IntN(min(e, 8))
+				if rng.IntN(8) == 0 {
+					k = 1 + rng.IntN(min(e, checkTopK))
+				}
 				s := Shape{Tokens: 1 + rng.IntN(300), Hidden: 1 + rng.IntN(200), FFN: 1 + rng.IntN(300),
 					Experts: e, TopK: k, DType: d, Act: Activation(rng.IntN(2)), Seed: rng.Uint64()}
 				starve := -1

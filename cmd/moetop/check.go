@@ -15,7 +15,7 @@ import (
 const checkUsage = `moetop check: every backend against the CPU reference.
 
 Runs each backend in each dtype on random shapes (odd sizes, 1 to 256
-experts, top-k up to 8, experts with no rows),
+experts, top-k up to 8 and now and then up to 64, experts with no rows),
 with the output filled with NaN before each run, and compares the layer
 output with the float32 CPU reference on the same inputs and routing. A
 backend that cannot run on this machine is skipped, saying why. Exits 1 on

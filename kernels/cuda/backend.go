@@ -18,8 +18,10 @@ import (
 	"github.com/moetop/moetop/kernels"
 )
 
-// MaxTopK is the most experts per token the router kernel handles.
-const MaxTopK = 16
+// MaxTopK is the most experts per token the router kernel handles: layer.cu's
+// MAX_TOP_K, which a test holds equal to this and to what the config
+// accepts (profiler.MaxTopK).
+const MaxTopK = 64
 
 // Options configure a CUDA backend; they are the registry's, so that they
 // reach a backend's constructor through kernels.Open.
@@ -520,7 +522,8 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 
 func roundUp(n, m int) int { return (n + m - 1) / m * m }
 
-// routeBlock is the router kernel's threads per block: one thread per token.
+// routeBlock is the router kernel's threads per block: one thread per
+// token, each with MAX_TOP_K candidates in local memory (512 bytes at 64).
 const routeBlock = 128
 
 // graphed is a runner whose GEMMs can be captured in a CUDA graph.

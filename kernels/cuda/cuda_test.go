@@ -313,3 +313,19 @@ func graphedBackends() []string {
 	}
 	return out
 }
+
+// The router kernel takes every top-k the config accepts: past the old
+// limit of 16 its candidates must still be sorted and weighted as the CPU
+// router does.
+func TestRouterTakesEveryTopKTheConfigAccepts(t *testing.T) {
+	needGPU(t)
+	b := open(t, "loop")
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, k := range []int{16, 17, 40, MaxTopK} {
+		s := kernels.Shape{Tokens: 97, Hidden: 64, FFN: 96, Experts: 128, TopK: k, DType: kernels.FP32, Seed: uint64(k)}
+		r := kernels.Check(context.Background(), b, kernels.CheckCase{Backend: "loop", Shape: s, Starve: 5}, rng)
+		if !r.Pass() {
+			t.Errorf("top-k %d: rel err %.3g, router mismatches %d, err %v", k, r.RelErr, r.RouterMismatches, r.Err)
+		}
+	}
+}

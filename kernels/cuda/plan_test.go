@@ -2,7 +2,10 @@ package cuda
 
 import (
 	"errors"
+	"os"
 	"reflect"
+	"regexp"
+	"strconv"
 	"testing"
 
 	"github.com/moetop/moetop/kernels"
@@ -128,6 +131,26 @@ func TestGPUBackendsRegisterWhatTheyNeed(t *testing.T) {
 	}
 	if d, ok := kernels.DenseBackend(true); !ok || d != "loop" {
 		t.Errorf("dense reference %q, want loop (a plain GemmEx pair)", d)
+	}
+}
+
+// layer.cu's router, cuda.MaxTopK and the config must agree: a top-k the
+// config accepts and the kernel cannot take overruns its local arrays.
+func TestMaxTopKAgreesWithTheRouterKernelAndTheConfig(t *testing.T) {
+	src, err := os.ReadFile("layer.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^#define MAX_TOP_K (\d+)$`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("layer.cu defines no MAX_TOP_K")
+	}
+	kernel, _ := strconv.Atoi(string(m[1]))
+	if kernel != MaxTopK || MaxTopK != profiler.MaxTopK {
+		t.Errorf("layer.cu MAX_TOP_K %d, cuda.MaxTopK %d, profiler.MaxTopK %d: want all equal", kernel, MaxTopK, profiler.MaxTopK)
+	}
+	if n := len(regexp.MustCompile(`\[MAX_TOP_K\]`).FindAll(src, -1)); n != 2 {
+		t.Errorf("%d arrays sized MAX_TOP_K in layer.cu, want the router's two", n)
 	}
 }
 
