@@ -36,6 +36,9 @@ type Loop struct {
 	Sampler Sampler
 	// Device is the index of the GPU the backend runs on.
 	Device int
+	// Caps is that device's, for the memory model's capability checks
+	// (zero: unknown, nothing refused).
+	Caps kernels.Caps
 
 	dist    Distribution
 	steer   *Steering
@@ -192,7 +195,7 @@ func (l *Loop) attachReadings(s *stream.Sample) {
 	if !ok || s.Rows == nil {
 		return
 	}
-	m := Model(l.Config, s.Rows, l.Backend.Info().Name, free, total)
+	m := Model(l.Config, s.Rows, l.Backend.Info().Name, l.Caps, free, total)
 	m.Host = snap.Host != nil
 	s.Memory = []stream.Memory{m}
 }

@@ -1,6 +1,8 @@
 package profiler
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/moetop/moetop/kernels"
@@ -19,6 +21,12 @@ func init() {
 		},
 		New: func(kernels.Options) (kernels.Backend, error) { return kernels.NewCPU(), nil }})
 	kernels.Register(kernels.Registration{Name: "test-padded", Doc: "padded", Order: 2, NeedsGPU: true,
+		Supports: func(c kernels.Caps, _ kernels.Shape) error {
+			if c.Major < 9 {
+				return errors.New("needs compute capability 9.0")
+			}
+			return nil
+		},
 		Plan: func(s kernels.Shape, counts []int) ([]kernels.Buffer, error) {
 			busiest := 0
 			for _, c := range counts {
@@ -56,7 +64,7 @@ func TestModelPredictsForEveryPeerOfTheRunningBackend(t *testing.T) {
 	padded, _ := Peak("test-padded", c, counts)
 	free := padded - own - 1 // the padded peak misses by a byte
 	const total = 80 << 30
-	m := Model(c, counts, "test-dense", free, total)
+	m := Model(c, counts, "test-dense", kernels.Caps{GPU: true, Major: 9}, free, total)
 	if len(m.Backends) != 2 || m.Backends[0].Backend != "test-dense" || m.Backends[1].Backend != "test-padded" {
 		t.Fatalf("model for %+v, want test-dense and test-padded in order (the GPU peers, not the host's)", m.Backends)
 	}
@@ -83,7 +91,32 @@ func TestModelPredictsForEveryPeerOfTheRunningBackend(t *testing.T) {
 	if m.OwnBytes != own || m.HeadroomBytes != int64(free) {
 		t.Errorf("own %d, headroom %d; want %d and the free memory %d (it holds its peak already)", m.OwnBytes, m.HeadroomBytes, own, free)
 	}
-	if m := Model(c, counts, "nonesuch", free, total); len(m.Backends) != 0 || m.OwnBytes != 0 {
+	if m := Model(c, counts, "nonesuch", kernels.Caps{}, free, total); len(m.Backends) != 0 || m.OwnBytes != 0 {
 		t.Errorf("an unregistered running backend: %+v", m)
+	}
+}
+
+func TestModelSaysWhichBackendsCannotRunHere(t *testing.T) {
+	c := Config{Tokens: 64, Hidden: 32, FFN: 64, Experts: 4, TopK: 2, DType: kernels.BF16, Routing: "uniform"}
+	counts := []int{32, 32, 32, 32}
+	for _, tc := range []struct {
+		name    string
+		caps    kernels.Caps
+		refused string // test-padded's; test-dense is never refused
+	}{
+		{"an older GPU refuses what needs a newer one", kernels.Caps{GPU: true, Major: 8}, "needs compute capability 9.0"},
+		{"a newer GPU refuses nothing", kernels.Caps{GPU: true, Major: 9}, ""},
+		{"unknown caps refuse nothing", kernels.Caps{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := Model(c, counts, "test-dense", tc.caps, 1<<30, 2<<30)
+			if len(m.Backends) != 2 || m.Backends[0].Refused != "" {
+				t.Fatalf("backends %+v", m.Backends)
+			}
+			got := m.Backends[1].Refused
+			if (tc.refused == "") != (got == "") || !strings.Contains(got, tc.refused) {
+				t.Errorf("test-padded refused %q, want %q", got, tc.refused)
+			}
+		})
 	}
 }

@@ -51,7 +51,10 @@ func (p *memoryPanel) View(s *state) string {
 	var rows []string
 	for _, bm := range m.Backends {
 		mark := okStyle.Render("fits")
-		if !bm.Fits {
+		switch {
+		case bm.Refused != "":
+			mark = labelStyle.Render("can't run") // its capability check said why; the log keeps it
+		case !bm.Fits:
 			mark = warnStyle.Render("OOM")
 		}
 		l := fmt.Sprintf("%-*s %9s %9s %6s %s", nameW, bm.Backend, fmtBytes(float64(bm.PeakBytes)),

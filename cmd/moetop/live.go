@@ -147,7 +147,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	running := be.Info().Name
 	poller := startSampler(ctx, running, f.interval)
-	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller}
+	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, Caps: caps}
 	h := header(loop, reason)
 	f.ep.describe(&h, be)
 	if dense, ok := kernels.DenseBackend(onGPU(running)); ok {

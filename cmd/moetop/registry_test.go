@@ -107,7 +107,7 @@ func TestARegisteredBackendIsListedEverywhere(t *testing.T) {
 	})
 	cfg := profiler.Config{Tokens: 16, Hidden: 8, FFN: 16, Experts: 4, TopK: 2, DType: kernels.FP32, Routing: "uniform"}
 	counts := []int{8, 8, 8, 8}
-	m := profiler.Model(cfg, counts, "cpu", 1<<30, 2<<30)
+	m := profiler.Model(cfg, counts, "cpu", kernels.Caps{}, 1<<30, 2<<30)
 	t.Run("the memory model predicts for it", func(t *testing.T) {
 		plan, _ := kernels.Plan(fakeName, cfg.Shape(), counts)
 		for _, b := range m.Backends {

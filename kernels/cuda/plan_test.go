@@ -285,11 +285,14 @@ func TestPaddedDoesNotFitWhereOthersDo(t *testing.T) {
 	const total = 80 << 30
 	own, _ := profiler.Peak("grouped", c, counts)
 	free := uint64(total) - own - 1<<30
-	m := profiler.Model(c, counts, "grouped", free, total)
+	m := profiler.Model(c, counts, "grouped", kernels.Caps{GPU: true, GroupedGEMM: true}, free, total)
 	if len(m.Backends) != len(kernels.GPUNames()) {
 		t.Fatalf("the model predicts for %d backends, want every GPU backend's %d", len(m.Backends), len(kernels.GPUNames()))
 	}
 	for _, b := range m.Backends {
+		if b.Refused != "" {
+			t.Errorf("%s refused on a GPU with everything: %s", b.Backend, b.Refused)
+		}
 		if wantFit := b.Backend != "padded"; b.Fits != wantFit {
 			t.Errorf("%s: fits=%v (peak %.1f GiB), want %v", b.Backend, b.Fits, float64(b.PeakBytes)/(1<<30), wantFit)
 		}
