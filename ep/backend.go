@@ -26,9 +26,11 @@ type CPUBackend struct {
 	group *Group
 }
 
-// Info names the backend.
+// Info names the backend: its ranks run the reference backend's layer,
+// so it goes by that name (the memory model and the sampler follow it).
 func (b *CPUBackend) Info() kernels.Info {
-	return kernels.Info{Name: "cpu", Device: fmt.Sprintf("CPU reference, %d expert-parallel ranks (%d threads)",
+	ref, _ := kernels.Reference()
+	return kernels.Info{Name: ref.Name, Device: fmt.Sprintf("CPU reference, %d expert-parallel ranks (%d threads)",
 		b.Ranks, runtime.GOMAXPROCS(0))}
 }
 

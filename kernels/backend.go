@@ -161,4 +161,6 @@ type Checkable interface {
 	Output() ([]float32, error)
 	// Routing returns the last step's router choice.
 	Routing() (Assignment, error)
+	// Logits returns the last routed step's router logits, before the bias.
+	Logits() ([]float32, error)
 }

@@ -26,18 +26,45 @@ type CPU struct {
 	MemAvailable func() (uint64, error)
 }
 
+// cpuName is the CPU backend's name; this file is the only one to spell it.
+const cpuName = "cpu"
+
+func init() {
+	Register(Registration{
+		Name:      cpuName,
+		Doc:       "float32 reference through gonum: the default without a GPU, the oracle for check",
+		Order:     100,
+		Reference: true,
+		Plan:      cpuPlan,
+		New: func(o Options) (Backend, error) {
+			c := NewCPU()
+			c.MemAvailable = o.MemAvailable
+			return c, nil
+		},
+	})
+}
+
+// cpuPlan is what Prepare allocates: everything in float32 (the CPU
+// computes and stores float32 whatever the dtype), the token of each
+// permuted row instead of a router bias, and no workspace.
+func cpuPlan(s Shape, _ []int) ([]Buffer, error) {
+	b := CommonBuffers(s, 4)
+	b = append(b, Buffer{BufTokenOfRow, "token of row", KindIndex, u(s.Rows()) * 4})
+	return append(b, DenseRows(s, 4)...), nil
+}
+
 // NewCPU returns an unprepared CPU backend.
 func NewCPU() *CPU { return &CPU{} }
 
 // Info describes the backend.
 func (c *CPU) Info() Info {
-	return Info{Name: "cpu", Device: fmt.Sprintf("CPU reference (%d threads)", runtime.GOMAXPROCS(0)),
+	return Info{Name: cpuName, Device: fmt.Sprintf("CPU reference (%d threads)", runtime.GOMAXPROCS(0)),
 		TimesExperts: true}
 }
 
-// CPUBytes is the host memory Prepare allocates for s (Plan's "cpu" list).
+// CPUBytes is the host memory Prepare allocates for s (the CPU's plan).
 func CPUBytes(s Shape) uint64 {
-	b, _ := Plan("cpu", s, nil)
+	b, _ := cpuPlan(s, nil)
 	return Total(b)
 }
 

@@ -2,9 +2,10 @@ package kernels
 
 import "fmt"
 
-// What a backend keeps in memory, buffer by buffer. The CUDA backends
-// allocate exactly these, so the memory model and the allocations cannot
-// drift apart; the model adds nothing a backend does not allocate.
+// What a backend keeps in memory, buffer by buffer. Each backend's plan is
+// registered with it, and the CUDA backends allocate exactly their plan,
+// so the memory model and the allocations cannot drift apart; the model
+// adds nothing a backend does not allocate.
 
 // BufferKind groups buffers for the memory breakdown.
 type BufferKind int
@@ -21,8 +22,37 @@ func (k BufferKind) String() string {
 	return [...]string{"weights", "activations", "index", "padding", "workspace"}[k]
 }
 
+// BufferID is the role of a buffer: a backend finds its allocations by
+// this typed key, never by a buffer's display name.
+type BufferID int
+
+const (
+	// BufCuBLAS is memory cuBLAS allocates itself (its handles): counted
+	// by the model, never allocated by a backend.
+	BufCuBLAS BufferID = iota
+	BufRouterWeights
+	BufW1
+	BufW2
+	BufX
+	BufLogits
+	BufOut
+	BufTopKIDs
+	BufTopKWeights
+	BufRowOfSlot
+	BufTokenOfRow
+	BufIndex      // per-expert counts, offsets and cursors
+	BufRouterBias // per-expert bias added to the logits
+	BufPermutedX  // x's rows grouped by expert
+	BufH          // gemm1's output, the activation's input and output
+	BufY          // gemm2's output
+	BufPointers   // device arrays of device pointers (grouped GEMM)
+	BufWorkspace  // every cuBLAS handle's workspace, one after the other
+	NumBufferIDs
+)
+
 // Buffer is one allocation.
 type Buffer struct {
+	ID    BufferID
 	Name  string
 	Kind  BufferKind
 	Bytes uint64
@@ -37,97 +67,56 @@ const WorkspaceBytes = 32 << 20
 // cuMemGetInfo around cublasCreate and its first GEMM).
 const HandleBytes = 64 << 20
 
-// StreamCount is how many CUDA streams (each with its own cuBLAS handle and
-// workspace) the streams backend spreads experts over.
-const StreamCount = 4
-
-// GPUBackends are the CUDA backends, in the order the TUI cycles them.
-var GPUBackends = []string{"grouped", "loop", "streams", "padded", "hybrid"}
-
-// Capacity is the padded backend's rows per expert: the busiest expert's
-// rows when dropless, else ceil(factor·rows/experts).
-func Capacity(s Shape, counts []int) int {
-	if s.CapacityFactor > 0 {
-		c := s.CapacityFactor * float64(s.Rows()) / float64(s.Experts)
-		n := int(c)
-		if float64(n) < c {
-			n++
-		}
-		return n
-	}
-	m := 0
-	for _, c := range counts {
-		m = max(m, c)
-	}
-	return m
-}
-
-// Plan lists the buffers backend needs for s when the experts get counts
-// rows (counts matters only to the padded backend).
-func Plan(backend string, s Shape, counts []int) ([]Buffer, error) {
+// CommonBuffers is what every backend holds whatever its GEMMs: the
+// weights, the input and output, the router's logits and the routing's
+// index arrays, with elem bytes per stored element.
+func CommonBuffers(s Shape, elem uint64) []Buffer {
 	t, h, f, e, r := u(s.Tokens), u(s.Hidden), u(s.FFN), u(s.Experts), u(s.Rows())
-	dt := u(s.DType.Size())
-	if backend == "cpu" {
-		dt = 4 // the CPU computes and stores float32
+	return []Buffer{
+		{BufRouterWeights, "router weights", KindWeights, h * e * elem},
+		{BufW1, "w1", KindWeights, e * h * f * elem},
+		{BufW2, "w2", KindWeights, e * f * h * elem},
+		{BufX, "x", KindActivations, t * h * elem},
+		{BufLogits, "logits", KindActivations, t * e * 4},
+		{BufOut, "out", KindActivations, t * h * elem},
+		{BufTopKIDs, "top-k ids", KindIndex, r * 4},
+		{BufTopKWeights, "top-k weights", KindIndex, r * 4},
+		{BufRowOfSlot, "row of slot", KindIndex, r * 4},
+		{BufIndex, "counts, offsets, cursors", KindIndex, 3 * e * 4},
 	}
-	b := []Buffer{
-		{"router weights", KindWeights, h * e * dt},
-		{"w1", KindWeights, e * h * f * dt},
-		{"w2", KindWeights, e * f * h * dt},
-		{"x", KindActivations, t * h * dt},
-		{"logits", KindActivations, t * e * 4},
-		{"out", KindActivations, t * h * dt},
-		{"top-k ids", KindIndex, r * 4},
-		{"top-k weights", KindIndex, r * 4},
-		{"row of slot", KindIndex, r * 4},
-		{"counts, offsets, cursors", KindIndex, 3 * e * 4},
-	}
-	if backend == "cpu" {
-		b = append(b, Buffer{"token of row", KindIndex, r * 4})
-	} else {
-		b = append(b, Buffer{"router bias", KindIndex, e * 4})
-	}
-	dense := []Buffer{
-		{"permuted x", KindActivations, r * h * dt},
-		{"h", KindActivations, r * f * dt},
-		{"y", KindActivations, r * h * dt},
-	}
-	switch backend {
-	case "cpu":
-		b = append(b, dense...)
-	case "grouped":
-		b = append(b, dense...)
-		b = append(b, Buffer{"pointer arrays", KindIndex, 6 * e * 8},
-			Buffer{"cuBLAS workspace", KindWorkspace, WorkspaceBytes}, handles(1))
-	case "loop":
-		b = append(b, dense...)
-		b = append(b, Buffer{"cuBLAS workspace", KindWorkspace, WorkspaceBytes}, handles(1))
-	case "streams":
-		b = append(b, dense...)
-		b = append(b, Buffer{"cuBLAS workspace", KindWorkspace, StreamCount * WorkspaceBytes}, handles(1+StreamCount))
-	case "hybrid":
-		b = append(b, dense...)
-		b = append(b, Buffer{"pointer arrays", KindIndex, 6 * e * 8},
-			Buffer{"cuBLAS workspace", KindWorkspace, 2 * WorkspaceBytes}, handles(2))
-	case "padded":
-		c := u(Capacity(s, counts))
-		b = append(b,
-			Buffer{"padded x", KindPadding, e * c * h * dt},
-			Buffer{"padded h", KindPadding, e * c * f * dt},
-			Buffer{"padded y", KindPadding, e * c * h * dt},
-			Buffer{"cuBLAS workspace", KindWorkspace, WorkspaceBytes}, handles(1))
-	default:
-		return nil, fmt.Errorf("no memory plan for backend %q", backend)
-	}
-	return b, nil
 }
 
-// handles is the cuBLAS handles' own memory: cuBLAS allocates it, not us,
-// so the backends skip buffers of this name.
-func handles(n int) Buffer { return Buffer{HandlesBuffer, KindWorkspace, uint64(n) * HandleBytes} }
+// DenseRows are the routed rows packed expert after expert: x gathered,
+// h and y, with elem bytes per element.
+func DenseRows(s Shape, elem uint64) []Buffer {
+	h, f, r := u(s.Hidden), u(s.FFN), u(s.Rows())
+	return []Buffer{
+		{BufPermutedX, "permuted x", KindActivations, r * h * elem},
+		{BufH, "h", KindActivations, r * f * elem},
+		{BufY, "y", KindActivations, r * h * elem},
+	}
+}
 
-// HandlesBuffer names the plan entry that cuBLAS allocates itself.
-const HandlesBuffer = "cuBLAS handles"
+// Workspaces is n cuBLAS workspaces in one allocation.
+func Workspaces(n int) Buffer {
+	return Buffer{BufWorkspace, "cuBLAS workspace", KindWorkspace, u(n) * WorkspaceBytes}
+}
+
+// Handles is n cuBLAS handles' own memory: cuBLAS allocates it, not the
+// backend, so only the model counts it.
+func Handles(n int) Buffer {
+	return Buffer{BufCuBLAS, "cuBLAS handles", KindWorkspace, u(n) * HandleBytes}
+}
+
+// Plan lists the buffers the named backend needs for s when the experts
+// get counts rows (counts matters only to backends that pad).
+func Plan(backend string, s Shape, counts []int) ([]Buffer, error) {
+	r, ok := Lookup(backend)
+	if !ok {
+		return nil, fmt.Errorf("no memory plan: %w %q", ErrUnknownBackend, backend)
+	}
+	return r.Plan(s, counts)
+}
 
 // Total adds up a plan.
 func Total(b []Buffer) uint64 {

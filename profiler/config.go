@@ -22,7 +22,7 @@ type Config struct {
 	Act     kernels.Activation `json:"activation"`
 	Routing string             `json:"routing"`
 	Seed    uint64             `json:"seed"`
-	// CapacityFactor > 0 makes the padded backend drop rows over
+	// CapacityFactor > 0 makes the backends that pad drop rows over
 	// ceil(CapacityFactor·rows/experts) per expert.
 	CapacityFactor float64 `json:"capacity_factor,omitempty"`
 }

@@ -36,9 +36,9 @@ type Loop struct {
 	Sampler Sampler
 	// Device is the index of the GPU the backend runs on.
 	Device int
-	// ModelBackends are the backends the memory model predicts for
-	// (default: the running one).
-	ModelBackends []string
+	// Caps is that device's, for the memory model's capability checks
+	// (zero: unknown, nothing refused).
+	Caps kernels.Caps
 	// MinSampleMS folds steps shorter than this into one sample with
 	// their mean and spread (0: a sample per step); see window.
 	MinSampleMS float64
@@ -210,12 +210,7 @@ func (l *Loop) attachReadings(s *stream.Sample) {
 	if !ok || s.Rows == nil {
 		return
 	}
-	running := l.Backend.Info().Name
-	others := l.ModelBackends
-	if len(others) == 0 {
-		others = []string{running}
-	}
-	m := Model(l.Config, s.Rows, running, others, free, total)
+	m := Model(l.Config, s.Rows, l.Backend.Info().Name, l.Caps, free, total)
 	m.Host = snap.Host != nil
 	s.Memory = []stream.Memory{m}
 }

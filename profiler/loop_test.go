@@ -111,7 +111,8 @@ func TestSamplesCarryReadingsOnceAndMemoryEveryStep(t *testing.T) {
 	fs := &fakeSampler{seq: 1, snap: stream.Snapshot{Source: "nvml",
 		Devices: []stream.Reading{{Name: "H100", MemFreeBytes: &free, MemTotalBytes: &total}}}}
 	c := smallConfig("uniform")
-	l := &Loop{Backend: kernels.NewCPU(), Config: c, Sampler: fs, ModelBackends: []string{"cpu", "padded"}}
+	// The model covers the host backends: cpu and memory_test.go's test-host.
+	l := &Loop{Backend: kernels.NewCPU(), Config: c, Sampler: fs}
 	if err := l.prepare(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}

@@ -54,16 +54,21 @@ func MaxTokens(backend string, c Config, counts []int, avail uint64) int {
 	return min(t, maxIndex/c.TopK)
 }
 
-// Model computes the memory section for the running backend own (which
-// holds ownBytes) and every backend in others, given free and total bytes
-// of the device (or host) it runs on.
-func Model(c Config, counts []int, running string, others []string, free, total uint64) stream.Memory {
+// Model computes the memory section for the running backend (which holds
+// its own peak already) and every registered backend that runs where it
+// does (kernels.Peers), given free and total bytes of the device (or host)
+// it runs on. caps is that device's, for each backend's capability check
+// (Refused); a GPU backend running with caps that hold no GPU means they
+// are unknown, and nothing is refused.
+func Model(c Config, counts []int, running string, caps kernels.Caps, free, total uint64) stream.Memory {
 	m := stream.Memory{TotalBytes: total, FreeBytes: free, UsedBytes: total - min(free, total)}
 	if p, err := Peak(running, c, counts); err == nil {
 		m.OwnBytes = p
 	}
 	avail := free + m.OwnBytes
-	for _, b := range others {
+	self, _ := kernels.Lookup(running)
+	known := caps.GPU || !self.NeedsGPU
+	for _, b := range kernels.Peers(running) {
 		p, err := Peak(b, c, counts)
 		if err != nil {
 			continue
@@ -71,6 +76,11 @@ func Model(c Config, counts []int, running string, others []string, free, total 
 		bm := stream.BackendMemory{Backend: b, PeakBytes: p, HeadroomBytes: int64(avail) - int64(p),
 			MaxTokens: MaxTokens(b, c, counts, avail)}
 		bm.Fits = bm.HeadroomBytes >= 0
+		if r, _ := kernels.Lookup(b); known {
+			if err := r.Check(caps, c.Shape()); err != nil {
+				bm.Refused = err.Error()
+			}
+		}
 		m.Backends = append(m.Backends, bm)
 		if b == running {
 			m.HeadroomBytes = bm.HeadroomBytes

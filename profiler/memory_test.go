@@ -1,95 +1,85 @@
 package profiler
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/moetop/moetop/kernels"
 )
 
-const mib32 = 32 << 20
+// The GPU backends' plans are tested in kernels/cuda, beside them (this
+// package builds without cgo). Here two test backends stand for them: the
+// model must predict for every backend registered where the running one
+// runs, from the registry alone.
+func init() {
+	// test-dense holds the common buffers and dense rows; test-padded pads
+	// every expert to the busiest, so it grows faster with skew.
+	kernels.Register(kernels.Registration{Name: "test-dense", Doc: "dense", Order: 1, NeedsGPU: true,
+		Plan: func(s kernels.Shape, _ []int) ([]kernels.Buffer, error) {
+			return append(kernels.CommonBuffers(s, 2), kernels.DenseRows(s, 2)...), nil
+		},
+		New: func(kernels.Options) (kernels.Backend, error) { return kernels.NewCPU(), nil }})
+	kernels.Register(kernels.Registration{Name: "test-padded", Doc: "padded", Order: 2, NeedsGPU: true,
+		Supports: func(c kernels.Caps, _ kernels.Shape) error {
+			if c.Major < 9 {
+				return errors.New("needs compute capability 9.0")
+			}
+			return nil
+		},
+		Plan: func(s kernels.Shape, counts []int) ([]kernels.Buffer, error) {
+			busiest := 0
+			for _, c := range counts {
+				busiest = max(busiest, c)
+			}
+			pad := s
+			pad.Tokens, pad.TopK = busiest*s.Experts, 1
+			return append(kernels.CommonBuffers(s, 2), kernels.DenseRows(pad, 2)...), nil
+		},
+		New: func(kernels.Options) (kernels.Backend, error) { return kernels.NewCPU(), nil }})
+	// A second backend on the host, beside cpu.
+	kernels.Register(kernels.Registration{Name: "test-host", Doc: "host", Order: 200,
+		Plan: func(s kernels.Shape, _ []int) ([]kernels.Buffer, error) { return kernels.CommonBuffers(s, 4), nil },
+		New:  func(kernels.Options) (kernels.Backend, error) { return kernels.NewCPU(), nil }})
+}
 
-// Each cuBLAS handle: kernels.HandleBytes.
-const handle = 64 << 20
-
-func TestPeakMatchesHandCount(t *testing.T) {
-	// T=4 H=8 F=16 E=2 k=1 bf16, counts [3 1]. By hand:
-	// weights: router 8·2·2=32, w1 2·8·16·2=512, w2 512        = 1056
-	// x 4·8·2=64, logits 4·2·4=32, out 64                     =  160
-	// index: 3 arrays of 4 rows × 4 B = 48, counts etc 3·2·4=24,
-	//        router bias 2·4=8                                =   80
-	// common                                                  = 1296
-	// dense: permuted x 64, h 4·16·2=128, y 64                 =  256
-	// padded (capacity 3): x 2·3·8·2=96, h 2·3·16·2=192, y 96  =  384
-	small := Config{Tokens: 4, Hidden: 8, FFN: 16, Experts: 2, TopK: 1, DType: kernels.BF16, Routing: "uniform"}
-	// T=3 H=5 F=7 E=3 k=2 fp32 (4 B), counts [2 2 2], capacity factor 1.5:
-	// weights 5·3·4=60 + 2·3·5·7·4=840                    = 900
-	// x 3·5·4=60, logits 3·3·4=36, out 60                 = 156
-	// index 3·6·4=72 + 3·3·4=36 + bias 3·4=12             = 120
-	// common                                              = 1176
-	// dense: 6·5·4=120, 6·7·4=168, 120                    = 408
-	// padded capacity ceil(1.5·6/3)=3: 3·3·5·4=180, 3·3·7·4=252, 180 = 612
-	odd := Config{Tokens: 3, Hidden: 5, FFN: 7, Experts: 3, TopK: 2, DType: kernels.FP32, Routing: "uniform",
-		CapacityFactor: 1.5}
-	cases := []struct {
-		name    string
-		c       Config
-		counts  []int
-		backend string
-		want    uint64
-	}{
-		{"loop", small, []int{3, 1}, "loop", 1296 + 256 + mib32 + handle},
-		{"grouped adds pointer arrays", small, []int{3, 1}, "grouped", 1296 + 256 + 6*2*8 + mib32 + handle},
-		{"streams has a workspace per stream", small, []int{3, 1}, "streams", 1296 + 256 + 4*mib32 + 5*handle},
-		{"padded pads to the busiest expert", small, []int{3, 1}, "padded", 1296 + 384 + mib32 + handle},
-		// float32: weights 2112, x+logits+out 128+32+128, dense 512, index:
-		// 4 arrays (with token of row, without bias) 64 + 24 = 88
-		{"cpu stores float32, no workspace", small, []int{3, 1}, "cpu", 2112 + 288 + 88 + 512},
-		{"fp32 loop", odd, []int{2, 2, 2}, "loop", 1176 + 408 + mib32 + handle},
-		{"capacity factor sets padding", odd, []int{2, 2, 2}, "padded", 1176 + 612 + mib32 + handle},
+func TestPeakIsThePlansTotal(t *testing.T) {
+	c := Config{Tokens: 4, Hidden: 8, FFN: 16, Experts: 2, TopK: 1, DType: kernels.BF16, Routing: "uniform"}
+	plan, _ := kernels.Plan("test-padded", c.Shape(), []int{3, 1})
+	got, err := Peak("test-padded", c, []int{3, 1})
+	if err != nil || got != kernels.Total(plan) || got == 0 {
+		t.Errorf("peak %d (%v), plan total %d", got, err, kernels.Total(plan))
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := Peak(tc.backend, tc.c, tc.counts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tc.want {
-				t.Errorf("peak %d bytes, hand count %d", got, tc.want)
-			}
-		})
+	if _, err := Peak("nonesuch", c, nil); err == nil {
+		t.Error("a peak for an unregistered backend")
 	}
 }
 
-func TestPaddedDoesNotFitWhereOthersDo(t *testing.T) {
-	// dsv3's layer with zipf:1.2 on an 80 GB card where grouped runs and
-	// 1 GiB more is taken (context, other processes): the busiest expert
-	// takes ~24% of 32768 rows, so padding every expert to it needs ~66 GB
-	// on top of 15 GB of weights.
-	c := Config{Tokens: 4096, Hidden: 7168, FFN: 2048, Experts: 256, TopK: 8, DType: kernels.BF16,
-		Routing: "zipf:1.2"}
+func TestModelPredictsForEveryPeerOfTheRunningBackend(t *testing.T) {
+	// A skewed load: padding every expert to the busiest needs far more.
+	c := Config{Tokens: 4096, Hidden: 1024, FFN: 4096, Experts: 64, TopK: 4, DType: kernels.BF16, Routing: "zipf:1.2"}
 	d, _ := ParseRouting(c.Routing, c.Experts, c.TopK)
 	counts, _ := FixedCounts(d, c.Tokens*c.TopK)
+	own, _ := Peak("test-dense", c, counts)
+	padded, _ := Peak("test-padded", c, counts)
+	free := padded - own - 1 // the padded peak misses by a byte
 	const total = 80 << 30
-	own, _ := Peak("grouped", c, counts)
-	free := uint64(total) - own - 1<<30
-	m := Model(c, counts, "grouped", kernels.GPUBackends, free, total)
+	m := Model(c, counts, "test-dense", kernels.Caps{GPU: true, Major: 9}, free, total)
+	if len(m.Backends) != 2 || m.Backends[0].Backend != "test-dense" || m.Backends[1].Backend != "test-padded" {
+		t.Fatalf("model for %+v, want test-dense and test-padded in order (the GPU peers, not the host's)", m.Backends)
+	}
+	if !m.Backends[0].Fits || m.Backends[1].Fits {
+		t.Errorf("fits: dense %v, padded %v; want true, false", m.Backends[0].Fits, m.Backends[1].Fits)
+	}
+	avail := free + own
 	for _, b := range m.Backends {
-		wantFit := b.Backend != "padded"
-		if b.Fits != wantFit {
-			t.Errorf("%s: fits=%v (peak %.1f GiB), want %v", b.Backend, b.Fits, float64(b.PeakBytes)/(1<<30), wantFit)
-		}
-		// The largest token count must fit, and one more token must not.
+		// The largest token count must fit, and a few more tokens must not.
 		at := func(tokens int) uint64 {
 			cc := c
 			cc.Tokens = tokens
-			sc := make([]int, len(counts))
-			for i, n := range counts {
-				sc[i] = n * tokens / c.Tokens
-			}
-			p, _ := Peak(b.Backend, cc, sc)
+			p, _ := Peak(b.Backend, cc, scaleCounts(counts, tokens*c.TopK))
 			return p
 		}
-		avail := free + m.OwnBytes
 		if b.MaxTokens <= 0 || at(b.MaxTokens) > avail || at(b.MaxTokens+8) <= avail {
 			t.Errorf("%s: max tokens %d does not bound the memory (%d at max, %d at max+8, %d available)",
 				b.Backend, b.MaxTokens, at(b.MaxTokens), at(b.MaxTokens+8), avail)
@@ -98,16 +88,35 @@ func TestPaddedDoesNotFitWhereOthersDo(t *testing.T) {
 			t.Errorf("%s: max tokens %d disagrees with fits=%v at %d tokens", b.Backend, b.MaxTokens, b.Fits, c.Tokens)
 		}
 	}
-	if m.HeadroomBytes != int64(free) || m.OwnBytes != own {
-		t.Errorf("running backend's headroom %d, want the free memory %d (it holds its peak already)", m.HeadroomBytes, int64(free))
+	if m.OwnBytes != own || m.HeadroomBytes != int64(free) {
+		t.Errorf("own %d, headroom %d; want %d and the free memory %d (it holds its peak already)", m.OwnBytes, m.HeadroomBytes, own, free)
+	}
+	if m := Model(c, counts, "nonesuch", kernels.Caps{}, free, total); len(m.Backends) != 0 || m.OwnBytes != 0 {
+		t.Errorf("an unregistered running backend: %+v", m)
 	}
 }
 
-func TestHybridPlanHasTwoHandlesAndWorkspaces(t *testing.T) {
-	small := Config{Tokens: 4, Hidden: 8, FFN: 16, Experts: 2, TopK: 1, DType: kernels.BF16, Routing: "uniform"}
-	got, err := Peak("hybrid", small, []int{3, 1})
-	// common 1296 + dense 256 + pointer arrays 6·2·8 + two workspaces and handles
-	if want := uint64(1296 + 256 + 96 + 2*mib32 + 2*handle); err != nil || got != want {
-		t.Errorf("hybrid peak %d (%v), hand count %d", got, err, want)
+func TestModelSaysWhichBackendsCannotRunHere(t *testing.T) {
+	c := Config{Tokens: 64, Hidden: 32, FFN: 64, Experts: 4, TopK: 2, DType: kernels.BF16, Routing: "uniform"}
+	counts := []int{32, 32, 32, 32}
+	for _, tc := range []struct {
+		name    string
+		caps    kernels.Caps
+		refused string // test-padded's; test-dense is never refused
+	}{
+		{"an older GPU refuses what needs a newer one", kernels.Caps{GPU: true, Major: 8}, "needs compute capability 9.0"},
+		{"a newer GPU refuses nothing", kernels.Caps{GPU: true, Major: 9}, ""},
+		{"unknown caps refuse nothing", kernels.Caps{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := Model(c, counts, "test-dense", tc.caps, 1<<30, 2<<30)
+			if len(m.Backends) != 2 || m.Backends[0].Refused != "" {
+				t.Fatalf("backends %+v", m.Backends)
+			}
+			got := m.Backends[1].Refused
+			if (tc.refused == "") != (got == "") || !strings.Contains(got, tc.refused) {
+				t.Errorf("test-padded refused %q, want %q", got, tc.refused)
+			}
+		})
 	}
 }

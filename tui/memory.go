@@ -41,14 +41,23 @@ func (p *memoryPanel) View(s *state) string {
 	}
 	free := fmt.Sprintf("free %s  workload %s", fmtBytes(float64(m.FreeBytes)), fmtBytes(float64(m.OwnBytes)))
 	headroom := "headroom " + head
-	header := labelStyle.Render(fmt.Sprintf("%-8s %9s %9s %6s", "backend", "peak", "headroom", "max T"))
+	// One row per backend the memory model predicts for, whatever their
+	// names: the column is as wide as the longest.
+	nameW := 8
+	for _, bm := range m.Backends {
+		nameW = max(nameW, lipgloss.Width(bm.Backend))
+	}
+	header := labelStyle.Render(fmt.Sprintf("%-*s %9s %9s %6s", nameW, "backend", "peak", "headroom", "max T"))
 	var rows []string
 	for _, bm := range m.Backends {
 		mark := okStyle.Render("fits")
-		if !bm.Fits {
+		switch {
+		case bm.Refused != "":
+			mark = labelStyle.Render("can't run") // its capability check said why; the log keeps it
+		case !bm.Fits:
 			mark = warnStyle.Render("OOM")
 		}
-		l := fmt.Sprintf("%-8s %9s %9s %6s %s", bm.Backend, fmtBytes(float64(bm.PeakBytes)),
+		l := fmt.Sprintf("%-*s %9s %9s %6s %s", nameW, bm.Backend, fmtBytes(float64(bm.PeakBytes)),
 			fmtBytes(float64(bm.HeadroomBytes)), fmtCount(bm.MaxTokens), mark)
 		if bm.Backend == s.last.Backend {
 			l = valueStyle.Render(l)

@@ -42,7 +42,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	grid := fs.String("grid", "", "report, modern, or a CSV/JSON file of cases (default: modern)")
 	quick := fs.Bool("quick", false, "a small subset of the grid")
 	dists := fs.String("dist", "uniform,seed-uneven,zipf:1.2", "routing distributions (fixed counts)")
-	backends := fs.String("backends", "", "backends to time (default: all GPU backends, or cpu without a GPU)")
+	backends := fs.String("backends", "", fmt.Sprintf("backends to time (default: %s with a GPU, %s without)",
+		strings.Join(kernels.GPUNames(), ","), strings.Join(kernels.HostNames(), ",")))
 	dtypes := fs.String("dtypes", "bf16", "dtypes")
 	reps := fs.Int("reps", 20, "timed repetitions per result")
 	warmup := fs.Int("warmup", 3, "untimed steps before timing")
@@ -84,24 +85,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	o := bench.Options{Dists: strings.Split(*dists, ","), DTypes: dts, Reps: *reps, Warmup: *warmup,
 		RunPredictedOOM: *runOOM}
-	opts := cudaOptions
+	opts := backendOptions()
 	opts.TimeExperts = false // an event between experts would be timed too
 	opts.NoGraphs = *noGraphs
 	if *backends == "" {
-		if dev, err := cuda.OpenDevice(opts.LibDir, opts.Device); err == nil {
-			dev.Close()
-			*backends = strings.Join(kernels.GPUBackends, ",")
-		} else {
-			fmt.Fprintf(stderr, "moetop: %s; benchmarking the cpu backend\n", oneLine(err.Error()))
-			*backends = "cpu"
-		}
+		*backends = defaultBenchBackends(probeGPU(), stderr)
 	}
-	if o.Backends, err = splitBackends(*backends, true); err != nil {
+	if o.Backends, err = splitBackends(*backends); err != nil {
 		return err
 	}
 	gpu := false
 	for _, b := range o.Backends {
-		gpu = gpu || b != "cpu"
+		gpu = gpu || onGPU(b)
 	}
 	if gpu {
 		dev, err := cuda.OpenDevice(opts.LibDir, opts.Device)
@@ -110,14 +105,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer dev.Close()
 		o.MemInfo = dev.MemInfo
-		o.DenseBackend = "loop"
+		o.DenseBackend, _ = kernels.DenseBackend(true)
 	}
-	o.Open = func(name string) (kernels.Backend, error) {
-		if name == "cpu" {
-			return cpuBackend(), nil
-		}
-		return cuda.New(name, opts)
-	}
+	o.Open = func(name string) (kernels.Backend, error) { return kernels.Open(name, opts) }
 	w := stdout
 	if *out != "" {
 		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -154,6 +144,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("bench: interrupted after %d results (written)", len(results))
 	}
 	return runErr
+}
+
+// defaultBenchBackends is every backend that runs on this machine: the
+// GPU backends with a GPU, the others without.
+func defaultBenchBackends(caps kernels.Caps, stderr io.Writer) string {
+	if caps.GPU {
+		return strings.Join(kernels.GPUNames(), ",")
+	}
+	host := strings.Join(kernels.HostNames(), ",")
+	fmt.Fprintf(stderr, "moetop: %s; benchmarking %s\n", caps.NoGPU, host)
+	return host
 }
 
 func benchCases(grid string, quick bool, shapes []string) ([]bench.Case, error) {

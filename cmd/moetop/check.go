@@ -10,15 +10,16 @@ import (
 	"text/tabwriter"
 
 	"github.com/moetop/moetop/kernels"
-	"github.com/moetop/moetop/kernels/cuda"
 )
 
-const checkUsage = `moetop check: every GPU backend against the CPU reference.
+const checkUsage = `moetop check: every backend against the CPU reference.
 
 Runs each backend in each dtype on random shapes (odd sizes, 1 to 256
-experts, top-k up to 8, experts with no rows), with the output filled with
-NaN before each run, and compares the layer output with the float32 CPU
-reference on the same inputs and routing. Exits 1 on any mismatch.
+experts, top-k up to 8 and now and then up to 64, experts with no rows),
+with the output filled with NaN before each run, and compares the layer
+output with the float32 CPU reference on the same inputs and routing. A
+backend that cannot run on this machine is skipped, saying why. Exits 1 on
+any mismatch, or when no backend could be checked.
 
 Usage:
   moetop check [--cases N] [--backends LIST] [--dtypes LIST] [--seed S]
@@ -27,7 +28,7 @@ Usage:
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("moetop check", flag.ContinueOnError)
 	cases := fs.Int("cases", 6, "random shapes per backend and dtype")
-	backends := fs.String("backends", strings.Join(kernels.GPUBackends, ","), "backends to check")
+	backends := fs.String("backends", strings.Join(kernels.Checked(), ","), "backends to check")
 	dtypes := fs.String("dtypes", "bf16,fp16,fp32,tf32", "dtypes to check")
 	seed := fs.Uint64("seed", 1, "seed for the random shapes")
 	gpuFlags(fs)
@@ -37,7 +38,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *cases < 1 {
 		return usagef("invalid --cases %d; want at least 1", *cases)
 	}
-	names, err := splitBackends(*backends, false)
+	names, err := splitBackends(*backends)
 	if err != nil {
 		return err
 	}
@@ -48,18 +49,30 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rng := rand.New(rand.NewPCG(*seed, 0x6d6f65))
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "backend\tdtype\ttokens\thidden\tffn\texperts\ttop-k\tzero-row\trel err\ttolerance\trouter\tresult")
+	caps := probeGPU()
 	failed, total := 0, 0
+	var skipped []string
 	for _, name := range names {
-		b, err := cuda.New(name, cudaOptions)
+		reg, _ := kernels.Lookup(name)
+		if err := reg.Check(caps, kernels.Shape{}); err != nil {
+			skipped = append(skipped, "skipped "+oneLine(err.Error()))
+			continue
+		}
+		be, err := openBackend(name)
 		if err != nil {
 			return fmt.Errorf("check %s: %w", name, err)
 		}
-		for _, c := range cuda.RandomCases(rng, []string{name}, dts, *cases) {
+		b, ok := be.(kernels.Checkable)
+		if !ok {
+			be.Close()
+			return fmt.Errorf("check %s: the backend cannot read its output back (not kernels.Checkable)", name)
+		}
+		for _, c := range kernels.RandomCases(rng, []string{name}, dts, *cases) {
 			if ctx.Err() != nil {
 				b.Close()
 				return ctx.Err()
 			}
-			r := cuda.Check(ctx, b, c, rng)
+			r := kernels.Check(ctx, b, c, rng)
 			total++
 			verdict := "ok"
 			if !r.Pass() {
@@ -76,9 +89,15 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		b.Close()
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "%d passed, %d failed\n", total-failed, failed)
-	if failed > 0 {
+	for _, s := range skipped {
+		fmt.Fprintln(stdout, s)
+	}
+	fmt.Fprintf(stdout, "%d passed, %d failed, %d backends skipped\n", total-failed, failed, len(skipped))
+	switch {
+	case failed > 0:
 		return fmt.Errorf("check: %d of %d cases failed", failed, total)
+	case total == 0:
+		return fmt.Errorf("check: no backend could run here (%d skipped)", len(skipped))
 	}
 	return nil
 }
@@ -89,20 +108,13 @@ func gpuFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cudaOptions.Device, "device", 0, "CUDA device ordinal, as `moetop devices` lists under cuda (not always NVML's index)")
 }
 
-func splitBackends(list string, allowCPU bool) ([]string, error) {
+// splitBackends reads a comma-separated list of registered backends.
+func splitBackends(list string) ([]string, error) {
 	var out []string
 	for _, n := range strings.Split(list, ",") {
 		n = strings.TrimSpace(n)
-		ok := n == "cpu" && allowCPU
-		for _, g := range kernels.GPUBackends {
-			ok = ok || n == g
-		}
-		if !ok {
-			want := strings.Join(kernels.GPUBackends, ", ")
-			if allowCPU {
-				want += ", cpu"
-			}
-			return nil, usagef("invalid backend %q; want one of %s", n, want)
+		if _, ok := kernels.Lookup(n); !ok {
+			return nil, usagef("invalid backend %q; want one of %s", n, strings.Join(kernels.Names(), ", "))
 		}
 		out = append(out, n)
 	}

@@ -44,8 +44,8 @@ func (f *epFlags) check() error {
 // parallelism is not built yet, and a run that asks for a GPU backend is
 // told so rather than silently moved to the CPU.
 func (f *epFlags) backend(name string, cfg profiler.Config) (kernels.Backend, string, error) {
-	if name != "cpu" && name != "auto" {
-		return nil, "", usagef("--ep runs on the CPU reference for now (expert parallelism over GPUs through NCCL is not built yet); use --backend cpu")
+	if ref, _ := kernels.Reference(); name != ref.Name && name != "auto" {
+		return nil, "", usagef("--ep runs on the CPU reference for now (expert parallelism over GPUs through NCCL is not built yet); use --backend %s", ref.Name)
 	}
 	if f.ranks > cfg.Experts {
 		return nil, "", usagef("invalid --ep %d; want at most one rank per expert (%d experts)", f.ranks, cfg.Experts)

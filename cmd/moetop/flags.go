@@ -35,7 +35,7 @@ func (f *layerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.act, "act", "", "gelu or silu (default gelu)")
 	fs.StringVar(&f.routing, "routing", "", "uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]], trace:FILE (default zipf:1.2)")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed for inputs and weights")
-	fs.Float64Var(&f.capacity, "capacity-factor", 0, "padded backend: cap each expert at factor × mean rows, dropping overflow (0: pad to the busiest)")
+	fs.Float64Var(&f.capacity, "capacity-factor", 0, "backends that pad: cap each expert at factor × mean rows, dropping overflow (0: pad to the busiest)")
 }
 
 // config builds the layer from base, overriding what the user set. ffn

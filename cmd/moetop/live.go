@@ -67,7 +67,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var f liveFlags
 	fs := flag.NewFlagSet("moetop", flag.ContinueOnError)
 	f.layer.register(fs)
-	fs.StringVar(&f.backend, "backend", "auto", "auto, cpu, grouped, loop, streams, padded or hybrid")
+	fs.StringVar(&f.backend, "backend", "auto", backendHelp())
 	fs.StringVar(&f.record, "record", "", "write samples to `FILE` instead of showing the TUI (.zst: zstd)")
 	fs.StringVar(&f.replay, "replay", "", "show a recorded `FILE` in the TUI")
 	fs.IntVar(&f.steps, "steps", 0, "stop after N steps (0: no limit)")
@@ -115,19 +115,20 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := f.layer.config(fs, profiler.DefaultCPUConfig()); err != nil {
 		return err
 	}
-	if err := checkBackendName(f.backend); err != nil {
+	reg, named, err := lookupBackend(f.backend)
+	if err != nil {
 		return err
 	}
 	if err := f.ep.check(); err != nil {
 		return err
 	}
-	noGPU := ""
-	if f.backend != "cpu" {
-		noGPU = gpuReason()
+	var caps kernels.Caps // no GPU asked for: a host backend was named
+	if !named || reg.NeedsGPU {
+		caps = probeGPU()
 	}
-	base := profiler.DefaultGPUConfig()
-	if f.backend == "cpu" || noGPU != "" || f.ep.ranks > 0 {
-		base = profiler.DefaultCPUConfig()
+	base := profiler.DefaultCPUConfig()
+	if caps.GPU && f.ep.ranks == 0 {
+		base = profiler.DefaultGPUConfig()
 	}
 	cfg, err := f.layer.config(fs, base)
 	if err != nil {
@@ -143,20 +144,20 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if f.ep.ranks > 0 {
 		be, reason, err = f.ep.backend(f.backend, cfg)
 	} else {
-		be, reason, err = chooseBackend(ctx, f.backend, cfg, noGPU, stderr)
+		be, reason, err = chooseBackend(ctx, f.backend, cfg, caps, stderr)
 	}
 	if err != nil {
 		return err
 	}
-	poller := startSampler(ctx, be.Info().Name, f.interval)
-	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, ModelBackends: modelBackends(be.Info().Name),
-		MinSampleMS: float64(f.window) / 1e6}
+	running := be.Info().Name
+	poller := startSampler(ctx, running, f.interval)
+	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, Caps: caps, MinSampleMS: float64(f.window) / 1e6}
 	h := header(loop, reason)
 	f.ep.describe(&h, be)
-	if be.Info().Name != "cpu" {
+	if dense, ok := kernels.DenseBackend(onGPU(running)); ok {
 		// One dense GEMM pair of the same FLOPs: the view's "% of dense".
 		// (Per-expert events fall on the first step only, a warm-up.)
-		if d, err := profiler.DenseReference(ctx, cfg, "loop", openWithoutGraphs, 5); err == nil {
+		if d, err := profiler.DenseReference(ctx, cfg, dense, openWithoutGraphs, 5); err == nil {
 			h.DenseGEMMTFLOPS = d
 		} else {
 			fmt.Fprintf(stderr, "moetop: no dense reference: %s\n", oneLine(err.Error()))
@@ -179,7 +180,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if f.steps > 0 || f.duration > 0 || !isTerminal(stdout) {
 		return watch(ctx, loop, f.steps, sinks, stdout)
 	}
-	return view(ctx, loop, h, sinks, stdout)
+	return view(ctx, loop, h, cycle(running, caps, cfg), sinks, stdout)
 }
 
 // parseSize reads 500MB, 2GiB, 64k or a plain byte count.
@@ -210,25 +211,17 @@ func parseSize(s string) (int64, error) {
 	return int64(v * float64(mult)), nil
 }
 
-// startSampler polls NVML, or the host for the CPU backend (whose memory
-// is host memory) and when NVML or a GPU is missing.
+// startSampler polls NVML, or the host for a backend that runs there (its
+// memory is host memory) and when NVML or a GPU is missing.
 func startSampler(ctx context.Context, backend string, interval time.Duration) *nvml.Poller {
 	var src nvml.Source
-	if backend == "cpu" {
-		src = nvml.NewHost("the cpu backend runs on the host")
+	if !onGPU(backend) {
+		src = nvml.NewHost("the " + backend + " backend runs on the host")
 	} else {
 		src, _ = nvml.Open(sampledDevices()...)
 	}
 	go func() { <-ctx.Done(); src.Close() }()
 	return nvml.Poll(ctx, src, interval)
-}
-
-// modelBackends are the backends the memory model predicts for.
-func modelBackends(running string) []string {
-	if running == "cpu" {
-		return []string{"cpu"}
-	}
-	return kernels.GPUBackends
 }
 
 // sampledDevices names the GPU the run uses, so that NVML reads that one (and
@@ -251,13 +244,13 @@ func header(loop *profiler.Loop, reason string) stream.Header {
 	if p, ok := loop.Sampler.(*nvml.Poller); ok {
 		snap, _ := p.Latest()
 		h.Driver, h.CUDA = snap.Driver, snap.CUDA
-		if info.Name != "cpu" && len(snap.Devices) > 0 {
+		if onGPU(info.Name) && len(snap.Devices) > 0 {
 			d := snap.Devices[0] // the sampler reads the run's device only
 			h.Devices = []stream.DeviceID{{CUDA: cudaOptions.Device, NVML: d.Index, UUID: d.UUID,
 				PCIBusID: d.PCIBusID, Name: d.Name}}
 		}
 	}
-	if info.Name != "cpu" {
+	if onGPU(info.Name) {
 		if l, err := cuda.Load(cudaOptions.LibDir); err == nil {
 			h.CUBLAS = l.CUBLAS
 			if h.CUDA == "" {

@@ -59,12 +59,12 @@ func colorProfile() {
 }
 
 // view runs the TUI over the loop until the user quits or ctx ends; the
-// loop is stopped and its backend closed before it returns.
-func view(ctx context.Context, loop *profiler.Loop, header stream.Header, sinks []stream.Sink, stdout io.Writer) error {
+// loop is stopped and its backend closed before it returns. The backend
+// key cycles through backends.
+func view(ctx context.Context, loop *profiler.Loop, header stream.Header, backends []string, sinks []stream.Sink, stdout io.Writer) error {
 	colorProfile()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	backends := modelBackends(header.Backend)
 	live, changes := profiler.NewLive(loop.Config, header.Backend, backends, openBackend)
 	loop.Changes = changes
 	src := &liveSource{header: header, samples: make(chan stream.Sample, 64)}

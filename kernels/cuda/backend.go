@@ -11,54 +11,137 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 	"unsafe"
 
 	"github.com/moetop/moetop/kernels"
 )
 
-// MaxTopK is the most experts per token the router kernel handles.
-const MaxTopK = 16
+// MaxTopK is the most experts per token the router kernel handles: layer.cu's
+// MAX_TOP_K, which a test holds equal to this and to what the config
+// accepts (profiler.MaxTopK).
+const MaxTopK = 64
 
-// Options configure a CUDA backend.
-type Options struct {
-	LibDir string // tried before the loader's path (--cuda-lib-dir)
-	Device int    // CUDA device ordinal
-	// TimeExperts records events around each expert's GEMMs so that
-	// per-expert time is reported (loop and streams), on one step in
-	// TimeExpertsEvery (default 8): the events cost as much as a small
-	// GEMM, so timing every step would slow every step. bench turns it off.
-	TimeExperts      bool
-	TimeExpertsEvery int
-	// NoGraphs issues every GEMM from the host each step, never replaying
-	// a CUDA graph of a load seen before (loop and streams).
-	NoGraphs bool
-}
+// Options configure a CUDA backend; they are the registry's, so that they
+// reach a backend's constructor through kernels.Open.
+type Options = kernels.Options
 
-// runner is what differs between backends: how the expert GEMMs run.
+// runner is what differs between backends: how the expert GEMMs run. Each
+// GPU backend is one file holding its runner, its memory plan and its
+// registration.
 type runner interface {
-	// setup allocates what the runner needs beyond the shared buffers.
+	// setup allocates what the runner needs beyond its plan's buffers.
 	setup(b *Backend) error
 	// gemm runs gemm1 (second=false) or gemm2 over the step's experts.
 	gemm(b *Backend, second bool) error
 	// expertTimes returns per-expert gemm1+gemm2 time, or nil.
 	expertTimes(b *Backend) ([]time.Duration, error)
 	teardown(b *Backend)
+	// buffers lists the plan's buffers the runner reads beyond those of
+	// the shared steps (sharedBuffers).
+	buffers() []kernels.BufferID
+}
+
+// layout is where the permuted rows go between permute and combine. The
+// dense layout packs each expert's rows after the earlier experts'; a
+// runner that lays rows out otherwise (padded) implements these hooks.
+type layout interface {
+	// place runs once the step's counts are known, before the scatter: it
+	// makes room for the rows (buffers of KindPadding, which depend on the
+	// counts, are its to allocate) and returns the rows each expert may
+	// hold, 0 for no limit (the dense layout).
+	place(b *Backend) (capacity int, err error)
+	// rows is how many rows of h the activation runs over.
+	rows(b *Backend) int
+	// dropped counts the rows placing threw away this step.
+	dropped(b *Backend) int
+	// shrink gives back what place took, after a step ran out of memory.
+	shrink(b *Backend)
+}
+
+// dense is the layout of every runner that does not bring its own.
+type dense struct{}
+
+func (dense) place(*Backend) (int, error) { return 0, nil }
+func (dense) rows(b *Backend) int         { return b.s.Rows() }
+func (dense) dropped(*Backend) int        { return 0 }
+func (dense) shrink(*Backend)             {}
+
+// sharedBuffers are the plan's buffers the shared steps (fill, route,
+// permute, activation, combine) read: every GPU plan must hold them.
+var sharedBuffers = []kernels.BufferID{kernels.BufRouterWeights, kernels.BufW1, kernels.BufW2, kernels.BufX,
+	kernels.BufLogits, kernels.BufOut, kernels.BufTopKIDs, kernels.BufTopKWeights, kernels.BufRowOfSlot,
+	kernels.BufIndex, kernels.BufRouterBias, kernels.BufPermutedX, kernels.BufH, kernels.BufY, kernels.BufWorkspace}
+
+// gpuCommon is what every GPU backend holds whatever its GEMMs: the
+// buffers every backend has, in the shape's dtype, and the router bias.
+func gpuCommon(s kernels.Shape) []kernels.Buffer {
+	return append(kernels.CommonBuffers(s, uint64(s.DType.Size())),
+		kernels.Buffer{ID: kernels.BufRouterBias, Name: "router bias", Kind: kernels.KindIndex, Bytes: uint64(4 * s.Experts)})
+}
+
+// gpuBackend is what a GPU backend's file registers: the registry's entry
+// and a constructor of its runner.
+type gpuBackend struct {
+	reg       kernels.Registration
+	newRunner func() runner
+}
+
+var gpuBackends = map[string]gpuBackend{}
+
+// register adds a GPU backend to the registry, from its file's init. It
+// fills in what every GPU backend shares: it needs a GPU, its top-k is
+// bounded by the router kernel, and New opens it on the device.
+func register(r kernels.Registration, newRunner func() runner) {
+	r.NeedsGPU = true
+	own := r.Supports
+	r.Supports = func(c kernels.Caps, s kernels.Shape) error {
+		if s.TopK > MaxTopK {
+			return fmt.Errorf("top-k %d is over the GPU router's limit of %d", s.TopK, MaxTopK)
+		}
+		if own != nil {
+			return own(c, s)
+		}
+		return nil
+	}
+	name := r.Name
+	r.New = func(o kernels.Options) (kernels.Backend, error) {
+		b, err := New(name, o)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return b, nil
+	}
+	gpuBackends[name] = gpuBackend{r, newRunner}
+	kernels.Register(r)
+}
+
+// deviceContext is what a Backend asks of its device's context: *Device,
+// or a test's stand-in that fails.
+type deviceContext interface {
+	Enter() (leave func(), err error)
+	Close() error
 }
 
 // Backend is the MoE layer on one GPU; the runner decides how the expert
-// GEMMs are issued. Everything else (buffers, layer kernels, events) is
-// shared, so the four backends differ only in their runner file.
+// GEMMs are issued and, through its layout, where the rows go. Everything
+// else (buffers, layer kernels, events) is shared, so the GPU backends
+// differ only in their own files.
 type Backend struct {
 	name string
+	reg  kernels.Registration
 	opts Options
 	dev  *Device
+	ctx  deviceContext // nil once closed
+	caps kernels.Caps
 	mod  *module
 	run  runner
+	lay  layout
 
 	s        kernels.Shape
 	prepared bool
-	bufs     map[string]ptr
+	bufs     [kernels.NumBufferIDs]ptr
 	stream   C.CUstream
 	handle   C.cublasHandle_t
 	events   [kernels.NumPhases + 1]C.CUevent
@@ -73,38 +156,34 @@ type Backend struct {
 	offsets []int
 	steps   int
 	// timing is set on the steps whose experts are timed.
-	timing  bool
-	capRows int // padded: rows per expert this step
-	capHeld int // padded: rows per expert the padding buffers hold
+	timing bool
 }
 
-// New opens the named backend (grouped, loop, streams, padded, hybrid) on a GPU;
-// without one it returns an error that matches kernels.ErrNoGPU.
+// New opens the named GPU backend (kernels.GPUNames) on a GPU; without one
+// it returns an error that matches kernels.ErrNoGPU, and where the
+// backend's capability check refuses the device, one that matches
+// kernels.ErrUnsupported.
 func New(name string, opts Options) (*Backend, error) {
-	var r runner
-	switch name {
-	case "grouped":
-		r = &grouped{}
-	case "loop":
-		r = &loop{}
-	case "streams":
-		r = &streams{}
-	case "padded":
-		r = &padded{}
-	case "hybrid":
-		r = &hybrid{}
-	default:
-		return nil, fmt.Errorf("unknown CUDA backend %q", name)
+	g, ok := gpuBackends[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q: the GPU backends are %s", kernels.ErrUnknownBackend, name,
+			strings.Join(kernels.GPUNames(), ", "))
 	}
 	d, err := OpenDevice(opts.LibDir, opts.Device)
 	if err != nil {
 		return nil, err
 	}
-	if (name == "grouped" || name == "hybrid") && !HasGroupedGEMM() {
+	caps := d.Caps()
+	if err := g.reg.Check(caps, kernels.Shape{}); err != nil {
 		d.Close()
-		return nil, fmt.Errorf("%s: this cuBLAS has no cublasGemmGroupedBatchedEx (needs 12.5 or newer)", name)
+		return nil, err
 	}
-	return &Backend{name: name, opts: opts, dev: d, run: r}, nil
+	r := g.newRunner()
+	var lay layout = dense{}
+	if l, ok := r.(layout); ok {
+		lay = l
+	}
+	return &Backend{name: name, reg: g.reg, opts: opts, dev: d, ctx: d, caps: caps, run: r, lay: lay}, nil
 }
 
 // Info describes the backend.
@@ -131,15 +210,22 @@ func dtypes(d kernels.DType) (data, compute int, suffix string) {
 	return 0, 68, "fp32"
 }
 
-// Prepare allocates every buffer of kernels.Plan (the padding buffers wait
-// for the first step's counts) and generates inputs and weights on the
-// device. On failure everything is released; an allocation failure matches
-// kernels.ErrOutOfMemory.
+// errClosed is the error of a call on a closed backend.
+var errClosed = errors.New("backend closed")
+
+// Prepare allocates every buffer of the backend's plan (those of
+// KindPadding wait for the step's counts: the layout allocates them) and
+// generates inputs and weights on the device. A shape the capability check
+// refuses matches kernels.ErrUnsupported. On failure everything is
+// released; an allocation failure matches kernels.ErrOutOfMemory.
 func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
-	if s.TopK > MaxTopK {
-		return fmt.Errorf("%s: top-k %d is over the GPU router's limit of %d", b.name, s.TopK, MaxTopK)
+	if b.ctx == nil {
+		return fmt.Errorf("prepare %s: %w", b.name, errClosed)
 	}
-	leave, err := b.dev.Enter()
+	if err := b.reg.Check(b.caps, s); err != nil {
+		return err
+	}
+	leave, err := b.ctx.Enter()
 	if err != nil {
 		return err
 	}
@@ -154,7 +240,6 @@ func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 		return err
 	}
 	b.s = s
-	b.bufs = map[string]ptr{}
 	if err = check("cuStreamCreate", C.call_cuStreamCreate(&b.stream, 1 /* non-blocking */)); err != nil {
 		return err
 	}
@@ -176,22 +261,20 @@ func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 		}
 		*h.p = p
 	}
-	plan, err := kernels.Plan(b.name, s, nil)
+	plan, err := b.reg.Plan(s, nil)
 	if err != nil {
 		return err
 	}
-	for _, buf := range plan {
-		if buf.Kind == kernels.KindPadding || buf.Name == kernels.HandlesBuffer {
-			continue
-		}
-		if b.bufs[buf.Name], err = alloc(buf.Name, buf.Bytes); err != nil {
-			return err
-		}
+	if err = b.allocate(plan, func(k kernels.BufferKind) bool { return k != kernels.KindPadding }); err != nil {
+		return err
+	}
+	if err = checkPlan(b.name, plan, b.run); err != nil {
+		return err
 	}
 	if err = checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&b.handle)); err != nil {
 		return err
 	}
-	if err = b.bindHandle(b.handle, b.stream, b.bufs["cuBLAS workspace"], kernels.WorkspaceBytes); err != nil {
+	if err = b.bindHandle(b.handle, b.stream, b.bufs[kernels.BufWorkspace], kernels.WorkspaceBytes); err != nil {
 		return err
 	}
 	if err = b.fill(); err != nil {
@@ -204,6 +287,50 @@ func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 		return err
 	}
 	b.prepared = true
+	return nil
+}
+
+// allocate allocates the plan's buffers of the kinds want accepts, each
+// under its ID; cuBLAS's own memory is counted in plans but never ours to
+// allocate.
+func (b *Backend) allocate(plan []kernels.Buffer, want func(kernels.BufferKind) bool) error {
+	for _, buf := range plan {
+		if buf.ID == kernels.BufCuBLAS || !want(buf.Kind) {
+			continue
+		}
+		if b.bufs[buf.ID] != 0 {
+			return fmt.Errorf("%s: plan allocates %q twice", b.name, buf.Name)
+		}
+		p, err := alloc(buf.Name, buf.Bytes)
+		if err != nil {
+			return err
+		}
+		b.bufs[buf.ID] = p
+	}
+	return nil
+}
+
+// freeBuffers releases the buffers of the given IDs.
+func (b *Backend) freeBuffers(ids ...kernels.BufferID) {
+	for _, id := range ids {
+		free(b.bufs[id])
+		b.bufs[id] = 0
+	}
+}
+
+// checkPlan says which buffer the shared steps or the runner read that the
+// plan does not hold: a backend file's mistake, refused before any kernel
+// could touch a null pointer.
+func checkPlan(name string, plan []kernels.Buffer, r runner) error {
+	have := map[kernels.BufferID]bool{}
+	for _, b := range plan {
+		have[b.ID] = true
+	}
+	for _, id := range append(append([]kernels.BufferID(nil), sharedBuffers...), r.buffers()...) {
+		if !have[id] {
+			return fmt.Errorf("%s: its plan has no buffer %d, which the GPU steps read", name, id)
+		}
+	}
 	return nil
 }
 
@@ -223,15 +350,15 @@ func (b *Backend) fill() error {
 	s := b.s
 	_, _, sfx := dtypes(s.DType)
 	for _, f := range []struct {
-		buf    string
+		buf    kernels.BufferID
 		n      int
 		tensor uint32
 		scale  float32
 	}{
-		{"x", s.Tokens * s.Hidden, kernels.TensorX, kernels.ScaleX()},
-		{"router weights", s.Hidden * s.Experts, kernels.TensorRouter, kernels.ScaleRouter(s.Hidden)},
-		{"w1", s.Experts * s.Hidden * s.FFN, kernels.TensorW1, kernels.ScaleW1(s.Hidden)},
-		{"w2", s.Experts * s.FFN * s.Hidden, kernels.TensorW2, kernels.ScaleW2(s.FFN)},
+		{kernels.BufX, s.Tokens * s.Hidden, kernels.TensorX, kernels.ScaleX()},
+		{kernels.BufRouterWeights, s.Hidden * s.Experts, kernels.TensorRouter, kernels.ScaleRouter(s.Hidden)},
+		{kernels.BufW1, s.Experts * s.Hidden * s.FFN, kernels.TensorW1, kernels.ScaleW1(s.Hidden)},
+		{kernels.BufW2, s.Experts * s.FFN * s.Hidden, kernels.TensorW2, kernels.ScaleW2(s.FFN)},
 	} {
 		grid := min(blocks(f.n, 256), 1<<16)
 		if err := b.mod.launch("fill_"+sfx, grid, 256, b.stream, argPtr(b.bufs[f.buf]), argU64(uint64(f.n)),
@@ -242,10 +369,11 @@ func (b *Backend) fill() error {
 	return check("cuStreamSynchronize(fill)", C.call_cuStreamSynchronize(b.stream))
 }
 
-// release frees everything Prepare and Step allocated.
+// release frees everything Prepare and Step allocated. The caller has
+// entered the device.
 func (b *Backend) release() {
 	b.graphs.release()
-	if b.run != nil && b.bufs != nil {
+	if b.run != nil {
 		b.run.teardown(b)
 	}
 	if b.stream != nil {
@@ -255,11 +383,9 @@ func (b *Backend) release() {
 		C.call_cublasDestroy_v2(b.handle)
 		b.handle = nil
 	}
-	for _, p := range b.bufs {
-		free(p)
+	for id := range b.bufs {
+		b.freeBuffers(kernels.BufferID(id))
 	}
-	b.bufs = nil
-	b.capHeld, b.capRows = 0, 0
 	for i, e := range b.events {
 		if e != nil {
 			C.call_cuEventDestroy_v2(e)
@@ -279,15 +405,35 @@ func (b *Backend) release() {
 	b.prepared = false
 }
 
-// Close releases the buffers and the device.
+// Close releases the buffers and the device's context; a second Close does
+// nothing. When the context cannot be entered (the driver is shutting down,
+// the context is gone) nothing allocated in it can be freed one by one:
+// the handles are forgotten, and releasing the primary context below,
+// which always happens, frees them with it once no one else holds it.
 func (b *Backend) Close() error {
-	leave, err := b.dev.Enter()
-	if err != nil {
-		return err
+	if b.ctx == nil {
+		return nil
 	}
-	b.release()
-	leave()
-	return b.dev.Close()
+	ctx := b.ctx
+	var errs []error
+	if leave, err := ctx.Enter(); err == nil {
+		b.release()
+		leave()
+	} else {
+		errs = append(errs, fmt.Errorf("close %s: %w", b.name, err))
+		b.forget()
+	}
+	b.ctx = nil
+	if err := ctx.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close %s: %w", b.name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// forget drops every handle into the device without calling CUDA, for a
+// context that can no longer be entered.
+func (b *Backend) forget() {
+	*b = Backend{name: b.name, reg: b.reg, opts: b.opts, dev: b.dev, ctx: b.ctx, caps: b.caps}
 }
 
 func (b *Backend) record(p int) error {
@@ -300,7 +446,7 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 	if !b.prepared {
 		return res, kernels.ErrNotPrepared
 	}
-	leave, err := b.dev.Enter()
+	leave, err := b.ctx.Enter()
 	if err != nil {
 		return res, err
 	}
@@ -323,7 +469,7 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 	}
 	if err := b.permute(); err != nil {
 		if errors.Is(err, kernels.ErrOutOfMemory) {
-			b.dropPadding() // memory goes back to its baseline; the run goes on
+			b.lay.shrink(b) // memory goes back to its baseline; the run goes on
 		}
 		return res, err
 	}
@@ -331,22 +477,19 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 		return res, err
 	}
 	_, _, sfx := dtypes(s.DType)
-	hRows := s.Rows()
-	if b.name == "padded" {
-		hRows = s.Experts * b.capRows
-	}
+	hRows := b.lay.rows(b)
 	steps := []func() error{
 		func() error { return b.gemm(false) },
 		func() error {
 			n := hRows * s.FFN
-			return b.mod.launch("act_"+sfx, min(blocks(n, 256), 1<<16), 256, b.stream, argPtr(b.hBuf()),
+			return b.mod.launch("act_"+sfx, min(blocks(n, 256), 1<<16), 256, b.stream, argPtr(b.bufs[kernels.BufH]),
 				argU64(uint64(n)), argInt(int(s.Act)))
 		},
 		func() error { return b.gemm(true) },
 		func() error {
 			return b.mod.launch("combine_"+sfx, uint32(s.Tokens), uint32(min(256, roundUp(s.Hidden, 32))), b.stream,
-				argPtr(b.yBuf()), argPtr(b.bufs["row of slot"]), argPtr(b.bufs["top-k weights"]),
-				argInt(s.TopK), argInt(s.Hidden), argPtr(b.bufs["out"]))
+				argPtr(b.bufs[kernels.BufY]), argPtr(b.bufs[kernels.BufRowOfSlot]), argPtr(b.bufs[kernels.BufTopKWeights]),
+				argInt(s.TopK), argInt(s.Hidden), argPtr(b.bufs[kernels.BufOut]))
 		},
 	}
 	for i, f := range steps {
@@ -368,11 +511,7 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 		res.Phases[p] = time.Duration(float64(ms) * 1e6)
 	}
 	res.Rows = append([]int(nil), b.counts...)
-	if b.name == "padded" {
-		for _, c := range b.counts {
-			res.Dropped += max(0, c-b.capRows)
-		}
-	}
+	res.Dropped = b.lay.dropped(b)
 	if b.timing {
 		if res.ExpertGEMM, err = b.run.expertTimes(b); err != nil {
 			return res, err
@@ -382,6 +521,10 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 }
 
 func roundUp(n, m int) int { return (n + m - 1) / m * m }
+
+// routeBlock is the router kernel's threads per block: one thread per
+// token, each with MAX_TOP_K candidates in local memory (512 bytes at 64).
+const routeBlock = 128
 
 // graphed is a runner whose GEMMs can be captured in a CUDA graph.
 type graphed interface{ graphable() bool }
@@ -409,10 +552,10 @@ func (b *Backend) route(in kernels.StepInput) error {
 				return fmt.Errorf("fixed assignment: expert %d out of range", id)
 			}
 		}
-		if err := check("cuMemcpyHtoD_v2(ids)", C.call_cuMemcpyHtoD_v2(b.bufs["top-k ids"], unsafe.Pointer(&in.Fixed.IDs[0]), C.size_t(4*s.Rows()))); err != nil {
+		if err := check("cuMemcpyHtoD_v2(ids)", C.call_cuMemcpyHtoD_v2(b.bufs[kernels.BufTopKIDs], unsafe.Pointer(&in.Fixed.IDs[0]), C.size_t(4*s.Rows()))); err != nil {
 			return err
 		}
-		return check("cuMemcpyHtoD_v2(weights)", C.call_cuMemcpyHtoD_v2(b.bufs["top-k weights"], unsafe.Pointer(&in.Fixed.Weights[0]), C.size_t(4*s.Rows())))
+		return check("cuMemcpyHtoD_v2(weights)", C.call_cuMemcpyHtoD_v2(b.bufs[kernels.BufTopKWeights], unsafe.Pointer(&in.Fixed.Weights[0]), C.size_t(4*s.Rows())))
 	}
 	data, _, _ := dtypes(s.DType)
 	// logits[T×E] = x[T×H]·Wg[H×E], kept in float32 whatever the dtype.
@@ -421,8 +564,8 @@ func (b *Backend) route(in kernels.StepInput) error {
 		compute = 77
 	}
 	if err := checkBLAS("cublasGemmEx(router)", C.moetop_gemm(b.handle, C.int(s.Experts), C.int(s.Tokens), C.int(s.Hidden),
-		b.bufs["router weights"], C.int(data), C.int(s.Experts), b.bufs["x"], C.int(data), C.int(s.Hidden),
-		b.bufs["logits"], 0, C.int(s.Experts), C.int(compute))); err != nil {
+		b.bufs[kernels.BufRouterWeights], C.int(data), C.int(s.Experts), b.bufs[kernels.BufX], C.int(data), C.int(s.Hidden),
+		b.bufs[kernels.BufLogits], 0, C.int(s.Experts), C.int(compute))); err != nil {
 		return err
 	}
 	bias := ptr(0)
@@ -431,13 +574,13 @@ func (b *Backend) route(in kernels.StepInput) error {
 			return fmt.Errorf("router bias has %d values, want %d experts", len(in.Bias), s.Experts)
 		}
 		copy(unsafe.Slice((*float32)(b.hostBias), s.Experts), in.Bias)
-		bias = b.bufs["router bias"]
+		bias = b.bufs[kernels.BufRouterBias]
 		if err := check("cuMemcpyHtoDAsync_v2(bias)", C.call_cuMemcpyHtoDAsync_v2(bias, b.hostBias, C.size_t(4*s.Experts), b.stream)); err != nil {
 			return err
 		}
 	}
-	return b.mod.launch("route", blocks(s.Tokens, 128), 128, b.stream, argPtr(b.bufs["logits"]), argPtr(bias),
-		argInt(s.Tokens), argInt(s.Experts), argInt(s.TopK), argPtr(b.bufs["top-k ids"]), argPtr(b.bufs["top-k weights"]))
+	return b.mod.launch("route", blocks(s.Tokens, routeBlock), routeBlock, b.stream, argPtr(b.bufs[kernels.BufLogits]), argPtr(bias),
+		argInt(s.Tokens), argInt(s.Experts), argInt(s.TopK), argPtr(b.bufs[kernels.BufTopKIDs]), argPtr(b.bufs[kernels.BufTopKWeights]))
 }
 
 // permute counts rows per expert on the device, brings only the counts
@@ -445,12 +588,12 @@ func (b *Backend) route(in kernels.StepInput) error {
 func (b *Backend) permute() error {
 	s := b.s
 	e, r := s.Experts, s.Rows()
-	idx := b.bufs["counts, offsets, cursors"]
+	idx := b.bufs[kernels.BufIndex]
 	counts, offsets, cursor := idx, idx+ptr(4*e), idx+ptr(8*e)
 	if err := check("cuMemsetD32Async", C.call_cuMemsetD32Async(idx, 0, C.size_t(3*e), b.stream)); err != nil {
 		return err
 	}
-	if err := b.mod.launch("histogram", blocks(r, 256), 256, b.stream, argPtr(b.bufs["top-k ids"]), argInt(r), argPtr(counts)); err != nil {
+	if err := b.mod.launch("histogram", blocks(r, 256), 256, b.stream, argPtr(b.bufs[kernels.BufTopKIDs]), argInt(r), argPtr(counts)); err != nil {
 		return err
 	}
 	if err := b.mod.launch("scan", 1, 1, b.stream, argPtr(counts), argInt(e), argPtr(offsets)); err != nil {
@@ -472,88 +615,32 @@ func (b *Backend) permute() error {
 	if sum != r {
 		return fmt.Errorf("permute: counts add up to %d rows, want %d (a router bug)", sum, r)
 	}
-	capRows := 0
-	if b.name == "padded" {
-		b.capRows = kernels.Capacity(s, b.counts)
-		if err := b.ensurePadding(); err != nil {
-			return err
-		}
-		capRows = b.capRows
-	}
-	if err := b.mod.launch("scatter", blocks(r, 256), 256, b.stream, argPtr(b.bufs["top-k ids"]), argInt(r),
-		argPtr(offsets), argPtr(cursor), argInt(capRows), argPtr(b.bufs["row of slot"])); err != nil {
-		return err
-	}
-	_, _, sfx := dtypes(s.DType)
-	return b.mod.launch("gather_"+sfx, uint32(r), 128, b.stream, argPtr(b.bufs["x"]), argPtr(b.bufs["row of slot"]),
-		argInt(s.TopK), argInt(s.Hidden), argPtr(b.xpBuf()))
-}
-
-// ensurePadding grows the padded buffers to the step's capacity. They are
-// kept while the capacity does not grow, as a framework's caching
-// allocator would.
-func (b *Backend) ensurePadding() error {
-	if b.capRows <= b.capHeld {
-		return nil
-	}
-	b.dropPadding()
-	plan, err := kernels.Plan(b.name, b.s, b.counts)
+	capacity, err := b.lay.place(b)
 	if err != nil {
 		return err
 	}
-	for _, buf := range plan {
-		if buf.Kind != kernels.KindPadding {
-			continue
-		}
-		if b.bufs[buf.Name], err = alloc(buf.Name, buf.Bytes); err != nil {
-			return err
-		}
+	if err := b.mod.launch("scatter", blocks(r, 256), 256, b.stream, argPtr(b.bufs[kernels.BufTopKIDs]), argInt(r),
+		argPtr(offsets), argPtr(cursor), argInt(capacity), argPtr(b.bufs[kernels.BufRowOfSlot])); err != nil {
+		return err
 	}
-	b.capHeld = b.capRows
-	return nil
+	_, _, sfx := dtypes(s.DType)
+	return b.mod.launch("gather_"+sfx, uint32(r), 128, b.stream, argPtr(b.bufs[kernels.BufX]), argPtr(b.bufs[kernels.BufRowOfSlot]),
+		argInt(s.TopK), argInt(s.Hidden), argPtr(b.bufs[kernels.BufPermutedX]))
 }
 
-func (b *Backend) dropPadding() {
-	C.call_cuStreamSynchronize(b.stream)
-	for _, n := range []string{"padded x", "padded h", "padded y"} {
-		if p, ok := b.bufs[n]; ok {
-			free(p)
-			delete(b.bufs, n)
-		}
-	}
-	b.capHeld = 0
-}
+// expertOrder lists the step's experts with rows, busiest first.
+func (b *Backend) expertOrder() []int { return busiestFirst(b.counts) }
 
-func (b *Backend) xpBuf() ptr {
-	if b.name == "padded" {
-		return b.bufs["padded x"]
-	}
-	return b.bufs["permuted x"]
-}
-
-func (b *Backend) hBuf() ptr {
-	if b.name == "padded" {
-		return b.bufs["padded h"]
-	}
-	return b.bufs["h"]
-}
-
-func (b *Backend) yBuf() ptr {
-	if b.name == "padded" {
-		return b.bufs["padded y"]
-	}
-	return b.bufs["y"]
-}
-
-// expertOrder lists experts with rows, busiest first.
-func (b *Backend) expertOrder() []int {
+// busiestFirst lists the experts with rows, busiest first, ties in expert
+// order.
+func busiestFirst(counts []int) []int {
 	var ex []int
-	for e, c := range b.counts {
+	for e, c := range counts {
 		if c > 0 {
 			ex = append(ex, e)
 		}
 	}
-	sort.SliceStable(ex, func(i, j int) bool { return b.counts[ex[i]] > b.counts[ex[j]] })
+	sort.SliceStable(ex, func(i, j int) bool { return counts[ex[i]] > counts[ex[j]] })
 	return ex
 }
 
@@ -565,10 +652,10 @@ func (b *Backend) operands(e int, second bool) (n, k int, x, w, y ptr) {
 	off := b.offsets[e]
 	if !second {
 		n, k = s.FFN, s.Hidden
-		return n, k, b.xpBuf() + ptr(off*k*dt), b.bufs["w1"] + ptr(e*k*n*dt), b.hBuf() + ptr(off*n*dt)
+		return n, k, b.bufs[kernels.BufPermutedX] + ptr(off*k*dt), b.bufs[kernels.BufW1] + ptr(e*k*n*dt), b.bufs[kernels.BufH] + ptr(off*n*dt)
 	}
 	n, k = s.Hidden, s.FFN
-	return n, k, b.hBuf() + ptr(off*k*dt), b.bufs["w2"] + ptr(e*k*n*dt), b.yBuf() + ptr(off*n*dt)
+	return n, k, b.bufs[kernels.BufH] + ptr(off*k*dt), b.bufs[kernels.BufW2] + ptr(e*k*n*dt), b.bufs[kernels.BufY] + ptr(off*n*dt)
 }
 
 // gemmEx computes row-major Y[rows×N] = X[rows×K]·W[K×N]. cuBLAS is
@@ -585,7 +672,7 @@ func (b *Backend) enterPrepared() (leave func(), err error) {
 	if !b.prepared {
 		return nil, kernels.ErrNotPrepared
 	}
-	return b.dev.Enter()
+	return b.ctx.Enter()
 }
 
 // Poison fills the output with NaN so that a row no step writes fails.
@@ -596,7 +683,7 @@ func (b *Backend) Poison() error {
 	}
 	defer leave()
 	n := b.s.Tokens * b.s.Hidden
-	out := b.bufs["out"]
+	out := b.bufs[kernels.BufOut]
 	switch b.s.DType {
 	case kernels.BF16:
 		err = check("cuMemsetD16Async", C.call_cuMemsetD16Async(out, 0x7fc0, C.size_t(n), b.stream))
@@ -624,10 +711,10 @@ func (b *Backend) Output() ([]float32, error) {
 		return nil, err
 	}
 	if b.s.DType.Size() == 4 {
-		return out, check("cuMemcpyDtoH_v2(out)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&out[0]), b.bufs["out"], C.size_t(4*n)))
+		return out, check("cuMemcpyDtoH_v2(out)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&out[0]), b.bufs[kernels.BufOut], C.size_t(4*n)))
 	}
 	half := make([]uint16, n)
-	if err := check("cuMemcpyDtoH_v2(out)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&half[0]), b.bufs["out"], C.size_t(2*n))); err != nil {
+	if err := check("cuMemcpyDtoH_v2(out)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&half[0]), b.bufs[kernels.BufOut], C.size_t(2*n))); err != nil {
 		return nil, err
 	}
 	for i, h := range half {
@@ -653,10 +740,10 @@ func (b *Backend) Routing() (kernels.Assignment, error) {
 	if err := check("cuStreamSynchronize", C.call_cuStreamSynchronize(b.stream)); err != nil {
 		return a, err
 	}
-	if err := check("cuMemcpyDtoH_v2(ids)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&a.IDs[0]), b.bufs["top-k ids"], C.size_t(4*r))); err != nil {
+	if err := check("cuMemcpyDtoH_v2(ids)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&a.IDs[0]), b.bufs[kernels.BufTopKIDs], C.size_t(4*r))); err != nil {
 		return a, err
 	}
-	return a, check("cuMemcpyDtoH_v2(weights)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&a.Weights[0]), b.bufs["top-k weights"], C.size_t(4*r)))
+	return a, check("cuMemcpyDtoH_v2(weights)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&a.Weights[0]), b.bufs[kernels.BufTopKWeights], C.size_t(4*r)))
 }
 
 // Logits copies the last step's router logits back (before the bias).
@@ -668,5 +755,5 @@ func (b *Backend) Logits() ([]float32, error) {
 	defer leave()
 	n := b.s.Tokens * b.s.Experts
 	l := make([]float32, n)
-	return l, check("cuMemcpyDtoH_v2(logits)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&l[0]), b.bufs["logits"], C.size_t(4*n)))
+	return l, check("cuMemcpyDtoH_v2(logits)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&l[0]), b.bufs[kernels.BufLogits], C.size_t(4*n)))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/moetop/moetop/bench"
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/profiler"
 )
 
 // needGPU skips, saying why, where there is no GPU (CI).
@@ -41,10 +42,10 @@ func TestBackendsMatchCPUReference(t *testing.T) {
 	needGPU(t)
 	rng := rand.New(rand.NewPCG(42, 7))
 	zeroRows := 0
-	for _, name := range kernels.GPUBackends {
+	for _, name := range kernels.GPUNames() {
 		b := open(t, name)
-		for _, c := range RandomCases(rng, []string{name}, allDTypes, 5) {
-			r := Check(context.Background(), b, c, rng)
+		for _, c := range kernels.RandomCases(rng, []string{name}, allDTypes, 5) {
+			r := kernels.Check(context.Background(), b, c, rng)
 			if !r.Pass() {
 				t.Errorf("%s %+v: rel err %.3g (tol %.0e), logits err %.3g, router mismatches %d, err %v",
 					name, c.Shape, r.RelErr, r.Tolerance, r.LogitsErr, r.RouterMismatches, r.Err)
@@ -117,14 +118,13 @@ func TestPaddedOutOfMemoryIsAnOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	base, _, _ := d.MemInfo()
-	uniform, _ := kernels.FixedAssignment(countRows(make([]float64, s.Experts), s.Rows()), s.Tokens, s.TopK)
+	uniform, _ := kernels.FixedAssignment(fixedCounts(t, "uniform", s), s.Tokens, s.TopK)
 	// First a load whose padding fits, as a live run starts, so that the
 	// OOM comes from growing buffers that were already there.
 	if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &uniform}); err != nil {
 		t.Fatalf("uniform step: %v", err)
 	}
-	zipf := zipfCounts(s)
-	fixed, _ := kernels.FixedAssignment(zipf, s.Tokens, s.TopK)
+	fixed, _ := kernels.FixedAssignment(fixedCounts(t, "zipf:1.2", s), s.Tokens, s.TopK)
 	for i := 0; i < 3; i++ {
 		if _, err := b.Step(context.Background(), kernels.StepInput{Fixed: &fixed}); !errors.Is(err, kernels.ErrOutOfMemory) {
 			t.Fatalf("step %d: %v, want ErrOutOfMemory", i, err)
@@ -139,37 +139,18 @@ func TestPaddedOutOfMemoryIsAnOutcome(t *testing.T) {
 	}
 }
 
-// zipfCounts is the peer's count_rows for zipf:1.2 over s's experts.
-func zipfCounts(s kernels.Shape) []int {
-	w := make([]float64, s.Experts)
-	for i := range w {
-		w[i] = 1 / math.Pow(float64(i+1), 1.2)
+// fixedCounts is the load bench gives routing on s: the peer script's
+// count_rows, as profiler.FixedCounts computes it.
+func fixedCounts(t testing.TB, routing string, s kernels.Shape) []int {
+	t.Helper()
+	d, err := profiler.ParseRouting(routing, s.Experts, s.TopK)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return countRows(w, s.Rows())
-}
-
-// countRows is the peer's count_rows for weights (all zero: uniform).
-func countRows(w []float64, rows int) []int {
-	c := make([]int, len(w))
-	tot := 0.0
-	for _, x := range w {
-		tot += x
+	c, err := profiler.FixedCounts(d, s.Rows())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if tot == 0 {
-		for i := range c {
-			c[i] = rows / len(c)
-			if i < rows%len(c) {
-				c[i]++
-			}
-		}
-		return c
-	}
-	sum := 0
-	for i, x := range w {
-		c[i] = int(x * float64(rows) / tot)
-		sum += c[i]
-	}
-	c[0] += rows - sum
 	return c
 }
 
@@ -180,9 +161,9 @@ func TestPredictedPeakWithin5PercentOfMeasured(t *testing.T) {
 		{Tokens: 8192, Hidden: 2048, FFN: 768, Experts: 128, TopK: 8, DType: kernels.BF16, Seed: 2},
 		{Tokens: 16384, Hidden: 1024, FFN: 4096, Experts: 8, TopK: 4, DType: kernels.FP32, Seed: 3},
 	}
-	for _, name := range kernels.GPUBackends {
+	for _, name := range kernels.GPUNames() {
 		for _, s := range shapes {
-			counts := zipfCounts(s)
+			counts := fixedCounts(t, "zipf:1.2", s)
 			fixed, _ := kernels.FixedAssignment(counts, s.Tokens, s.TopK)
 			b, err := New(name, Options{TimeExperts: true})
 			if err != nil {
@@ -213,8 +194,8 @@ func TestPredictedPeakWithin5PercentOfMeasured(t *testing.T) {
 func TestGraphReplayMatchesDirectLaunch(t *testing.T) {
 	needGPU(t)
 	s := kernels.Shape{Tokens: 512, Hidden: 96, FFN: 160, Experts: 64, TopK: 4, DType: kernels.BF16, Seed: 5}
-	fixed, _ := kernels.FixedAssignment(zipfCounts(s), s.Tokens, s.TopK)
-	for _, name := range []string{"loop", "streams"} {
+	fixed, _ := kernels.FixedAssignment(fixedCounts(t, "zipf:1.2", s), s.Tokens, s.TopK)
+	for _, name := range graphedBackends() {
 		outs := map[bool][]float32{}
 		for _, noGraphs := range []bool{true, false} {
 			b, err := New(name, Options{NoGraphs: noGraphs})
@@ -269,7 +250,7 @@ func BenchmarkBenchOverhead(b *testing.B) {
 			if _, err := be.Step(context.Background(), kernels.StepInput{Fixed: &fixed}); err != nil {
 				b.Fatal(err)
 			}
-			leave, _ := be.dev.Enter()
+			leave, _ := be.ctx.Enter()
 			defer leave()
 			var ms []float64
 			for i := 0; i < 23; i++ {
@@ -299,7 +280,7 @@ func BenchmarkBenchOverhead(b *testing.B) {
 func TestHybridSplitMatchesCPUReference(t *testing.T) {
 	needGPU(t)
 	s := kernels.Shape{Tokens: 2048, Hidden: 256, FFN: 384, Experts: 64, TopK: 4, DType: kernels.BF16, Seed: 11}
-	counts := zipfCounts(s)
+	counts := fixedCounts(t, "zipf:1.2", s)
 	if counts[0] < HybridRows || counts[len(counts)-1] >= HybridRows {
 		t.Fatalf("counts %v do not straddle the split at %d rows", counts, HybridRows)
 	}
@@ -319,5 +300,32 @@ func TestHybridSplitMatchesCPUReference(t *testing.T) {
 	want, _ := cpu.Output()
 	if e := kernels.RelErr(got, want); e > s.DType.Tolerance() {
 		t.Fatalf("relative error %.3g over %.0e", e, s.DType.Tolerance())
+	}
+}
+
+// graphedBackends are the GPU backends whose GEMMs replay as CUDA graphs.
+func graphedBackends() []string {
+	var out []string
+	for _, name := range kernels.GPUNames() {
+		if g, ok := gpuBackends[name].newRunner().(graphed); ok && g.graphable() {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// The router kernel takes every top-k the config accepts: past the old
+// limit of 16 its candidates must still be sorted and weighted as the CPU
+// router does.
+func TestRouterTakesEveryTopKTheConfigAccepts(t *testing.T) {
+	needGPU(t)
+	b := open(t, "loop")
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, k := range []int{16, 17, 40, MaxTopK} {
+		s := kernels.Shape{Tokens: 97, Hidden: 64, FFN: 96, Experts: 128, TopK: k, DType: kernels.FP32, Seed: uint64(k)}
+		r := kernels.Check(context.Background(), b, kernels.CheckCase{Backend: "loop", Shape: s, Starve: 5}, rng)
+		if !r.Pass() {
+			t.Errorf("top-k %d: rel err %.3g, router mismatches %d, err %v", k, r.RelErr, r.RouterMismatches, r.Err)
+		}
 	}
 }

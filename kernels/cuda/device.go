@@ -9,6 +9,7 @@ import "C"
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"unsafe"
 
 	"github.com/moetop/moetop/kernels"
@@ -68,6 +69,23 @@ func OpenDevice(libDir string, ordinal int) (*Device, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// Caps is what the registry's capability checks may ask of d.
+func (d *Device) Caps() kernels.Caps {
+	return kernels.Caps{GPU: true, Device: d.Name, Major: d.Major, Minor: d.Minor, TotalBytes: d.TotalBytes,
+		GroupedGEMM: HasGroupedGEMM()}
+}
+
+// Probe opens the device only to read its capabilities; without a usable
+// GPU the answer says why, on one line.
+func Probe(libDir string, ordinal int) kernels.Caps {
+	d, err := OpenDevice(libDir, ordinal)
+	if err != nil {
+		return kernels.Caps{NoGPU: strings.Join(strings.Fields(err.Error()), " ")}
+	}
+	defer d.Close()
+	return d.Caps()
 }
 
 // Enter pins the calling goroutine to its OS thread and makes the device's

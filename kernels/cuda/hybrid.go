@@ -6,10 +6,29 @@ package cuda
 import "C"
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/moetop/moetop/kernels"
 )
+
+func init() {
+	register(kernels.Registration{
+		Name: "hybrid",
+		Doc: fmt.Sprintf("cublasGemmEx for experts of ≥ %d rows, beside one grouped call for a tail of ≥ %d smaller ones",
+			HybridRows, HybridTail),
+		Order:    50,
+		Plan:     hybridPlan,
+		Supports: needsGroupedGEMM,
+	}, func() runner { return &hybrid{} })
+}
+
+// hybridPlan: the dense rows, the grouped call's pointer arrays, and a
+// handle and workspace for each of the two streams.
+func hybridPlan(s kernels.Shape, _ []int) ([]kernels.Buffer, error) {
+	b := append(gpuCommon(s), kernels.DenseRows(s, uint64(s.DType.Size()))...)
+	return append(b, pointerArrays(s), kernels.Workspaces(2), kernels.Handles(2)), nil
+}
 
 // hybrid splits the experts by size. The busy ones (at least HybridRows
 // rows) go through cublasGemmEx, which reaches Hopper's fast kernels; the
@@ -50,21 +69,31 @@ func (h *hybrid) setup(b *Backend) error {
 	if err := checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&h.handle)); err != nil {
 		return err
 	}
-	return b.bindHandle(h.handle, h.side, b.bufs["cuBLAS workspace"]+ptr(kernels.WorkspaceBytes), kernels.WorkspaceBytes)
+	return b.bindHandle(h.handle, h.side, b.bufs[kernels.BufWorkspace]+ptr(kernels.WorkspaceBytes), kernels.WorkspaceBytes)
 }
 
-func (h *hybrid) gemm(b *Backend, second bool) error {
-	order := b.expertOrder() // busiest first
+func (h *hybrid) buffers() []kernels.BufferID { return []kernels.BufferID{kernels.BufPointers} }
+
+// hybridSplit is where the tail starts in order (experts busiest first):
+// at the first expert under HybridRows rows, or at the end (GemmEx for
+// all) when fewer than HybridTail experts would be in it.
+func hybridSplit(order, counts []int) int {
 	split := len(order)
 	for i, e := range order {
-		if b.counts[e] < HybridRows {
+		if counts[e] < HybridRows {
 			split = i
 			break
 		}
 	}
 	if len(order)-split < HybridTail {
-		split = len(order) // too few small experts: GemmEx for all
+		return len(order)
 	}
+	return split
+}
+
+func (h *hybrid) gemm(b *Backend, second bool) error {
+	order := b.expertOrder() // busiest first
+	split := hybridSplit(order, b.counts)
 	if !second {
 		h.small = order[split:]
 		// Uploaded on the main stream, before the fork, so the side stream

@@ -54,14 +54,32 @@ __device__ void fill_impl(T *dst, u64 n, u64 seed, u32 tensor, float scale) {
 	}
 }
 
+// The most experts per token route handles: what the config accepts
+// (profiler.MaxTopK, cuda.MaxTopK; a test holds the three equal). The host
+// refuses a larger k before launching.
+#define MAX_TOP_K 64
+
 // One thread per token: top-k of logits+bias (ties to the lower expert),
-// weights = softmax over the chosen k. k ≤ 16.
+// weights = softmax over the chosen k, k ≤ MAX_TOP_K. The candidates live
+// in the thread's local memory (512 bytes at 64, cached in L1); only the
+// first k entries are ever touched, so a small k costs what it did with
+// a smaller array.
 extern "C" __global__ void route(const float *logits, const float *bias, int tokens, int experts, int k,
                                  int *ids, float *weights) {
 	int t = blockIdx.x * blockDim.x + threadIdx.x;
 	if (t >= tokens) return;
-	float bv[16];
-	int bi[16];
+	if (k > MAX_TOP_K) {
+		// Unreachable from the host, which refuses such a k; should it come,
+		// every slot goes to expert 0 with no weight, so that no later
+		// kernel indexes out of bounds.
+		for (int j = 0; j < k; j++) {
+			ids[(u64)t * k + j] = 0;
+			weights[(u64)t * k + j] = 0.0f;
+		}
+		return;
+	}
+	float bv[MAX_TOP_K];
+	int bi[MAX_TOP_K];
 	int n = 0;
 	const float *row = logits + (u64)t * experts;
 	for (int e = 0; e < experts; e++) {

@@ -1,12 +1,35 @@
 package cuda
 
-import "time"
+import (
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+func init() {
+	register(kernels.Registration{
+		Name:  "loop",
+		Doc:   "cublasGemmEx per expert; a repeated load is replayed as a CUDA graph",
+		Order: 20,
+		// One GemmEx pair over all rows is a plain dense GEMM pair: the
+		// reference the view's "% of dense" divides by.
+		Dense: true,
+		Plan:  loopPlan,
+	}, func() runner { return &loop{} })
+}
+
+// loopPlan: the dense rows and one handle.
+func loopPlan(s kernels.Shape, _ []int) ([]kernels.Buffer, error) {
+	b := append(gpuCommon(s), kernels.DenseRows(s, uint64(s.DType.Size()))...)
+	return append(b, kernels.Workspaces(1), kernels.Handles(1)), nil
+}
 
 // loop is the founding report's kernel 1: cublasGemmEx once per expert.
 type loop struct{ ev expertEvents }
 
-func (l *loop) timesExperts() bool { return true }
-func (l *loop) graphable() bool    { return true }
+func (l *loop) timesExperts() bool          { return true }
+func (l *loop) graphable() bool             { return true }
+func (l *loop) buffers() []kernels.BufferID { return nil }
 
 func (l *loop) setup(b *Backend) error {
 	if b.opts.TimeExperts {

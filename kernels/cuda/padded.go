@@ -5,26 +5,121 @@ package cuda
 */
 import "C"
 
-import "time"
+import (
+	"time"
+
+	"github.com/moetop/moetop/kernels"
+)
+
+func init() {
+	register(kernels.Registration{
+		Name:  "padded",
+		Doc:   "cublasGemmStridedBatchedEx over rows padded to the busiest expert or --capacity-factor",
+		Order: 40,
+		Plan:  paddedPlan,
+	}, func() runner { return &padded{} })
+}
+
+// paddedPlan: instead of the dense rows, x, h and y padded to capacity
+// rows for every expert (kind padding: they follow the step's counts).
+func paddedPlan(s kernels.Shape, counts []int) ([]kernels.Buffer, error) {
+	dt, e, h, f := uint64(s.DType.Size()), uint64(s.Experts), uint64(s.Hidden), uint64(s.FFN)
+	c := uint64(capacity(s, counts))
+	return append(gpuCommon(s),
+		kernels.Buffer{ID: kernels.BufPermutedX, Name: "padded x", Kind: kernels.KindPadding, Bytes: e * c * h * dt},
+		kernels.Buffer{ID: kernels.BufH, Name: "padded h", Kind: kernels.KindPadding, Bytes: e * c * f * dt},
+		kernels.Buffer{ID: kernels.BufY, Name: "padded y", Kind: kernels.KindPadding, Bytes: e * c * h * dt},
+		kernels.Workspaces(1), kernels.Handles(1)), nil
+}
+
+// capacity is the rows per expert: the busiest expert's rows when
+// dropless, else ceil(factor·rows/experts).
+func capacity(s kernels.Shape, counts []int) int {
+	if s.CapacityFactor > 0 {
+		c := s.CapacityFactor * float64(s.Rows()) / float64(s.Experts)
+		n := int(c)
+		if float64(n) < c {
+			n++
+		}
+		return n
+	}
+	m := 0
+	for _, c := range counts {
+		m = max(m, c)
+	}
+	return m
+}
+
+// overflow counts the rows over capacity that a step drops.
+func overflow(counts []int, capacity int) int {
+	n := 0
+	for _, c := range counts {
+		n += max(0, c-capacity)
+	}
+	return n
+}
 
 // padded is the torch.bmm / GShard baseline: every expert padded to the
 // same capacity (the busiest expert's rows, or a capacity factor that
-// drops the overflow) and one cublasGemmStridedBatchedEx per GEMM.
-type padded struct{}
+// drops the overflow) and one cublasGemmStridedBatchedEx per GEMM. Its
+// layout hooks replace the shared dense layout.
+type padded struct {
+	rowsPer int // rows per expert this step
+	held    int // rows per expert the padding buffers hold
+	drops   int // rows over capacity this step
+}
 
-func (padded) setup(*Backend) error { return nil }
+func (*padded) setup(*Backend) error                          { return nil }
+func (*padded) buffers() []kernels.BufferID                   { return nil }
+func (*padded) expertTimes(*Backend) ([]time.Duration, error) { return nil, nil }
 
-func (padded) gemm(b *Backend, second bool) error {
-	s := b.s
-	c := b.capRows
-	if c == 0 {
-		return nil
+// teardown forgets the padding: Backend.release frees its buffers with
+// the rest.
+func (p *padded) teardown(*Backend) { *p = padded{} }
+
+// place sets this step's capacity and grows the padding buffers to it.
+// They are kept while the capacity does not grow, as a framework's caching
+// allocator would. The scatter then puts each expert's rows at
+// expert·capacity and drops those past it.
+func (p *padded) place(b *Backend) (int, error) {
+	// At least one row: a capacity of 0 would tell the scatter "dense".
+	p.rowsPer = max(1, capacity(b.s, b.counts))
+	p.drops = overflow(b.counts, p.rowsPer)
+	if p.rowsPer <= p.held {
+		return p.rowsPer, nil
 	}
+	p.shrink(b)
+	plan, err := paddedPlan(b.s, b.counts)
+	if err != nil {
+		return 0, err
+	}
+	if err := b.allocate(plan, func(k kernels.BufferKind) bool { return k == kernels.KindPadding }); err != nil {
+		return 0, err
+	}
+	p.held = p.rowsPer
+	return p.rowsPer, nil
+}
+
+// rows: the activation runs over every padded row.
+func (p *padded) rows(b *Backend) int { return b.s.Experts * p.rowsPer }
+
+func (p *padded) dropped(*Backend) int { return p.drops }
+
+// shrink frees the padding buffers, waiting for the work that may use them.
+func (p *padded) shrink(b *Backend) {
+	C.call_cuStreamSynchronize(b.stream)
+	b.freeBuffers(kernels.BufPermutedX, kernels.BufH, kernels.BufY)
+	p.held = 0
+}
+
+func (p *padded) gemm(b *Backend, second bool) error {
+	s := b.s
+	c := p.rowsPer
 	n, k := s.FFN, s.Hidden
-	x, w, y := b.bufs["padded x"], b.bufs["w1"], b.bufs["padded h"]
+	x, w, y := b.bufs[kernels.BufPermutedX], b.bufs[kernels.BufW1], b.bufs[kernels.BufH]
 	if second {
 		n, k = s.Hidden, s.FFN
-		x, w, y = b.bufs["padded h"], b.bufs["w2"], b.bufs["padded y"]
+		x, w, y = b.bufs[kernels.BufH], b.bufs[kernels.BufW2], b.bufs[kernels.BufY]
 	}
 	data, compute, _ := dtypes(s.DType)
 	// Batched row-major Y_e[c×N] = X_e[c×K]·W_e[K×N], swapped to column-major
@@ -33,6 +128,3 @@ func (padded) gemm(b *Backend, second bool) error {
 		w, C.int(n), C.longlong(k*n), x, C.int(k), C.longlong(c*k), y, C.int(n), C.longlong(c*n),
 		C.int(s.Experts), C.int(data), C.int(compute)))
 }
-
-func (padded) expertTimes(*Backend) ([]time.Duration, error) { return nil, nil }
-func (padded) teardown(*Backend)                             {}

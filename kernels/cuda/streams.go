@@ -6,25 +6,66 @@ package cuda
 import "C"
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/moetop/moetop/kernels"
 )
 
-// streams spreads the per-expert GEMMs over kernels.StreamCount CUDA
-// streams, each with its own cuBLAS handle and workspace, as cuBLAS's docs
-// suggest for many small independent GEMMs. Experts go busiest first to
-// the stream with the fewest rows so far.
-type streams struct {
-	ev      expertEvents
-	streams [kernels.StreamCount]C.CUstream
-	handles [kernels.StreamCount]C.cublasHandle_t
-	fork    C.CUevent
-	join    [kernels.StreamCount]C.CUevent
+func init() {
+	register(kernels.Registration{
+		Name:  "streams",
+		Doc:   fmt.Sprintf("the loop over %d CUDA streams, each with its own cuBLAS handle and workspace", StreamCount),
+		Order: 30,
+		Plan:  streamsPlan,
+	}, func() runner { return &streams{} })
 }
 
-func (s *streams) timesExperts() bool { return true }
-func (s *streams) graphable() bool    { return true }
+// StreamCount is how many CUDA streams (each with its own cuBLAS handle and
+// workspace) the streams backend spreads experts over.
+const StreamCount = 4
+
+// streamsPlan: the dense rows, and a handle and workspace per stream
+// besides the main stream's handle, which shares stream 0's workspace: it
+// runs only the router GEMM, which the streams wait for.
+func streamsPlan(s kernels.Shape, _ []int) ([]kernels.Buffer, error) {
+	b := append(gpuCommon(s), kernels.DenseRows(s, uint64(s.DType.Size()))...)
+	return append(b, kernels.Workspaces(StreamCount), kernels.Handles(1+StreamCount)), nil
+}
+
+// streams spreads the per-expert GEMMs over StreamCount CUDA streams, each
+// with its own cuBLAS handle and workspace, as cuBLAS's docs suggest for
+// many small independent GEMMs. Experts go busiest first to the stream
+// with the fewest rows so far.
+type streams struct {
+	ev      expertEvents
+	streams [StreamCount]C.CUstream
+	handles [StreamCount]C.cublasHandle_t
+	fork    C.CUevent
+	join    [StreamCount]C.CUevent
+}
+
+func (s *streams) timesExperts() bool          { return true }
+func (s *streams) graphable() bool             { return true }
+func (s *streams) buffers() []kernels.BufferID { return nil }
+
+// spread gives each expert of order (busiest first) the stream with the
+// fewest rows so far, the lowest on a tie.
+func spread(order, counts []int, n int) []int {
+	load := make([]int, n)
+	at := make([]int, len(order))
+	for j, e := range order {
+		i := 0
+		for k := range load {
+			if load[k] < load[i] {
+				i = k
+			}
+		}
+		load[i] += counts[e]
+		at[j] = i
+	}
+	return at
+}
 
 func (s *streams) setup(b *Backend) error {
 	if b.opts.TimeExperts {
@@ -35,7 +76,7 @@ func (s *streams) setup(b *Backend) error {
 	if err := check("cuEventCreate(fork)", C.call_cuEventCreate(&s.fork, 2 /* disable timing */)); err != nil {
 		return err
 	}
-	ws := b.bufs["cuBLAS workspace"]
+	ws := b.bufs[kernels.BufWorkspace]
 	for i := range s.streams {
 		if err := check("cuStreamCreate", C.call_cuStreamCreate(&s.streams[i], 1)); err != nil {
 			return err
@@ -66,16 +107,10 @@ func (s *streams) gemm(b *Backend, second bool) error {
 			return err
 		}
 	}
-	var load [kernels.StreamCount]int
-	for _, e := range b.expertOrder() {
-		i := 0
-		for j := range load {
-			if load[j] < load[i] {
-				i = j
-			}
-		}
+	order := b.expertOrder()
+	for j, i := range spread(order, b.counts, StreamCount) {
+		e := order[j]
 		rows := b.counts[e]
-		load[i] += rows
 		if err := s.ev.mark(b.timing, s.ev.start[g], e, s.streams[i]); err != nil {
 			return err
 		}

@@ -1,18 +1,16 @@
-package cuda
+package kernels
 
 import (
 	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
-
-	"github.com/moetop/moetop/kernels"
 )
 
 // CheckCase is one backend on one shape.
 type CheckCase struct {
 	Backend string
-	Shape   kernels.Shape
+	Shape   Shape
 	// Starve gets a bias so low that the expert gets no rows (-1: none).
 	Starve int
 }
@@ -24,7 +22,7 @@ type CheckResult struct {
 	LogitsErr float64 // the router GEMM against the CPU's
 	Tolerance float64
 	// RouterMismatches counts tokens whose top-k or weights differ from
-	// kernels.Route applied to the GPU's own logits.
+	// Route applied to the backend's own logits.
 	RouterMismatches int
 	ZeroRowExperts   int
 	Err              error
@@ -35,17 +33,25 @@ func (r CheckResult) Pass() bool {
 	return r.Err == nil && r.RelErr <= r.Tolerance && r.LogitsErr <= r.Tolerance && r.RouterMismatches == 0
 }
 
+// checkTopK is the largest top-k RandomCases draws: what the config
+// accepts (profiler.MaxTopK), which the GPU router must take too.
+const checkTopK = 64
+
 // RandomCases draws n shapes per backend and dtype: odd sizes, 1 to 256
-// experts, top-k up to 8, and an expert starved of rows in most.
-func RandomCases(rng *rand.Rand, backends []string, dtypes []kernels.DType, n int) []CheckCase {
+// experts, top-k up to 8 (one case in eight up to checkTopK), and an
+// expert starved of rows in most.
+func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []CheckCase {
 	var cs []CheckCase
 	for _, b := range backends {
 		for _, d := range dtypes {
 			for i := 0; i < n; i++ {
 				e := []int{1, 2, 3, 7, 8, 13, 64, 128, 256}[rng.IntN(9)]
-				s := kernels.Shape{Tokens: 1 + rng.IntN(300), Hidden: 1 + rng.IntN(200), FFN: 1 + rng.IntN(300),
-					Experts: e, TopK: 1 + rng.IntN(min(e, 8)), DType: d, Act: kernels.Activation(rng.IntN(2)),
-					Seed: rng.Uint64()}
+				k := 1 + rng.IntN(min(e, 8))
+				if rng.IntN(8) == 0 {
+					k = 1 + rng.IntN(min(e, checkTopK))
+				}
+				s := Shape{Tokens: 1 + rng.IntN(300), Hidden: 1 + rng.IntN(200), FFN: 1 + rng.IntN(300),
+					Experts: e, TopK: k, DType: d, Act: Activation(rng.IntN(2)), Seed: rng.Uint64()}
 				starve := -1
 				if e > s.TopK && rng.IntN(4) != 0 {
 					starve = rng.IntN(e)
@@ -58,8 +64,8 @@ func RandomCases(rng *rand.Rand, backends []string, dtypes []kernels.DType, n in
 }
 
 // Check runs one case on b (already opened for c.Backend): prepare, poison
-// the output, one routed step, then the CPU reference on the GPU's routing.
-func Check(ctx context.Context, b *Backend, c CheckCase, rng *rand.Rand) (r CheckResult) {
+// the output, one routed step, then the CPU reference on b's routing.
+func Check(ctx context.Context, b Checkable, c CheckCase, rng *rand.Rand) (r CheckResult) {
 	r.CheckCase, r.Tolerance = c, c.Shape.DType.Tolerance()
 	s := c.Shape
 	if err := b.Prepare(ctx, s); err != nil {
@@ -77,7 +83,7 @@ func Check(ctx context.Context, b *Backend, c CheckCase, rng *rand.Rand) (r Chec
 		r.Err = err
 		return r
 	}
-	res, err := b.Step(ctx, kernels.StepInput{Bias: bias})
+	res, err := b.Step(ctx, StepInput{Bias: bias})
 	if err != nil {
 		r.Err = err
 		return r
@@ -97,9 +103,9 @@ func Check(ctx context.Context, b *Backend, c CheckCase, rng *rand.Rand) (r Chec
 		r.Err = err
 		return r
 	}
-	// The router kernel must do exactly what kernels.Route does to the
-	// logits it was given (bar exp's last bits in the weights).
-	want := kernels.Route(logits, s.Tokens, s.Experts, s.TopK, bias)
+	// The router must do exactly what Route does to the logits it was
+	// given (bar exp's last bits in the weights).
+	want := Route(logits, s.Tokens, s.Experts, s.TopK, bias)
 	for t := 0; t < s.Tokens; t++ {
 		for j := 0; j < s.TopK; j++ {
 			i := t*s.TopK + j
@@ -122,22 +128,22 @@ func Check(ctx context.Context, b *Backend, c CheckCase, rng *rand.Rand) (r Chec
 			r.ZeroRowExperts++
 		}
 	}
-	cpu := kernels.NewCPU()
+	cpu := NewCPU()
 	if err := cpu.Prepare(ctx, s); err != nil {
 		r.Err = fmt.Errorf("cpu reference: %w", err)
 		return r
 	}
-	if _, err := cpu.Step(ctx, kernels.StepInput{Bias: bias}); err != nil {
+	if _, err := cpu.Step(ctx, StepInput{Bias: bias}); err != nil {
 		r.Err = fmt.Errorf("cpu reference: %w", err)
 		return r
 	}
 	cpuLogits, _ := cpu.Logits()
-	r.LogitsErr = kernels.RelErr(logits, cpuLogits)
-	if _, err := cpu.Step(ctx, kernels.StepInput{Fixed: &route}); err != nil {
+	r.LogitsErr = RelErr(logits, cpuLogits)
+	if _, err := cpu.Step(ctx, StepInput{Fixed: &route}); err != nil {
 		r.Err = fmt.Errorf("cpu reference: %w", err)
 		return r
 	}
 	ref, _ := cpu.Output()
-	r.RelErr = kernels.RelErr(got, ref)
+	r.RelErr = RelErr(got, ref)
 	return r
 }
