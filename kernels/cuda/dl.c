@@ -87,18 +87,6 @@ const char *moetop_load(int which, const char *dir, const char **opened, const c
 	return NULL;
 }
 
-CUresult moetop_launch(CUfunction f, unsigned gx, unsigned gy, unsigned bx, unsigned shmem, CUstream s,
-                       int n, const uint64_t *args) {
-	uint64_t slots[32];
-	void *params[32];
-	if (n > 32) return 1; // CUDA_ERROR_INVALID_VALUE
-	for (int i = 0; i < n; i++) {
-		slots[i] = args[i];
-		params[i] = &slots[i];
-	}
-	return cu.cuLaunchKernel(f, gx, gy, 1, bx, 1, 1, shmem, s, params, NULL);
-}
-
 CUresult moetop_launch_ex(CUfunction f, const moetop_launch_cfg *cfg, int n, const uint32_t *offs, const void *blob,
                           size_t len) {
 	// The arguments of a typical kernel fit on the stack; the copy is

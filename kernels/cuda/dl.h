@@ -164,10 +164,6 @@ extern cudart_t cudart;
 // symbol that was not found. Not safe to call from two threads at once.
 const char *moetop_load(int which, const char *dir, const char **opened, const char **missing);
 
-// moetop_launch copies n 8-byte argument slots into C memory and launches.
-CUresult moetop_launch(CUfunction f, unsigned gx, unsigned gy, unsigned bx, unsigned shmem, CUstream s,
-                       int n, const uint64_t *args);
-
 // A launch: grid, block and cluster (0 = none) sizes, dynamic shared memory
 // and the stream as an integer.
 typedef struct {

@@ -8,21 +8,35 @@ import "C"
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
 //go:embed layer.cu
 var layerSource string
 
-// module is layer.cu compiled for one device and loaded into its context.
-type module struct {
-	mod   C.CUmodule
-	funcs map[string]C.CUfunction
+// Module is compiled code loaded into one device's context.
+type Module struct {
+	dev    *Device
+	ctx    C.CUcontext
+	mod    C.CUmodule
+	name   string
+	closed atomic.Bool
+
+	mu    sync.Mutex
+	funcs map[string]*Function
 }
+
+// module is the name the backends know the layer module by.
+type module = Module
+
+// ErrModuleClosed is a module used after it was unloaded.
+var ErrModuleClosed = errors.New("module unloaded")
 
 var (
 	modMu   sync.Mutex
@@ -80,18 +94,18 @@ func loadModule(d *Device) (*module, error) {
 	}
 	cc := C.CBytes(cubin)
 	defer C.free(cc)
-	m := &module{funcs: map[string]C.CUfunction{}}
+	m := &Module{dev: d, ctx: d.ctx, name: "layer.cu", funcs: map[string]*Function{}}
 	if err := check("cuModuleLoadData", C.call_cuModuleLoadData(&m.mod, cc)); err != nil {
 		return nil, err
 	}
 	for _, n := range []string{"route", "histogram", "scan", "scatter"} {
-		if err := m.get(n); err != nil {
+		if _, err := m.Function(n); err != nil {
 			return nil, err
 		}
 	}
 	for _, s := range []string{"bf16", "fp16", "fp32"} {
 		for _, n := range []string{"fill_", "gather_", "act_", "combine_"} {
-			if err := m.get(n + s); err != nil {
+			if _, err := m.Function(n + s); err != nil {
 				return nil, err
 			}
 		}
@@ -100,33 +114,59 @@ func loadModule(d *Device) (*module, error) {
 	return m, nil
 }
 
-func (m *module) get(name string) error {
+// Function looks a kernel up by its (extern "C") name.
+func (m *Module) Function(name string) (*Function, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f, ok := m.funcs[name]; ok {
+		return f, nil
+	}
+	if m.closed.Load() {
+		return nil, fmt.Errorf("%s: %w", name, ErrModuleClosed)
+	}
 	cn := C.CString(name)
 	defer C.free(unsafe.Pointer(cn))
-	var f C.CUfunction
-	if err := check("cuModuleGetFunction("+name+")", C.call_cuModuleGetFunction(&f, m.mod, cn)); err != nil {
-		return err
+	f := &Function{mod: m, name: name}
+	if err := check(fmt.Sprintf("cuModuleGetFunction(%s, %s)", m.name, name), C.call_cuModuleGetFunction(&f.f, m.mod, cn)); err != nil {
+		return nil, err
 	}
 	m.funcs[name] = f
+	return f, nil
+}
+
+// current checks that the module can run here: not unloaded, and its
+// context current on this thread (a function of another context fails with
+// an unhelpful CUDA_ERROR_INVALID_HANDLE, or worse).
+func (m *Module) current() error {
+	if m.closed.Load() {
+		return ErrModuleClosed
+	}
+	var ctx C.CUcontext
+	if err := check("cuCtxGetCurrent", C.call_cuCtxGetCurrent(&ctx)); err != nil {
+		return err
+	}
+	if ctx != m.ctx {
+		return fmt.Errorf("%w: the module's context is not current on this thread (call Device.Enter)", ErrLaunch)
+	}
 	return nil
 }
 
 // launch runs kernel name with a 1-D grid; args are 8-byte slots (see
-// argPtr, argInt, argU64, argF32). Launch errors are checked here;
-// errors inside the kernel surface at the next synchronisation.
-func (m *module) launch(name string, grid, block uint32, stream C.CUstream, args ...uint64) error {
-	f, ok := m.funcs[name]
-	if !ok {
-		return fmt.Errorf("cuLaunchKernel: no kernel %q", name)
-	}
+// argPtr, argInt, argU64, argF32) that may hold a narrower parameter in
+// their low bytes. The layer kernels' path, over Function.Launch.
+func (m *Module) launch(name string, grid, block uint32, stream C.CUstream, args ...uint64) error {
 	if grid == 0 {
 		return nil
 	}
-	var p *C.uint64_t
-	if len(args) > 0 {
-		p = (*C.uint64_t)(unsafe.Pointer(&args[0]))
+	f, err := m.Function(name)
+	if err != nil {
+		return fmt.Errorf("cuLaunchKernel: no kernel %q: %w", name, err)
 	}
-	return check("cuLaunchKernel("+name+")", C.moetop_launch(f, C.uint(grid), 1, C.uint(block), 0, stream, C.int(len(args)), p))
+	a := Args{loose: true}
+	for _, v := range args {
+		a.U64(v)
+	}
+	return f.Launch(LaunchConfig{Grid: D(grid), Block: D(block), Stream: streamOf(stream)}, &a)
 }
 
 func argPtr(p ptr) uint64      { return uint64(p) }
