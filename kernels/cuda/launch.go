@@ -81,7 +81,8 @@ const (
 )
 
 // Args is a kernel's parameter list, built in order with each value's C
-// size and alignment: scalars, device pointers, any plain struct. The zero value is an empty list; the methods chain.
+// size and alignment: scalars, device pointers, a 128-byte CUtensorMap,
+// any plain struct. The zero value is an empty list; the methods chain.
 // At launch the bytes are copied into C memory, so Args holds no pointer
 // the driver keeps (cgo's rule for cuLaunchKernel's parameter array).
 type Args struct {
@@ -163,6 +164,13 @@ func (a *Args) U8(v uint8) *Args { return a.put(1, uint64(v)) }
 
 // U16 appends an unsigned short parameter (a bf16 or half by value too).
 func (a *Args) U16(v uint16) *Args { return a.put(2, uint64(v)) }
+
+// TensorMap appends a CUtensorMap by value: 128 bytes, 64-byte aligned, for
+// a `const __grid_constant__ CUtensorMap` parameter.
+func (a *Args) TensorMap(m *TensorMap) *Args {
+	copy(a.add(len(m), 64), m[:])
+	return a
+}
 
 // Bytes appends a parameter given as its bytes in the kernel's layout,
 // with the C alignment of its type (a power of two up to 64).

@@ -16,6 +16,10 @@ type mixed struct {
 }
 
 func TestArgsLayOutEachValueAtItsAlignment(t *testing.T) {
+	var m TensorMap
+	for i := range m {
+		m[i] = byte(i)
+	}
 	for _, c := range []struct {
 		name         string
 		args         *Args
@@ -28,6 +32,8 @@ func TestArgsLayOutEachValueAtItsAlignment(t *testing.T) {
 			offs: []uint32{0, 4}, sizes: []uint32{1, 4}, firstBytes: []byte{1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}},
 		{name: "a pointer after an int is padded to 8", args: new(Args).I32(7).Ptr(0x1122334455667788),
 			offs: []uint32{0, 8}, sizes: []uint32{4, 8}, firstBytes: []byte{7, 0, 0, 0, 0, 0, 0, 0, 0x88, 0x77}},
+		{name: "a tensor map after an int starts at 64", args: new(Args).I32(1).TensorMap(&m).U16(2),
+			offs: []uint32{0, 64, 192}, sizes: []uint32{4, 128, 2}},
 		{name: "a 3-byte struct needs no alignment", args: Value(new(Args).U8(9), three{[3]uint8{4, 5, 6}}),
 			offs: []uint32{0, 1}, sizes: []uint32{1, 3}, firstBytes: []byte{9, 4, 5, 6}},
 		{name: "a struct with a long long is 8-aligned and padded to 24", args: Value(new(Args).U16(1), mixed{1, 2, 3}),
@@ -64,6 +70,17 @@ func TestArgsLayOutEachValueAtItsAlignment(t *testing.T) {
 				t.Errorf("bytes % x, want them to start % x", c.args.buf, c.firstBytes)
 			}
 		})
+	}
+}
+
+func TestArgsTensorMapBytesArePassedVerbatim(t *testing.T) {
+	var m TensorMap
+	for i := range m {
+		m[i] = byte(255 - i)
+	}
+	a := new(Args).U8(0).TensorMap(&m)
+	if got := a.buf[64:192]; !bytes.Equal(got, m[:]) {
+		t.Fatalf("tensor map bytes changed: % x", got[:8])
 	}
 }
 
