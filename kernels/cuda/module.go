@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -19,6 +18,28 @@ import (
 
 //go:embed layer.cu
 var layerSource string
+
+// layerProgram is the MoE layer's kernels other than the GEMMs.
+// --fmad=false keeps the input generator bit-identical to kernels.Fill on
+// the host; -default-device because layer.cu's helpers carry no
+// __device__.
+var layerProgram = Program{
+	Name:    "layer.cu",
+	What:    "layer kernels",
+	Source:  layerSource,
+	Options: []string{"--fmad=false", "-default-device"},
+	Kernels: layerKernels(),
+}
+
+func layerKernels() []string {
+	names := []string{"route", "histogram", "scan", "scatter"}
+	for _, s := range []string{"bf16", "fp16", "fp32"} {
+		for _, n := range []string{"fill_", "gather_", "act_", "combine_"} {
+			names = append(names, n+s)
+		}
+	}
+	return names
+}
 
 // Module is compiled code loaded into one device's context.
 type Module struct {
@@ -40,74 +61,30 @@ var ErrModuleClosed = errors.New("module unloaded")
 
 var (
 	modMu   sync.Mutex
-	modules = map[int]*module{} // by device ordinal: compiled once per process
+	modules = map[int]*module{} // by device ordinal: loaded once per process
 )
 
-// compile turns layer.cu into a CUBIN for sm_XY with NVRTC. --fmad=false
-// keeps the input generator bit-identical to kernels.Fill on the host.
-func compile(major, minor int) ([]byte, error) {
-	src := C.CString(layerSource)
-	defer C.free(unsafe.Pointer(src))
-	name := C.CString("layer.cu")
-	defer C.free(unsafe.Pointer(name))
-	var prog C.nvrtcProgram
-	if err := checkNVRTC("nvrtcCreateProgram", C.call_nvrtcCreateProgram(&prog, src, name, 0, nil, nil)); err != nil {
-		return nil, err
-	}
-	defer C.call_nvrtcDestroyProgram(&prog)
-	opts := []string{fmt.Sprintf("--gpu-architecture=sm_%d%d", major, minor), "--fmad=false", "-default-device"}
-	copts := make([]*C.char, len(opts))
-	for i, o := range opts {
-		copts[i] = C.CString(o)
-		defer C.free(unsafe.Pointer(copts[i]))
-	}
-	cerr := checkNVRTC("nvrtcCompileProgram", C.call_nvrtcCompileProgram(prog, C.int(len(opts)), (**C.char)(unsafe.Pointer(&copts[0]))))
-	if cerr != nil {
-		var n C.size_t
-		C.call_nvrtcGetProgramLogSize(prog, &n)
-		log := make([]byte, int(n)+1)
-		C.call_nvrtcGetProgramLog(prog, (*C.char)(unsafe.Pointer(&log[0])))
-		return nil, fmt.Errorf("%w: %s", cerr, strings.TrimSpace(strings.TrimRight(string(log), "\x00")))
-	}
-	var n C.size_t
-	if err := checkNVRTC("nvrtcGetCUBINSize", C.call_nvrtcGetCUBINSize(prog, &n)); err != nil {
-		return nil, err
-	}
-	cubin := make([]byte, int(n))
-	if err := checkNVRTC("nvrtcGetCUBIN", C.call_nvrtcGetCUBIN(prog, (*C.char)(unsafe.Pointer(&cubin[0])))); err != nil {
-		return nil, err
-	}
-	return cubin, nil
-}
-
-// loadModule compiles and loads layer.cu for d, once per process. The
-// caller has entered d.
+// loadModule loads layer.cu for d, once per process. The caller has
+// entered d.
 func loadModule(d *Device) (*module, error) {
 	modMu.Lock()
 	defer modMu.Unlock()
 	if m, ok := modules[d.Ordinal]; ok {
 		return m, nil
 	}
-	cubin, err := compile(d.Major, d.Minor)
+	cubin, err := DefaultBuilder().CUBIN(layerProgram, d.Major, d.Minor)
 	if err != nil {
-		return nil, fmt.Errorf("compiling layer kernels for sm_%d%d: %w", d.Major, d.Minor, err)
+		return nil, err
 	}
 	cc := C.CBytes(cubin)
 	defer C.free(cc)
-	m := &Module{dev: d, ctx: d.ctx, name: "layer.cu", funcs: map[string]*Function{}}
+	m := &Module{dev: d, ctx: d.ctx, name: layerProgram.Name, funcs: map[string]*Function{}}
 	if err := check("cuModuleLoadData", C.call_cuModuleLoadData(&m.mod, cc)); err != nil {
 		return nil, err
 	}
-	for _, n := range []string{"route", "histogram", "scan", "scatter"} {
+	for _, n := range layerProgram.Kernels {
 		if _, err := m.Function(n); err != nil {
 			return nil, err
-		}
-	}
-	for _, s := range []string{"bf16", "fp16", "fp32"} {
-		for _, n := range []string{"fill_", "gather_", "act_", "combine_"} {
-			if _, err := m.Function(n + s); err != nil {
-				return nil, err
-			}
 		}
 	}
 	modules[d.Ordinal] = m
