@@ -41,7 +41,8 @@ func layerKernels() []string {
 	return names
 }
 
-// Module is compiled code loaded into one device's context.
+// Module is a compiled Program loaded into one device's context. It lives
+// as long as the Device it was loaded through: Device.Close unloads it.
 type Module struct {
 	dev    *Device
 	ctx    C.CUcontext
@@ -53,42 +54,98 @@ type Module struct {
 	funcs map[string]*Function
 }
 
-// module is the name the backends know the layer module by.
-type module = Module
+// moduleSet is a Device's loaded modules, by program key.
+type moduleSet struct {
+	mu     sync.Mutex
+	byKey  map[string]*Module
+	closed bool
+}
 
-// ErrModuleClosed is a module used after it was unloaded.
-var ErrModuleClosed = errors.New("module unloaded")
+// ErrModuleClosed is a module used after its device was closed.
+var ErrModuleClosed = errors.New("module unloaded: its device was closed")
 
-var (
-	modMu   sync.Mutex
-	modules = map[int]*module{} // by device ordinal: loaded once per process
-)
+// Load compiles p for the device (or finds its CUBIN in the default
+// builder's cache) and loads it into the device's context, once per
+// Device: loading the same program again returns the same Module.
+func (d *Device) Load(p Program) (*Module, error) { return d.LoadWith(DefaultBuilder(), p) }
 
-// loadModule loads layer.cu for d, once per process. The caller has
-// entered d.
-func loadModule(d *Device) (*module, error) {
-	modMu.Lock()
-	defer modMu.Unlock()
-	if m, ok := modules[d.Ordinal]; ok {
-		return m, nil
-	}
-	cubin, err := DefaultBuilder().CUBIN(layerProgram, d.Major, d.Minor)
+// LoadWith is Load with a builder of the caller's (another cache
+// directory, a counting compiler in tests).
+func (d *Device) LoadWith(b *Builder, p Program) (*Module, error) {
+	arch, err := p.Arch(d.Major, d.Minor)
 	if err != nil {
 		return nil, err
 	}
-	cc := C.CBytes(cubin)
-	defer C.free(cc)
-	m := &Module{dev: d, ctx: d.ctx, name: layerProgram.Name, funcs: map[string]*Function{}}
-	if err := check("cuModuleLoadData", C.call_cuModuleLoadData(&m.mod, cc)); err != nil {
+	opts, err := p.options(arch)
+	if err != nil {
 		return nil, err
 	}
-	for _, n := range layerProgram.Kernels {
-		if _, err := m.Function(n); err != nil {
-			return nil, err
+	key := CacheKey("", arch, opts, p.Name, p.Source)
+	s := &d.modules
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("loading %s: %w", p.Name, ErrModuleClosed)
+	}
+	if m, ok := s.byKey[key]; ok {
+		return m, nil
+	}
+	cubin, err := b.CUBIN(p, d.Major, d.Minor)
+	if err != nil {
+		return nil, err
+	}
+	leave, err := d.Enter()
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	m := &Module{dev: d, ctx: d.ctx, name: p.Name, funcs: map[string]*Function{}}
+	cc := C.CBytes(cubin)
+	defer C.free(cc)
+	if err := check("cuModuleLoadData("+p.Name+")", C.call_cuModuleLoadData(&m.mod, cc)); err != nil {
+		return nil, err
+	}
+	for _, k := range p.Kernels {
+		if _, err := m.Function(k); err != nil {
+			return nil, errors.Join(err, m.unload())
 		}
 	}
-	modules[d.Ordinal] = m
+	if s.byKey == nil {
+		s.byKey = map[string]*Module{}
+	}
+	s.byKey[key] = m
 	return m, nil
+}
+
+// unloadModules unloads every module of d, in d's context, and refuses
+// loads after it: the handles die with the context.
+func (d *Device) unloadModules() error {
+	s := &d.modules
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if len(s.byKey) == 0 {
+		return nil
+	}
+	leave, err := d.Enter()
+	if err != nil {
+		return fmt.Errorf("unloading modules: %w", err)
+	}
+	defer leave()
+	// Kernels still running use the code about to be unloaded.
+	errs := []error{check("cuCtxSynchronize", C.call_cuCtxSynchronize())}
+	for _, m := range s.byKey {
+		errs = append(errs, m.unload())
+	}
+	s.byKey = nil
+	return errors.Join(errs...)
+}
+
+func (m *Module) unload() error {
+	if m.closed.Swap(true) {
+		return nil
+	}
+	return check("cuModuleUnload("+m.name+")", C.call_cuModuleUnload(m.mod))
 }
 
 // Function looks a kernel up by its (extern "C") name.
@@ -127,6 +184,12 @@ func (m *Module) current() error {
 	}
 	return nil
 }
+
+// module is the name the backends know the layer module by.
+type module = Module
+
+// loadModule loads layer.cu for d. The caller has entered d.
+func loadModule(d *Device) (*module, error) { return d.Load(layerProgram) }
 
 // launch runs kernel name with a 1-D grid; args are 8-byte slots (see
 // argPtr, argInt, argU64, argF32) that may hold a narrower parameter in
