@@ -2,7 +2,10 @@ package cuda
 
 import (
 	"bytes"
+	"debug/elf"
+	"encoding/binary"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 )
@@ -13,6 +16,43 @@ type mixed struct {
 	I int32
 	J int64
 	F float32
+}
+
+// The argument lists the GPU tests pass, shared with the layout test
+// below, which checks them against the compiler's own parameter table.
+func tmaArgs(m *TensorMap, out DevicePtr, rows, cols int, oob DevicePtr) *Args {
+	return new(Args).TensorMap(m).Ptr(out).Int(rows).Int(cols).Ptr(oob)
+}
+
+func bigSmemArgs(in, out, where DevicePtr, words int) *Args {
+	return new(Args).Ptr(in).Ptr(out).Ptr(where).Int(words)
+}
+
+func clusterArgs(in, out, rankOf DevicePtr) *Args { return new(Args).Ptr(in).Ptr(out).Ptr(rankOf) }
+
+// echo_params's arguments and the words it must write back.
+var echoIn = struct {
+	a uint8
+	b int16
+	c three
+	d float64
+	m mixed
+	e float32
+	h uint16
+}{0xAB, -12345, three{[3]uint8{1, 2, 3}}, math.Pi, mixed{-7, 1 << 40, 2.5}, -0.75, 0xBEEF}
+
+func echoArgs(out DevicePtr) *Args {
+	a := new(Args).U8(echoIn.a).U16(uint16(echoIn.b))
+	Value(a, echoIn.c)
+	a.F64(echoIn.d)
+	Value(a, echoIn.m)
+	return a.F32(echoIn.e).U16(echoIn.h).Ptr(out)
+}
+
+func echoWant() []uint64 {
+	e := echoIn
+	return []uint64{uint64(e.a), uint64(int64(e.b)), 0x030201, math.Float64bits(e.d), uint64(int64(e.m.I)),
+		uint64(e.m.J), uint64(math.Float32bits(e.m.F)), uint64(math.Float32bits(e.e)), uint64(e.h)}
 }
 
 func TestArgsLayOutEachValueAtItsAlignment(t *testing.T) {
@@ -157,6 +197,92 @@ func TestAnEmptyGridLaunchesNothing(t *testing.T) {
 	f := &Function{name: "k"}
 	if err := f.Launch(LaunchConfig{Grid: Dim3{0, 1, 1}, Block: D(32)}, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// kernelParams reads a kernel's parameter table (EIATTR_KPARAM_INFO in
+// .nv.info.<kernel>) from a CUBIN: what cuFuncGetParamInfo answers on a
+// GPU, read here with NVRTC alone. Offsets are relative to the first
+// parameter (the table's base is the constant bank's, not 64-aligned).
+func kernelParams(t *testing.T, cubin []byte, kernel string) (offs, sizes []uint32) {
+	t.Helper()
+	f, err := elf.NewFile(bytes.NewReader(cudaELF(cubin)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.Section(".nv.info." + kernel)
+	if s == nil {
+		t.Fatalf("no .nv.info.%s", kernel)
+	}
+	d, err := s.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type param struct{ ord, off, size uint32 }
+	var ps []param
+	// Records: format byte, attribute byte, then by format nothing (1), a
+	// byte (2), two bytes (3), or a 16-bit length and that many bytes (4).
+	for len(d) >= 2 {
+		format, attr := d[0], d[1]
+		var val []byte
+		switch format {
+		case 1:
+			d = d[2:]
+		case 2:
+			val, d = d[2:3], d[3:]
+		case 3:
+			val, d = d[2:4], d[4:]
+		case 4:
+			n := int(binary.LittleEndian.Uint16(d[2:4]))
+			val, d = d[4:4+n], d[4+n:]
+		default:
+			t.Fatalf("unknown .nv.info record format %d", format)
+		}
+		const kparamInfo = 0x17
+		if attr == kparamInfo && format == 4 && len(val) >= 12 {
+			ps = append(ps, param{uint32(binary.LittleEndian.Uint16(val[4:6])), uint32(binary.LittleEndian.Uint16(val[6:8])),
+				(binary.LittleEndian.Uint32(val[8:12]) >> 18) & 0x3fff})
+		}
+	}
+	offs, sizes = make([]uint32, len(ps)), make([]uint32, len(ps))
+	for _, p := range ps {
+		offs[p.ord], sizes[p.ord] = p.off, p.size
+	}
+	for i := len(offs) - 1; i >= 0; i-- {
+		offs[i] -= offs[0]
+	}
+	return offs, sizes
+}
+
+// TestArgsMatchTheCompiledParameterLayout checks the argument lists the
+// GPU tests pass against the parameter table NVRTC wrote for each kernel:
+// same count, same sizes, same offsets from the first parameter.
+func TestArgsMatchTheCompiledParameterLayout(t *testing.T) {
+	needNVRTC(t)
+	cubin, err := (&Builder{}).CUBIN(testProgram, 9, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m TensorMap
+	for _, c := range []struct {
+		kernel string
+		args   *Args
+	}{
+		{"tma_tile", tmaArgs(&m, 1, 2, 3, 4)},
+		{"big_smem", bigSmemArgs(1, 2, 3, 4)},
+		{"cluster_pair", clusterArgs(1, 2, 3)},
+		{"echo_params", echoArgs(1)},
+	} {
+		t.Run(c.kernel, func(t *testing.T) {
+			offs, sizes := kernelParams(t, cubin, c.kernel)
+			got := make([]uint32, len(c.args.offs))
+			for i := range got {
+				got[i] = c.args.offs[i] - c.args.offs[0]
+			}
+			if !equalU32(sizes, c.args.sizes) || !equalU32(offs, got) {
+				t.Errorf("kernel takes sizes %v at %v; Args gives %v at %v", sizes, offs, c.args.sizes, got)
+			}
+		})
 	}
 }
 
