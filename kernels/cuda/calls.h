@@ -75,5 +75,22 @@ static inline nvrtcResult call_nvrtcGetCUBIN(nvrtcProgram a0, char * a1) { retur
 static inline nvrtcResult call_nvrtcDestroyProgram(nvrtcProgram * a0) { return nvrtc.nvrtcDestroyProgram(a0); }
 static inline const char * call_nvrtcGetErrorString(nvrtcResult a0) { return nvrtc.nvrtcGetErrorString(a0); }
 static inline int call_cudaRuntimeGetVersion(int * a0) { return cudart.cudaRuntimeGetVersion(a0); }
+static inline ncclResult_t call_ncclGetVersion(int * a0) { return nccl.ncclGetVersion(a0); }
+static inline ncclResult_t call_ncclGetUniqueId(ncclUniqueId * a0) { return nccl.ncclGetUniqueId(a0); }
+static inline ncclResult_t call_ncclCommInitRank(ncclComm_t * a0, int a1, ncclUniqueId a2, int a3) { return nccl.ncclCommInitRank(a0, a1, a2, a3); }
+static inline ncclResult_t call_ncclCommInitAll(ncclComm_t * a0, int a1, const int * a2) { return nccl.ncclCommInitAll(a0, a1, a2); }
+static inline ncclResult_t call_ncclCommDestroy(ncclComm_t a0) { return nccl.ncclCommDestroy(a0); }
+static inline ncclResult_t call_ncclCommAbort(ncclComm_t a0) { return nccl.ncclCommAbort(a0); }
+static inline ncclResult_t call_ncclCommGetAsyncError(ncclComm_t a0, ncclResult_t * a1) { return nccl.ncclCommGetAsyncError(a0, a1); }
+static inline ncclResult_t call_ncclCommCount(ncclComm_t a0, int * a1) { return nccl.ncclCommCount(a0, a1); }
+static inline ncclResult_t call_ncclCommCuDevice(ncclComm_t a0, int * a1) { return nccl.ncclCommCuDevice(a0, a1); }
+static inline ncclResult_t call_ncclCommUserRank(ncclComm_t a0, int * a1) { return nccl.ncclCommUserRank(a0, a1); }
+static inline ncclResult_t call_ncclGroupStart(void) { return nccl.ncclGroupStart(); }
+static inline ncclResult_t call_ncclGroupEnd(void) { return nccl.ncclGroupEnd(); }
+static inline ncclResult_t call_ncclSend(const void * a0, size_t a1, int a2, int a3, ncclComm_t a4, CUstream a5) { return nccl.ncclSend(a0, a1, a2, a3, a4, a5); }
+static inline ncclResult_t call_ncclRecv(void * a0, size_t a1, int a2, int a3, ncclComm_t a4, CUstream a5) { return nccl.ncclRecv(a0, a1, a2, a3, a4, a5); }
+static inline ncclResult_t call_ncclAllReduce(const void * a0, void * a1, size_t a2, int a3, int a4, ncclComm_t a5, CUstream a6) { return nccl.ncclAllReduce(a0, a1, a2, a3, a4, a5, a6); }
+static inline const char * call_ncclGetErrorString(ncclResult_t a0) { return nccl.ncclGetErrorString(a0); }
+static inline const char * call_ncclGetLastError(ncclComm_t a0) { return nccl.ncclGetLastError(a0); }
 
 #endif

@@ -9,15 +9,17 @@ cu_t cu;
 cublas_t cublas;
 nvrtc_t nvrtc;
 cudart_t cudart;
+nccl_t nccl;
 
 #include "symbols.h"
 
-// The layouts dl.h declares by hand, as cuda.h has them.
+// The layouts dl.h declares by hand, as cuda.h and nccl.h have them.
 _Static_assert(sizeof(CUlaunchAttribute) == 72, "CUlaunchAttribute is 72 bytes");
 _Static_assert(offsetof(CUlaunchAttribute, value) == 8, "CUlaunchAttribute.value at 8");
 _Static_assert(sizeof(CUlaunchConfig) == 56, "CUlaunchConfig is 56 bytes");
 _Static_assert(offsetof(CUlaunchConfig, hStream) == 32, "CUlaunchConfig.hStream at 32");
 _Static_assert(sizeof(CUtensorMap) == 128 && _Alignof(CUtensorMap) == 64, "CUtensorMap is 128 bytes, 64-aligned");
+_Static_assert(sizeof(ncclUniqueId) == 128, "ncclUniqueId is 128 bytes");
 
 static const char *sonames[][4] = {
 	{"libcuda.so.1", "libcuda.so", NULL},
@@ -25,6 +27,7 @@ static const char *sonames[][4] = {
 	{"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so", NULL},
 	{"libcublas.so.13", "libcublas.so.12", "libcublas.so", NULL},
 	{"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", NULL},
+	{"libnccl.so.2", "libnccl.so", NULL},
 };
 
 static char opened_path[4096];
@@ -67,6 +70,7 @@ const char *moetop_load(int which, const char *dir, const char **opened, const c
 	case LIB_CUBLASLT: return NULL; // loaded only so that libcublas finds it
 	case LIB_CUBLAS: table = (void **)&cublas; names = cublas_names; n = sizeof cublas_names / sizeof *cublas_names; break;
 	case LIB_NVRTC: table = (void **)&nvrtc; names = nvrtc_names; n = sizeof nvrtc_names / sizeof *nvrtc_names; break;
+	case LIB_NCCL: table = (void **)&nccl; names = nccl_names; n = sizeof nccl_names / sizeof *nccl_names; break;
 	default: return "unknown library";
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -137,6 +141,19 @@ CUresult moetop_encode_tiled(void *out, int dtype, cuuint32_t rank, CUdeviceptr 
 	                                       interleave, swizzle, l2, oob);
 	if (r == 0) memcpy(out, &m, sizeof m);
 	return r;
+}
+
+ncclResult_t moetop_nccl_send(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream) {
+	return nccl.ncclSend((const void *)buf, count, dtype, peer, comm, (CUstream)stream);
+}
+
+ncclResult_t moetop_nccl_recv(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream) {
+	return nccl.ncclRecv((void *)buf, count, dtype, peer, comm, (CUstream)stream);
+}
+
+ncclResult_t moetop_nccl_all_reduce(CUdeviceptr send, CUdeviceptr recv, size_t count, int dtype, int op,
+                                    ncclComm_t comm, uintptr_t stream) {
+	return nccl.ncclAllReduce((const void *)send, (void *)recv, count, dtype, op, comm, (CUstream)stream);
 }
 
 cublasStatus_t moetop_gemm(cublasHandle_t h, int m, int n, int k, CUdeviceptr A, int atype, int lda,

@@ -1,5 +1,5 @@
-// Run-time bindings to the CUDA driver, cuBLAS and NVRTC, with no CUDA
-// headers: every type is declared here as the ABI has it. This file is
+// Run-time bindings to the CUDA driver, cuBLAS, NVRTC and NCCL, with no
+// CUDA headers: every type is declared here as the ABI has it. This file is
 // the one source of truth for the symbol tables: scripts/gencalls.py writes
 // calls.h (a Go-callable wrapper per entry) and symbols.h (the names dl.c
 // resolves) from it. MOETOP_OPTIONAL marks a symbol an older library may
@@ -56,6 +56,11 @@ typedef struct {
 	_Alignas(64) cuuint64_t opaque[16];
 } CUtensorMap;
 
+typedef int ncclResult_t;
+typedef void *ncclComm_t;
+typedef struct {
+	char internal[128];
+} ncclUniqueId;
 
 // Symbol tables: filled by moetop_load; a NULL entry is a missing symbol.
 typedef struct {
@@ -153,10 +158,33 @@ typedef struct {
 	int (*cudaRuntimeGetVersion)(int *);
 } cudart_t;
 
+// NCCL, opened on its own (LoadNCCL): a machine without it still runs
+// every single-GPU backend.
+typedef struct {
+	ncclResult_t (*ncclGetVersion)(int *);
+	ncclResult_t (*ncclGetUniqueId)(ncclUniqueId *);
+	ncclResult_t (*ncclCommInitRank)(ncclComm_t *, int, ncclUniqueId, int);
+	ncclResult_t (*ncclCommInitAll)(ncclComm_t *, int, const int *);
+	ncclResult_t (*ncclCommDestroy)(ncclComm_t);
+	ncclResult_t (*ncclCommAbort)(ncclComm_t);
+	ncclResult_t (*ncclCommGetAsyncError)(ncclComm_t, ncclResult_t *);
+	ncclResult_t (*ncclCommCount)(ncclComm_t, int *);
+	ncclResult_t (*ncclCommCuDevice)(ncclComm_t, int *);
+	ncclResult_t (*ncclCommUserRank)(ncclComm_t, int *);
+	ncclResult_t (*ncclGroupStart)(void);
+	ncclResult_t (*ncclGroupEnd)(void);
+	ncclResult_t (*ncclSend)(const void *, size_t, int, int, ncclComm_t, CUstream);
+	ncclResult_t (*ncclRecv)(void *, size_t, int, int, ncclComm_t, CUstream);
+	ncclResult_t (*ncclAllReduce)(const void *, void *, size_t, int, int, ncclComm_t, CUstream);
+	const char *(*ncclGetErrorString)(ncclResult_t);
+	MOETOP_OPTIONAL const char *(*ncclGetLastError)(ncclComm_t); // 2.13+
+} nccl_t;
+
 extern cu_t cu;
 extern cublas_t cublas;
 extern nvrtc_t nvrtc;
 extern cudart_t cudart;
+extern nccl_t nccl;
 
 // moetop_load opens a library by trying each name in turn (dir first when
 // given) and resolves the symbols of the table. It returns NULL on success,
@@ -187,6 +215,13 @@ CUresult moetop_encode_tiled(void *out, int dtype, cuuint32_t rank, CUdeviceptr 
                              const cuuint64_t *strides, const cuuint32_t *box, const cuuint32_t *elem_strides,
                              int interleave, int swizzle, int l2, int oob);
 
+// NCCL calls that take device addresses and the stream as integers, which
+// Go can pass without converting an integer to a pointer.
+ncclResult_t moetop_nccl_send(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream);
+ncclResult_t moetop_nccl_recv(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream);
+ncclResult_t moetop_nccl_all_reduce(CUdeviceptr send, CUdeviceptr recv, size_t count, int dtype, int op,
+                                    ncclComm_t comm, uintptr_t stream);
+
 // GEMM wrappers: alpha = 1, beta = 0, no transposes; they take device
 // addresses as integers and cast here, where a cast is not a Go pointer.
 cublasStatus_t moetop_gemm(cublasHandle_t h, int m, int n, int k, CUdeviceptr A, int atype, int lda,
@@ -202,5 +237,5 @@ cublasStatus_t moetop_gemm_grouped(cublasHandle_t h, int groups, const int *m, c
 
 cublasStatus_t moetop_set_workspace(cublasHandle_t h, CUdeviceptr ws, size_t bytes);
 
-enum { LIB_CUDA = 0, LIB_CUDART = 1, LIB_CUBLASLT = 2, LIB_CUBLAS = 3, LIB_NVRTC = 4 };
+enum { LIB_CUDA = 0, LIB_CUDART = 1, LIB_CUBLASLT = 2, LIB_CUBLAS = 3, LIB_NVRTC = 4, LIB_NCCL = 5 };
 #endif

@@ -32,7 +32,7 @@ var (
 	libs     Libraries
 )
 
-var libNames = [...]string{"libcuda.so.1", "libcudart", "libcublasLt", "libcublas", "libnvrtc"}
+var libNames = [...]string{"libcuda.so.1", "libcudart", "libcublasLt", "libcublas", "libnvrtc", "libnccl.so.2"}
 
 // The C loader keeps the path it opened and its message in static buffers,
 // so one library is opened at a time.

@@ -86,4 +86,24 @@ static const char *cudart_names[] = {
 	"cudaRuntimeGetVersion",
 };
 
+static const char *nccl_names[] = {
+	"ncclGetVersion",
+	"ncclGetUniqueId",
+	"ncclCommInitRank",
+	"ncclCommInitAll",
+	"ncclCommDestroy",
+	"ncclCommAbort",
+	"ncclCommGetAsyncError",
+	"ncclCommCount",
+	"ncclCommCuDevice",
+	"ncclCommUserRank",
+	"ncclGroupStart",
+	"ncclGroupEnd",
+	"ncclSend",
+	"ncclRecv",
+	"ncclAllReduce",
+	"ncclGetErrorString",
+	"?ncclGetLastError",
+};
+
 #endif
