@@ -2,6 +2,14 @@
 // and NVRTC-compiled kernels for the rest. The CUDA driver, cuBLAS and NVRTC
 // are opened at run time with dlopen, so nothing CUDA is needed to build,
 // and without a GPU every entry point returns kernels.ErrNoGPU.
+//
+// Hand-written kernels go through one path: a Program (CUDA C++ source and
+// its own NVRTC options) is built by a Builder, which caches CUBINs on disk,
+// and loaded with Device.Load into a Module that lives until Device.Close;
+// Function.Launch takes any parameters (Args: scalars, pointers, structs,
+// a TensorMap from EncodeTiled), 3-D shapes, dynamic shared memory and
+// clusters. testkernels.cu has a working example of each Hopper feature.
+// NCCL, for expert parallelism, is opened apart with LoadNCCL.
 package cuda
 
 /*
