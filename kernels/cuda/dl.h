@@ -215,6 +215,10 @@ CUresult moetop_encode_tiled(void *out, int dtype, cuuint32_t rank, CUdeviceptr 
                              const cuuint64_t *strides, const cuuint32_t *box, const cuuint32_t *elem_strides,
                              int interleave, int swizzle, int l2, int oob);
 
+// A stream handle from Go's integer form, which Go cannot convert to a
+// pointer without a vet warning.
+static inline CUstream moetop_stream(uintptr_t s) { return (CUstream)s; }
+
 // NCCL calls that take device addresses and the stream as integers, which
 // Go can pass without converting an integer to a pointer.
 ncclResult_t moetop_nccl_send(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream);

@@ -251,7 +251,7 @@ func TestASecondRunLoadsTheCUBINFromTheDiskCache(t *testing.T) {
 	// A second run: another device handle and a new builder (nothing in
 	// memory), the same cache directory.
 	d2 := openGPU(t)
-	defer d2.Close()
+	t.Cleanup(func() { d2.Close() }) // after its buffer is freed
 	notice.Reset()
 	m, err := d2.LoadWith(countingBuilder(dir, &calls, &notice), testProgram)
 	if err != nil {

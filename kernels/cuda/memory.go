@@ -10,8 +10,8 @@ import (
 	"unsafe"
 )
 
-// Device memory for code outside the backends (hand-written kernels'
-// tests, NCCL buffers). Each call enters the device itself, so it works
+// Device memory and streams for code outside the backends (hand-written
+// kernels, NCCL buffers). Each call enters the device itself, so it works
 // from any goroutine; inside Device.Enter it nests.
 
 // Alloc allocates n bytes of device memory; an allocation failure matches
@@ -75,4 +75,43 @@ func (d *Device) Synchronize() error {
 	}
 	defer leave()
 	return check("cuCtxSynchronize", C.call_cuCtxSynchronize())
+}
+
+// NewStream creates a stream on d that does not wait for the legacy
+// default stream (CU_STREAM_NON_BLOCKING).
+func (d *Device) NewStream() (Stream, error) {
+	leave, err := d.Enter()
+	if err != nil {
+		return 0, err
+	}
+	defer leave()
+	var s C.CUstream
+	if err := check("cuStreamCreate", C.call_cuStreamCreate(&s, 1)); err != nil {
+		return 0, err
+	}
+	return streamOf(s), nil
+}
+
+// DestroyStream destroys a stream from NewStream once its work is done.
+func (d *Device) DestroyStream(s Stream) error {
+	if s == 0 {
+		return nil
+	}
+	leave, err := d.Enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	return check("cuStreamDestroy_v2", C.call_cuStreamDestroy_v2(C.moetop_stream(C.uintptr_t(s))))
+}
+
+// SyncStream waits for the work on s; a fault inside a kernel, or NCCL's
+// work failing, surfaces here.
+func (d *Device) SyncStream(s Stream) error {
+	leave, err := d.Enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	return check("cuStreamSynchronize", C.call_cuStreamSynchronize(C.moetop_stream(C.uintptr_t(s))))
 }

@@ -283,8 +283,10 @@ func TestNothingCanCallCuMulticast(t *testing.T) {
 // in one communicator; each rank sends a word to the next and receives
 // from the previous, all in one group.
 func TestNCCLRingOnEveryGPU(t *testing.T) {
+	// Devices close in cleanups, after the buffers' (registered later)
+	// are freed in their still-live contexts.
 	first := openGPU(t)
-	defer first.Close()
+	t.Cleanup(func() { first.Close() })
 	if _, err := LoadNCCL(""); err != nil {
 		t.Skipf("no NCCL: %v", err)
 	}
@@ -295,7 +297,7 @@ func TestNCCLRingOnEveryGPU(t *testing.T) {
 		if err != nil {
 			break
 		}
-		defer d.Close()
+		t.Cleanup(func() { d.Close() })
 		devs, ordinals = append(devs, d), append(ordinals, i)
 	}
 	n := len(devs)
@@ -313,16 +315,20 @@ func TestNCCLRingOnEveryGPU(t *testing.T) {
 			}
 		}
 	}()
-	send, recv := make([]DevicePtr, n), make([]DevicePtr, n)
+	send, recv, streams := make([]DevicePtr, n), make([]DevicePtr, n), make([]Stream, n)
 	for i, d := range devs {
 		send[i], recv[i] = buffer(t, d, 4, le32(uint32(100+i))), buffer(t, d, 4, nil)
+		if streams[i], err = d.NewStream(); err != nil {
+			t.Fatal(err)
+		}
+		defer d.DestroyStream(streams[i])
 	}
 	err = Group(func() error {
 		for i, c := range comms {
-			if err := c.Send(send[i], 1, NCCLUint32, (i+1)%n, 0); err != nil {
+			if err := c.Send(send[i], 1, NCCLUint32, (i+1)%n, streams[i]); err != nil {
 				return err
 			}
-			if err := c.Recv(recv[i], 1, NCCLUint32, (i+n-1)%n, 0); err != nil {
+			if err := c.Recv(recv[i], 1, NCCLUint32, (i+n-1)%n, streams[i]); err != nil {
 				return err
 			}
 		}
@@ -332,6 +338,9 @@ func TestNCCLRingOnEveryGPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, d := range devs {
+		if err := d.SyncStream(streams[i]); err != nil {
+			t.Fatalf("rank %d: %v", i, err)
+		}
 		if got := u32s(download(t, d, recv[i], 4))[0]; got != uint32(100+(i+n-1)%n) {
 			t.Errorf("rank %d received %d, want %d", i, got, 100+(i+n-1)%n)
 		}
