@@ -274,7 +274,9 @@ func CommInitRank(nranks int, id UniqueID, rank int) (*Comm, error) {
 }
 
 // CommInitAll makes one communicator per device of this process
-// (ncclCommInitAll): rank i drives CUDA device devices[i].
+// (ncclCommInitAll): rank i drives CUDA device devices[i]. NCCL switches
+// the calling thread's current device while it works: enter your device
+// again afterwards before launching.
 func CommInitAll(devices []int) ([]*Comm, error) {
 	call := fmt.Sprintf("ncclCommInitAll(devices %v)", devices)
 	if err := needNCCL(call); err != nil {
