@@ -15,6 +15,7 @@ static inline CUresult call_cuDevicePrimaryCtxRetain(CUcontext * a0, CUdevice a1
 static inline CUresult call_cuDevicePrimaryCtxRelease_v2(CUdevice a0) { return cu.cuDevicePrimaryCtxRelease_v2(a0); }
 static inline CUresult call_cuCtxSetCurrent(CUcontext a0) { return cu.cuCtxSetCurrent(a0); }
 static inline CUresult call_cuCtxSynchronize(void) { return cu.cuCtxSynchronize(); }
+static inline CUresult call_cuCtxGetCurrent(CUcontext * a0) { return cu.cuCtxGetCurrent(a0); }
 static inline CUresult call_cuMemAlloc_v2(CUdeviceptr * a0, size_t a1) { return cu.cuMemAlloc_v2(a0, a1); }
 static inline CUresult call_cuMemFree_v2(CUdeviceptr a0) { return cu.cuMemFree_v2(a0); }
 static inline CUresult call_cuMemAllocHost_v2(void ** a0, size_t a1) { return cu.cuMemAllocHost_v2(a0, a1); }
@@ -40,6 +41,11 @@ static inline CUresult call_cuModuleLoadData(CUmodule * a0, const void * a1) { r
 static inline CUresult call_cuModuleUnload(CUmodule a0) { return cu.cuModuleUnload(a0); }
 static inline CUresult call_cuModuleGetFunction(CUfunction * a0, CUmodule a1, const char * a2) { return cu.cuModuleGetFunction(a0, a1, a2); }
 static inline CUresult call_cuLaunchKernel(CUfunction a0, unsigned a1, unsigned a2, unsigned a3, unsigned a4, unsigned a5, unsigned a6, unsigned a7, CUstream a8, void ** a9, void ** a10) { return cu.cuLaunchKernel(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10); }
+static inline CUresult call_cuFuncSetAttribute(CUfunction a0, int a1, int a2) { return cu.cuFuncSetAttribute(a0, a1, a2); }
+static inline CUresult call_cuFuncGetAttribute(int * a0, int a1, CUfunction a2) { return cu.cuFuncGetAttribute(a0, a1, a2); }
+static inline CUresult call_cuFuncGetParamInfo(CUfunction a0, size_t a1, size_t * a2, size_t * a3) { return cu.cuFuncGetParamInfo(a0, a1, a2, a3); }
+static inline CUresult call_cuLaunchKernelEx(const CUlaunchConfig * a0, CUfunction a1, void ** a2, void ** a3) { return cu.cuLaunchKernelEx(a0, a1, a2, a3); }
+static inline CUresult call_cuTensorMapEncodeTiled(CUtensorMap * a0, int a1, cuuint32_t a2, void * a3, const cuuint64_t * a4, const cuuint64_t * a5, const cuuint32_t * a6, const cuuint32_t * a7, int a8, int a9, int a10, int a11) { return cu.cuTensorMapEncodeTiled(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11); }
 static inline CUresult call_cuGetErrorName(CUresult a0, const char ** a1) { return cu.cuGetErrorName(a0, a1); }
 static inline CUresult call_cuGetErrorString(CUresult a0, const char ** a1) { return cu.cuGetErrorString(a0, a1); }
 static inline CUresult call_cuStreamBeginCapture_v2(CUstream a0, int a1) { return cu.cuStreamBeginCapture_v2(a0, a1); }
@@ -69,5 +75,22 @@ static inline nvrtcResult call_nvrtcGetCUBIN(nvrtcProgram a0, char * a1) { retur
 static inline nvrtcResult call_nvrtcDestroyProgram(nvrtcProgram * a0) { return nvrtc.nvrtcDestroyProgram(a0); }
 static inline const char * call_nvrtcGetErrorString(nvrtcResult a0) { return nvrtc.nvrtcGetErrorString(a0); }
 static inline int call_cudaRuntimeGetVersion(int * a0) { return cudart.cudaRuntimeGetVersion(a0); }
+static inline ncclResult_t call_ncclGetVersion(int * a0) { return nccl.ncclGetVersion(a0); }
+static inline ncclResult_t call_ncclGetUniqueId(ncclUniqueId * a0) { return nccl.ncclGetUniqueId(a0); }
+static inline ncclResult_t call_ncclCommInitRank(ncclComm_t * a0, int a1, ncclUniqueId a2, int a3) { return nccl.ncclCommInitRank(a0, a1, a2, a3); }
+static inline ncclResult_t call_ncclCommInitAll(ncclComm_t * a0, int a1, const int * a2) { return nccl.ncclCommInitAll(a0, a1, a2); }
+static inline ncclResult_t call_ncclCommDestroy(ncclComm_t a0) { return nccl.ncclCommDestroy(a0); }
+static inline ncclResult_t call_ncclCommAbort(ncclComm_t a0) { return nccl.ncclCommAbort(a0); }
+static inline ncclResult_t call_ncclCommGetAsyncError(ncclComm_t a0, ncclResult_t * a1) { return nccl.ncclCommGetAsyncError(a0, a1); }
+static inline ncclResult_t call_ncclCommCount(ncclComm_t a0, int * a1) { return nccl.ncclCommCount(a0, a1); }
+static inline ncclResult_t call_ncclCommCuDevice(ncclComm_t a0, int * a1) { return nccl.ncclCommCuDevice(a0, a1); }
+static inline ncclResult_t call_ncclCommUserRank(ncclComm_t a0, int * a1) { return nccl.ncclCommUserRank(a0, a1); }
+static inline ncclResult_t call_ncclGroupStart(void) { return nccl.ncclGroupStart(); }
+static inline ncclResult_t call_ncclGroupEnd(void) { return nccl.ncclGroupEnd(); }
+static inline ncclResult_t call_ncclSend(const void * a0, size_t a1, int a2, int a3, ncclComm_t a4, CUstream a5) { return nccl.ncclSend(a0, a1, a2, a3, a4, a5); }
+static inline ncclResult_t call_ncclRecv(void * a0, size_t a1, int a2, int a3, ncclComm_t a4, CUstream a5) { return nccl.ncclRecv(a0, a1, a2, a3, a4, a5); }
+static inline ncclResult_t call_ncclAllReduce(const void * a0, void * a1, size_t a2, int a3, int a4, ncclComm_t a5, CUstream a6) { return nccl.ncclAllReduce(a0, a1, a2, a3, a4, a5, a6); }
+static inline const char * call_ncclGetErrorString(ncclResult_t a0) { return nccl.ncclGetErrorString(a0); }
+static inline const char * call_ncclGetLastError(ncclComm_t a0) { return nccl.ncclGetLastError(a0); }
 
 #endif

@@ -7,6 +7,7 @@ package cuda
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -23,6 +24,7 @@ type Device struct {
 	TotalBytes   uint64
 	ctx          C.CUcontext
 	dev          C.CUdevice
+	modules      moduleSet // loaded in ctx; Close unloads them
 }
 
 // OpenDevice loads the libraries and retains the primary context of the
@@ -112,9 +114,10 @@ func (d *Device) MemInfo() (free, total uint64, err error) {
 	return uint64(f), uint64(t), err
 }
 
-// Close releases the primary context.
+// Close unloads the device's modules and releases the primary context.
 func (d *Device) Close() error {
-	return check("cuDevicePrimaryCtxRelease_v2", C.call_cuDevicePrimaryCtxRelease_v2(d.dev))
+	err := d.unloadModules()
+	return errors.Join(err, check("cuDevicePrimaryCtxRelease_v2", C.call_cuDevicePrimaryCtxRelease_v2(d.dev)))
 }
 
 // ptr is a device address.

@@ -1,5 +1,6 @@
 #include "dl.h"
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,31 +9,17 @@ cu_t cu;
 cublas_t cublas;
 nvrtc_t nvrtc;
 cudart_t cudart;
+nccl_t nccl;
 
-// Symbol names in table order; a leading '?' marks a symbol that may be
-// missing (the caller checks the pointer before use).
-static const char *cu_names[] = {
-	"cuInit", "cuDriverGetVersion", "cuDeviceGetCount", "cuDeviceGet", "cuDeviceGetName",
-	"cuDeviceGetAttribute", "cuDeviceTotalMem_v2", "cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRelease_v2",
-	"cuCtxSetCurrent", "cuCtxSynchronize", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemAllocHost_v2",
-	"cuMemFreeHost", "cuMemGetInfo_v2", "cuMemcpyHtoD_v2", "cuMemcpyDtoH_v2", "cuMemcpyHtoDAsync_v2",
-	"cuMemcpyDtoHAsync_v2", "cuMemsetD8Async", "cuMemsetD16Async", "cuMemsetD32Async", "cuStreamCreate",
-	"cuStreamDestroy_v2", "cuStreamSynchronize", "cuStreamWaitEvent", "cuEventCreate", "cuEventDestroy_v2",
-	"cuEventRecord", "cuEventSynchronize", "cuEventElapsedTime", "cuModuleLoadData", "cuModuleUnload",
-	"cuModuleGetFunction", "cuLaunchKernel", "cuGetErrorName", "cuGetErrorString",
-	"?cuStreamBeginCapture_v2", "?cuStreamEndCapture", "?cuGraphInstantiateWithFlags", "?cuGraphLaunch",
-	"?cuGraphExecDestroy", "?cuGraphDestroy",
-};
-static const char *cublas_names[] = {
-	"cublasCreate_v2", "cublasDestroy_v2", "cublasGetVersion_v2", "cublasSetStream_v2",
-	"cublasSetWorkspace_v2", "cublasSetMathMode", "cublasGemmEx", "cublasGemmStridedBatchedEx",
-	"?cublasGemmGroupedBatchedEx", "cublasGetStatusString", "?cublasGetProperty",
-};
-static const char *nvrtc_names[] = {
-	"nvrtcVersion", "nvrtcCreateProgram", "nvrtcCompileProgram", "nvrtcGetProgramLogSize",
-	"nvrtcGetProgramLog", "nvrtcGetCUBINSize", "nvrtcGetCUBIN", "nvrtcDestroyProgram", "nvrtcGetErrorString",
-};
-static const char *cudart_names[] = {"cudaRuntimeGetVersion"};
+#include "symbols.h"
+
+// The layouts dl.h declares by hand, as cuda.h and nccl.h have them.
+_Static_assert(sizeof(CUlaunchAttribute) == 72, "CUlaunchAttribute is 72 bytes");
+_Static_assert(offsetof(CUlaunchAttribute, value) == 8, "CUlaunchAttribute.value at 8");
+_Static_assert(sizeof(CUlaunchConfig) == 56, "CUlaunchConfig is 56 bytes");
+_Static_assert(offsetof(CUlaunchConfig, hStream) == 32, "CUlaunchConfig.hStream at 32");
+_Static_assert(sizeof(CUtensorMap) == 128 && _Alignof(CUtensorMap) == 64, "CUtensorMap is 128 bytes, 64-aligned");
+_Static_assert(sizeof(ncclUniqueId) == 128, "ncclUniqueId is 128 bytes");
 
 static const char *sonames[][4] = {
 	{"libcuda.so.1", "libcuda.so", NULL},
@@ -40,24 +27,38 @@ static const char *sonames[][4] = {
 	{"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so", NULL},
 	{"libcublas.so.13", "libcublas.so.12", "libcublas.so", NULL},
 	{"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", NULL},
+	{"libnccl.so.2", "libnccl.so", NULL},
 };
 
 static char opened_path[4096];
+static char load_error[4096];
 
 const char *moetop_load(int which, const char *dir, const char **opened, const char **missing) {
 	void *h = NULL;
+	load_error[0] = 0;
 	for (int i = 0; sonames[which][i] && !h; i++) {
 		if (dir && *dir) {
 			snprintf(opened_path, sizeof opened_path, "%s/%s", dir, sonames[which][i]);
 			h = dlopen(opened_path, RTLD_NOW | RTLD_GLOBAL);
+			// A library that is there but cannot load (an unresolved
+			// symbol, a newer glibc) says more than "not found": keep
+			// the loader's first message.
+			if (!h && !load_error[0]) {
+				const char *e = dlerror();
+				if (e && !strstr(e, "No such file")) snprintf(load_error, sizeof load_error, "%s", e);
+			}
 		}
 		if (!h) {
 			snprintf(opened_path, sizeof opened_path, "%s", sonames[which][i]);
 			h = dlopen(opened_path, RTLD_NOW | RTLD_GLOBAL);
+			if (!h && !load_error[0]) {
+				const char *e = dlerror();
+				if (e && !strstr(e, "No such file")) snprintf(load_error, sizeof load_error, "%s", e);
+			}
 		}
 	}
 	if (!h) {
-		return "library not found";
+		return load_error[0] ? load_error : "library not found";
 	}
 	*opened = opened_path;
 	void **table = NULL;
@@ -65,10 +66,12 @@ const char *moetop_load(int which, const char *dir, const char **opened, const c
 	size_t n = 0;
 	switch (which) {
 	case LIB_CUDA: table = (void **)&cu; names = cu_names; n = sizeof cu_names / sizeof *cu_names; break;
-	case LIB_CUDART: table = (void **)&cudart; names = cudart_names; n = 1; break;
+	case LIB_CUDART: table = (void **)&cudart; names = cudart_names; n = sizeof cudart_names / sizeof *cudart_names; break;
 	case LIB_CUBLASLT: return NULL; // loaded only so that libcublas finds it
 	case LIB_CUBLAS: table = (void **)&cublas; names = cublas_names; n = sizeof cublas_names / sizeof *cublas_names; break;
 	case LIB_NVRTC: table = (void **)&nvrtc; names = nvrtc_names; n = sizeof nvrtc_names / sizeof *nvrtc_names; break;
+	case LIB_NCCL: table = (void **)&nccl; names = nccl_names; n = sizeof nccl_names / sizeof *nccl_names; break;
+	default: return "unknown library";
 	}
 	for (size_t i = 0; i < n; i++) {
 		int optional = names[i][0] == '?';
@@ -88,16 +91,69 @@ const char *moetop_load(int which, const char *dir, const char **opened, const c
 	return NULL;
 }
 
-CUresult moetop_launch(CUfunction f, unsigned gx, unsigned gy, unsigned bx, unsigned shmem, CUstream s,
-                       int n, const uint64_t *args) {
-	uint64_t slots[32];
-	void *params[32];
-	if (n > 32) return 1; // CUDA_ERROR_INVALID_VALUE
-	for (int i = 0; i < n; i++) {
-		slots[i] = args[i];
-		params[i] = &slots[i];
+CUresult moetop_launch_ex(CUfunction f, const moetop_launch_cfg *cfg, int n, const uint32_t *offs, const void *blob,
+                          size_t len) {
+	// The arguments of a typical kernel fit on the stack; the copy is
+	// 64-byte aligned because a CUtensorMap argument must be.
+	_Alignas(64) unsigned char local_blob[4096];
+	void *local_params[64];
+	unsigned char *data = local_blob;
+	void **params = local_params;
+	if (len > sizeof local_blob) {
+		data = aligned_alloc(64, (len + 63) / 64 * 64);
 	}
-	return cu.cuLaunchKernel(f, gx, gy, 1, bx, 1, 1, shmem, s, params, NULL);
+	if (n > (int)(sizeof local_params / sizeof *local_params)) {
+		params = malloc(n * sizeof *params);
+	}
+	CUresult r = MOETOP_NO_HOST_MEMORY;
+	if (data && params) {
+		if (len) memcpy(data, blob, len);
+		for (int i = 0; i < n; i++) params[i] = data + offs[i];
+		CUstream s = (CUstream)cfg->stream;
+		if (cfg->cluster[0]) {
+			CUlaunchAttribute attr;
+			memset(&attr, 0, sizeof attr);
+			attr.id = 4; // CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+			attr.value.clusterDim.x = cfg->cluster[0];
+			attr.value.clusterDim.y = cfg->cluster[1];
+			attr.value.clusterDim.z = cfg->cluster[2];
+			CUlaunchConfig c = {
+			    cfg->grid[0], cfg->grid[1], cfg->grid[2], cfg->block[0], cfg->block[1], cfg->block[2],
+			    cfg->shmem,   s,            &attr,        1,
+			};
+			r = cu.cuLaunchKernelEx(&c, f, n ? params : NULL, NULL);
+		} else {
+			r = cu.cuLaunchKernel(f, cfg->grid[0], cfg->grid[1], cfg->grid[2], cfg->block[0], cfg->block[1],
+			                      cfg->block[2], cfg->shmem, s, n ? params : NULL, NULL);
+		}
+	}
+	if (data != local_blob) free(data);
+	if (params != local_params) free(params);
+	return r;
+}
+
+CUresult moetop_encode_tiled(void *out, int dtype, cuuint32_t rank, CUdeviceptr addr, const cuuint64_t *dims,
+                             const cuuint64_t *strides, const cuuint32_t *box, const cuuint32_t *elem_strides,
+                             int interleave, int swizzle, int l2, int oob) {
+	CUtensorMap m;
+	memset(&m, 0, sizeof m);
+	CUresult r = cu.cuTensorMapEncodeTiled(&m, dtype, rank, (void *)addr, dims, strides, box, elem_strides,
+	                                       interleave, swizzle, l2, oob);
+	if (r == 0) memcpy(out, &m, sizeof m);
+	return r;
+}
+
+ncclResult_t moetop_nccl_send(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream) {
+	return nccl.ncclSend((const void *)buf, count, dtype, peer, comm, (CUstream)stream);
+}
+
+ncclResult_t moetop_nccl_recv(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream) {
+	return nccl.ncclRecv((void *)buf, count, dtype, peer, comm, (CUstream)stream);
+}
+
+ncclResult_t moetop_nccl_all_reduce(CUdeviceptr send, CUdeviceptr recv, size_t count, int dtype, int op,
+                                    ncclComm_t comm, uintptr_t stream) {
+	return nccl.ncclAllReduce((const void *)send, (void *)recv, count, dtype, op, comm, (CUstream)stream);
 }
 
 cublasStatus_t moetop_gemm(cublasHandle_t h, int m, int n, int k, CUdeviceptr A, int atype, int lda,

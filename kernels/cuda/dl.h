@@ -1,5 +1,9 @@
-// Run-time bindings to the CUDA driver, cuBLAS and NVRTC, with no CUDA
-// headers: every type is declared here as the ABI has it.
+// Run-time bindings to the CUDA driver, cuBLAS, NVRTC and NCCL, with no
+// CUDA headers: every type is declared here as the ABI has it. This file is
+// the one source of truth for the symbol tables: scripts/gencalls.py writes
+// calls.h (a Go-callable wrapper per entry) and symbols.h (the names dl.c
+// resolves) from it. MOETOP_OPTIONAL marks a symbol an older library may
+// lack: its pointer is then NULL and the Go side says what is missing.
 #ifndef MOETOP_DL_H
 #define MOETOP_DL_H
 #include <stddef.h>
@@ -19,6 +23,44 @@ typedef void *cublasHandle_t;
 typedef int cublasStatus_t;
 typedef void *nvrtcProgram;
 typedef int nvrtcResult;
+typedef uint32_t cuuint32_t;
+typedef uint64_t cuuint64_t;
+
+#define MOETOP_OPTIONAL
+
+// CUlaunchAttribute: a 4-byte id, padding to 8, then a 64-byte union (its
+// largest member holds a pointer, so it is 8-aligned): 72 bytes.
+typedef struct {
+	int id; // CUlaunchAttributeID
+	char pad[4];
+	union {
+		char bytes[64];
+		struct {
+			unsigned x, y, z;
+		} clusterDim;
+		void *align; // the union's alignment as in cuda.h
+	} value;
+} CUlaunchAttribute;
+
+typedef struct {
+	unsigned gridDimX, gridDimY, gridDimZ;
+	unsigned blockDimX, blockDimY, blockDimZ;
+	unsigned sharedMemBytes;
+	CUstream hStream;
+	CUlaunchAttribute *attrs;
+	unsigned numAttrs;
+} CUlaunchConfig;
+
+// CUtensorMap is opaque: 128 bytes, 64-byte aligned.
+typedef struct {
+	_Alignas(64) cuuint64_t opaque[16];
+} CUtensorMap;
+
+typedef int ncclResult_t;
+typedef void *ncclComm_t;
+typedef struct {
+	char internal[128];
+} ncclUniqueId;
 
 // Symbol tables: filled by moetop_load; a NULL entry is a missing symbol.
 typedef struct {
@@ -33,6 +75,7 @@ typedef struct {
 	CUresult (*cuDevicePrimaryCtxRelease_v2)(CUdevice);
 	CUresult (*cuCtxSetCurrent)(CUcontext);
 	CUresult (*cuCtxSynchronize)(void);
+	CUresult (*cuCtxGetCurrent)(CUcontext *);
 	CUresult (*cuMemAlloc_v2)(CUdeviceptr *, size_t);
 	CUresult (*cuMemFree_v2)(CUdeviceptr);
 	CUresult (*cuMemAllocHost_v2)(void **, size_t);
@@ -59,14 +102,21 @@ typedef struct {
 	CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
 	CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
 	                           unsigned, CUstream, void **, void **);
+	CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
+	CUresult (*cuFuncGetAttribute)(int *, int, CUfunction);
+	MOETOP_OPTIONAL CUresult (*cuFuncGetParamInfo)(CUfunction, size_t, size_t *, size_t *); // 12.4+
+	MOETOP_OPTIONAL CUresult (*cuLaunchKernelEx)(const CUlaunchConfig *, CUfunction, void **, void **); // 11.8+
+	MOETOP_OPTIONAL CUresult (*cuTensorMapEncodeTiled)(CUtensorMap *, int, cuuint32_t, void *, const cuuint64_t *,
+	                                                   const cuuint64_t *, const cuuint32_t *, const cuuint32_t *,
+	                                                   int, int, int, int); // 12.0+
 	CUresult (*cuGetErrorName)(CUresult, const char **);
 	CUresult (*cuGetErrorString)(CUresult, const char **);
-	CUresult (*cuStreamBeginCapture_v2)(CUstream, int);
-	CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
-	CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph, unsigned long long);
-	CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
-	CUresult (*cuGraphExecDestroy)(CUgraphExec);
-	CUresult (*cuGraphDestroy)(CUgraph);
+	MOETOP_OPTIONAL CUresult (*cuStreamBeginCapture_v2)(CUstream, int);
+	MOETOP_OPTIONAL CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
+	MOETOP_OPTIONAL CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph, unsigned long long);
+	MOETOP_OPTIONAL CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
+	MOETOP_OPTIONAL CUresult (*cuGraphExecDestroy)(CUgraphExec);
+	MOETOP_OPTIONAL CUresult (*cuGraphDestroy)(CUgraph);
 } cu_t;
 
 typedef struct {
@@ -82,13 +132,13 @@ typedef struct {
 	                                             const void *, int, int, long long, const void *, int, int,
 	                                             long long, const void *, void *, int, int, long long, int,
 	                                             int, int);
-	cublasStatus_t (*cublasGemmGroupedBatchedEx)(cublasHandle_t, const int *, const int *, const int *,
+	MOETOP_OPTIONAL cublasStatus_t (*cublasGemmGroupedBatchedEx)(cublasHandle_t, const int *, const int *, const int *,
 	                                             const int *, const int *, const void *, const void *const *,
 	                                             int, const int *, const void *const *, int, const int *,
 	                                             const void *, void *const *, int, const int *, int,
 	                                             const int *, int);
 	const char *(*cublasGetStatusString)(cublasStatus_t);
-	cublasStatus_t (*cublasGetProperty)(int, int *);
+	MOETOP_OPTIONAL cublasStatus_t (*cublasGetProperty)(int, int *);
 } cublas_t;
 
 typedef struct {
@@ -108,19 +158,73 @@ typedef struct {
 	int (*cudaRuntimeGetVersion)(int *);
 } cudart_t;
 
+// NCCL, opened on its own (LoadNCCL): a machine without it still runs
+// every single-GPU backend.
+typedef struct {
+	ncclResult_t (*ncclGetVersion)(int *);
+	ncclResult_t (*ncclGetUniqueId)(ncclUniqueId *);
+	ncclResult_t (*ncclCommInitRank)(ncclComm_t *, int, ncclUniqueId, int);
+	ncclResult_t (*ncclCommInitAll)(ncclComm_t *, int, const int *);
+	ncclResult_t (*ncclCommDestroy)(ncclComm_t);
+	ncclResult_t (*ncclCommAbort)(ncclComm_t);
+	ncclResult_t (*ncclCommGetAsyncError)(ncclComm_t, ncclResult_t *);
+	ncclResult_t (*ncclCommCount)(ncclComm_t, int *);
+	ncclResult_t (*ncclCommCuDevice)(ncclComm_t, int *);
+	ncclResult_t (*ncclCommUserRank)(ncclComm_t, int *);
+	ncclResult_t (*ncclGroupStart)(void);
+	ncclResult_t (*ncclGroupEnd)(void);
+	ncclResult_t (*ncclSend)(const void *, size_t, int, int, ncclComm_t, CUstream);
+	ncclResult_t (*ncclRecv)(void *, size_t, int, int, ncclComm_t, CUstream);
+	ncclResult_t (*ncclAllReduce)(const void *, void *, size_t, int, int, ncclComm_t, CUstream);
+	const char *(*ncclGetErrorString)(ncclResult_t);
+	MOETOP_OPTIONAL const char *(*ncclGetLastError)(ncclComm_t); // 2.13+
+} nccl_t;
+
 extern cu_t cu;
 extern cublas_t cublas;
 extern nvrtc_t nvrtc;
 extern cudart_t cudart;
+extern nccl_t nccl;
 
 // moetop_load opens a library by trying each name in turn (dir first when
 // given) and resolves the symbols of the table. It returns NULL on success,
-// else a static message; missing names a symbol that was not found.
+// else a static message (the loader's own when it has one); missing names a
+// symbol that was not found. Not safe to call from two threads at once.
 const char *moetop_load(int which, const char *dir, const char **opened, const char **missing);
 
-// moetop_launch copies n 8-byte argument slots into C memory and launches.
-CUresult moetop_launch(CUfunction f, unsigned gx, unsigned gy, unsigned bx, unsigned shmem, CUstream s,
-                       int n, const uint64_t *args);
+// A launch: grid, block and cluster (0 = none) sizes, dynamic shared memory
+// and the stream as an integer.
+typedef struct {
+	unsigned grid[3], block[3], cluster[3];
+	unsigned shmem;
+	uintptr_t stream;
+} moetop_launch_cfg;
+
+// moetop_launch_ex copies the argument bytes (n arguments, argument i at
+// offs[i] of blob, laid out with each argument's alignment from a 64-byte
+// aligned base) into C memory, points the parameter array at them, and
+// launches through cuLaunchKernelEx when a cluster is asked for, else
+// cuLaunchKernel. MOETOP_NO_HOST_MEMORY when the copy cannot be allocated.
+CUresult moetop_launch_ex(CUfunction f, const moetop_launch_cfg *cfg, int n, const uint32_t *offs, const void *blob,
+                          size_t len);
+#define MOETOP_NO_HOST_MEMORY (-1)
+
+// moetop_encode_tiled encodes into a 64-byte aligned CUtensorMap of its own
+// and copies the 128 bytes to out, which needs no alignment.
+CUresult moetop_encode_tiled(void *out, int dtype, cuuint32_t rank, CUdeviceptr addr, const cuuint64_t *dims,
+                             const cuuint64_t *strides, const cuuint32_t *box, const cuuint32_t *elem_strides,
+                             int interleave, int swizzle, int l2, int oob);
+
+// A stream handle from Go's integer form, which Go cannot convert to a
+// pointer without a vet warning.
+static inline CUstream moetop_stream(uintptr_t s) { return (CUstream)s; }
+
+// NCCL calls that take device addresses and the stream as integers, which
+// Go can pass without converting an integer to a pointer.
+ncclResult_t moetop_nccl_send(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream);
+ncclResult_t moetop_nccl_recv(CUdeviceptr buf, size_t count, int dtype, int peer, ncclComm_t comm, uintptr_t stream);
+ncclResult_t moetop_nccl_all_reduce(CUdeviceptr send, CUdeviceptr recv, size_t count, int dtype, int op,
+                                    ncclComm_t comm, uintptr_t stream);
 
 // GEMM wrappers: alpha = 1, beta = 0, no transposes; they take device
 // addresses as integers and cast here, where a cast is not a Go pointer.
@@ -137,5 +241,5 @@ cublasStatus_t moetop_gemm_grouped(cublasHandle_t h, int groups, const int *m, c
 
 cublasStatus_t moetop_set_workspace(cublasHandle_t h, CUdeviceptr ws, size_t bytes);
 
-enum { LIB_CUDA = 0, LIB_CUDART = 1, LIB_CUBLASLT = 2, LIB_CUBLAS = 3, LIB_NVRTC = 4 };
+enum { LIB_CUDA = 0, LIB_CUDART = 1, LIB_CUBLASLT = 2, LIB_CUBLAS = 3, LIB_NVRTC = 4, LIB_NCCL = 5 };
 #endif

@@ -2,6 +2,14 @@
 // and NVRTC-compiled kernels for the rest. The CUDA driver, cuBLAS and NVRTC
 // are opened at run time with dlopen, so nothing CUDA is needed to build,
 // and without a GPU every entry point returns kernels.ErrNoGPU.
+//
+// Hand-written kernels go through one path: a Program (CUDA C++ source and
+// its own NVRTC options) is built by a Builder, which caches CUBINs on disk,
+// and loaded with Device.Load into a Module that lives until Device.Close;
+// Function.Launch takes any parameters (Args: scalars, pointers, structs,
+// a TensorMap from EncodeTiled), 3-D shapes, dynamic shared memory and
+// clusters. testkernels.cu has a working example of each Hopper feature.
+// NCCL, for expert parallelism, is opened apart with LoadNCCL.
 package cuda
 
 /*
@@ -12,6 +20,7 @@ package cuda
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"unsafe"
@@ -31,7 +40,44 @@ var (
 	libs     Libraries
 )
 
-var libNames = []string{"libcuda.so.1", "libcudart", "libcublasLt", "libcublas", "libnvrtc"}
+var libNames = [...]string{"libcuda.so.1", "libcudart", "libcublasLt", "libcublas", "libnvrtc", "libnccl.so.2"}
+
+// The C loader keeps the path it opened and its message in static buffers,
+// so one library is opened at a time.
+var dlMu sync.Mutex
+
+// libLoad is one library opened once per process: the first caller's dir
+// counts, later callers get the same result.
+type libLoad struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+var opened [len(libNames)]libLoad
+
+// openLib opens library which (a LIB_* of dl.h) once and resolves its
+// symbols; the error names the library and, from the loader, why.
+func openLib(which int, dir string) (string, error) {
+	l := &opened[which]
+	l.once.Do(func() {
+		dlMu.Lock()
+		defer dlMu.Unlock()
+		cdir := C.CString(dir)
+		defer C.free(unsafe.Pointer(cdir))
+		var path, missing *C.char
+		if msg := C.moetop_load(C.int(which), cdir, &path, &missing); msg != nil {
+			if missing != nil {
+				l.err = fmt.Errorf("%s: %s %s (library too old?)", C.GoString(path), C.GoString(msg), C.GoString(missing))
+			} else {
+				l.err = fmt.Errorf("%s: %s", libNames[which], C.GoString(msg))
+			}
+			return
+		}
+		l.path = C.GoString(path)
+	})
+	return l.path, l.err
+}
 
 // Load opens the libraries once per process; dir, when not empty, is tried
 // before the loader's search path (--cuda-lib-dir).
@@ -41,17 +87,12 @@ func Load(dir string) (Libraries, error) {
 }
 
 func load(dir string) error {
-	cdir := C.CString(dir)
-	defer C.free(unsafe.Pointer(cdir))
-	for which, name := range libNames {
-		var opened, missing *C.char
-		if msg := C.moetop_load(C.int(which), cdir, &opened, &missing); msg != nil {
-			if missing != nil {
-				return fmt.Errorf("%w: %s: %s %s (library too old?)", kernels.ErrNoGPU, C.GoString(opened), C.GoString(msg), C.GoString(missing))
-			}
-			return fmt.Errorf("%w: %s: %s (install the NVIDIA driver and CUDA 12/13 libraries, or pass --cuda-lib-dir)", kernels.ErrNoGPU, name, C.GoString(msg))
+	for which := C.LIB_CUDA; which <= C.LIB_NVRTC; which++ {
+		path, err := openLib(int(which), dir)
+		if err != nil {
+			return fmt.Errorf("%w: %v (install the NVIDIA driver and CUDA 12/13 libraries, or pass --cuda-lib-dir)", kernels.ErrNoGPU, err)
 		}
-		libs.Paths = append(libs.Paths, C.GoString(opened))
+		libs.Paths = append(libs.Paths, path)
 	}
 	var v C.int
 	if r := C.call_cuDriverGetVersion(&v); r == 0 {
@@ -60,10 +101,7 @@ func load(dir string) error {
 	if C.call_cudaRuntimeGetVersion(&v) == 0 {
 		libs.Runtime = fmt.Sprintf("%d.%d", v/1000, v%1000/10)
 	}
-	var major, minor C.int
-	if C.call_nvrtcVersion(&major, &minor) == 0 {
-		libs.NVRTC = fmt.Sprintf("%d.%d", major, minor)
-	}
+	libs.NVRTC, _ = NVRTCVersion()
 	if C.cublas.cublasGetProperty != nil {
 		var maj, min, patch C.int
 		if C.call_cublasGetProperty(0, &maj) == 0 && C.call_cublasGetProperty(1, &min) == 0 && C.call_cublasGetProperty(2, &patch) == 0 {
@@ -76,11 +114,45 @@ func load(dir string) error {
 	return nil
 }
 
+// LoadNVRTC opens NVRTC alone, which compiles without a GPU or a driver;
+// Load opens it with the rest. Without it the error matches
+// kernels.ErrNoGPU.
+func LoadNVRTC(dir string) error {
+	if _, err := openLib(C.LIB_NVRTC, dir); err != nil {
+		return fmt.Errorf("%w: %v", kernels.ErrNoGPU, err)
+	}
+	return nil
+}
+
+// NVRTCVersion is NVRTC's "major.minor", opening it if need be.
+func NVRTCVersion() (string, error) {
+	if err := LoadNVRTC(""); err != nil {
+		return "", err
+	}
+	var major, minor C.int
+	if err := checkNVRTC("nvrtcVersion", C.call_nvrtcVersion(&major, &minor)); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d.%d", major, minor), nil
+}
+
 // HasGroupedGEMM says whether cuBLAS has cublasGemmGroupedBatchedEx (12.5+).
 func HasGroupedGEMM() bool { return C.cublas.cublasGemmGroupedBatchedEx != nil }
 
 // cuResult is a CUDA driver error code.
 type cuResult int
+
+// needSymbol reports an optional symbol the loaded library lacks.
+func needSymbol(ok bool, name, since string) error {
+	if ok {
+		return nil
+	}
+	return fmt.Errorf("%s: %w (needs %s or newer)", name, ErrMissingSymbol, since)
+}
+
+// ErrMissingSymbol is an optional function the loaded library does not
+// have (an older driver or library than the feature needs).
+var ErrMissingSymbol = errors.New("not in this library")
 
 const cudaErrorOutOfMemory = 2
 
