@@ -86,7 +86,6 @@ func eplbCSV(b []byte) ([][]float64, error) {
 		if err == io.EOF {
 			break
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
@@ -94,6 +93,7 @@ func eplbCSV(b []byte) ([][]float64, error) {
 			}
 			return nil, err
 		}
+		line, _ := r.FieldPos(0) // a record read without error has a field
 		row := make([]float64, len(rec))
 		header := false
 		for i, f := range rec {
