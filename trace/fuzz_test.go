@@ -32,7 +32,7 @@ func FuzzUnpickle(f *testing.F) {
 			}
 		}
 	}
-	f.Add([]byte("\x80\x02]q\x00(K\x01K\x02e."))                   // [1, 2]
+	f.Add([]byte("\x80\x02]q\x00(K\x01K\x02e."))                  // [1, 2]
 	f.Add([]byte("\x80\x02}q\x00X\x01\x00\x00\x00aq\x01h\x00s.")) // d = {}; d["a"] = d
 	f.Add([]byte("\x80\x02\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\x7f."))
 	f.Fuzz(func(t *testing.T, b []byte) {
