@@ -1,14 +1,13 @@
 package profiler
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/moetop/moetop/trace"
 )
 
 // SeedUneven is the founding report's per-expert load, repeated for more
@@ -27,8 +26,9 @@ type Distribution interface {
 	Weights(step int) []float64
 }
 
-// ParseRouting reads uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]]
-// or trace:FILE for a layer of the given experts and top-k.
+// ParseRouting reads uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]],
+// trace:FILE or trace@LAYERS:FILE (LAYERS "all" or a layer number, see
+// TraceRouting) for a layer of the given experts and top-k.
 func ParseRouting(spec string, experts, topK int) (Distribution, error) {
 	name, arg, _ := strings.Cut(spec, ":")
 	switch name {
@@ -86,9 +86,15 @@ func ParseRouting(spec string, experts, topK int) (Distribution, error) {
 		if arg == "" {
 			return nil, errors.New("trace:FILE needs a file name")
 		}
-		return LoadTrace(arg, experts)
+		return LoadTrace(arg, "", experts)
 	}
-	return nil, fmt.Errorf("unknown routing %q (want uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]] or trace:FILE)", spec)
+	if layers, ok := strings.CutPrefix(name, "trace@"); ok {
+		if arg == "" {
+			return nil, fmt.Errorf("%s:FILE needs a file name", name)
+		}
+		return LoadTrace(arg, layers, experts)
+	}
+	return nil, fmt.Errorf("unknown routing %q (want uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]], trace:FILE or trace@LAYERS:FILE)", spec)
 }
 
 type fixedDist struct {
@@ -313,68 +319,65 @@ func maxOf(c []int) int {
 	return m
 }
 
-// traceDist replays per-step expert counts recorded from a real model.
+// traceDist replays per-step expert counts recorded from a real model,
+// one layer or every layer in turn (trace.Replay).
 type traceDist struct {
-	spec  string
-	steps [][]float64
+	spec   string
+	replay *trace.Replay
 }
 
 func (d traceDist) Name() string { return d.spec }
+
+// Weights are the trace's own counts; callers only read them.
 func (d traceDist) Weights(step int) []float64 {
-	return d.steps[step%len(d.steps)]
+	c, _ := d.replay.At(step)
+	return c
 }
 
-// TraceLine is one line of a trace file.
-type TraceLine struct {
-	Counts []float64 `json:"counts"`
+func (d traceDist) Layer(step int) int {
+	_, l := d.replay.At(step)
+	return l
 }
 
-// maxTraceLine bounds one line so a file that is not a trace cannot make us
-// read gigabytes into memory.
-const maxTraceLine = 16 << 20
+func (d traceDist) Replay() *trace.Replay { return d.replay }
 
-// LoadTrace reads a JSON Lines file of {"counts":[...]} per step (see
-// docs/trace-format.md).
-func LoadTrace(path string, experts int) (Distribution, error) {
-	f, err := os.Open(path)
+// Layered is a distribution replayed from a trace file: it says which of
+// the model's layers a step replays, and its Replay gives the whole model's
+// load at any step (for a layers × experts view).
+type Layered interface {
+	Distribution
+	Layer(step int) int
+	Replay() *trace.Replay
+}
+
+// TraceRouting spells the routing that replays a trace file: layers is ""
+// (a one-layer trace's layer, or all layers of a larger one), "all", or a
+// layer number of the model. ParseRouting reads it back.
+func TraceRouting(file, layers string) string {
+	if layers == "" {
+		return "trace:" + file
+	}
+	return "trace@" + layers + ":" + file
+}
+
+// LoadTrace reads a v1 or v2 trace (docs/trace-format.md) for a layer of
+// the given experts, replaying the layers that layers selects ("", "all"
+// or a layer number).
+func LoadTrace(path, layers string, experts int) (Distribution, error) {
+	sel, err := trace.ParseSelection(layers)
 	if err != nil {
-		return nil, fmt.Errorf("trace: %w", err)
+		return nil, fmt.Errorf("trace %s: %w", path, err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), maxTraceLine)
-	d := traceDist{spec: "trace:" + path}
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
-		}
-		var tl TraceLine
-		if err := json.Unmarshal([]byte(line), &tl); err != nil {
-			return nil, fmt.Errorf("trace %s line %d: %v", path, n, err)
-		}
-		if len(tl.Counts) != experts {
-			return nil, fmt.Errorf("trace %s line %d: %d counts, the layer has %d experts", path, n, len(tl.Counts), experts)
-		}
-		sum := 0.0
-		for _, c := range tl.Counts {
-			if c < 0 || math.IsNaN(c) || math.IsInf(c, 0) {
-				return nil, fmt.Errorf("trace %s line %d: counts must be finite and ≥ 0", path, n)
-			}
-			sum += c
-		}
-		if sum == 0 {
-			return nil, fmt.Errorf("trace %s line %d: all counts are zero", path, n)
-		}
-		d.steps = append(d.steps, tl.Counts)
+	t, err := trace.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("trace %s line %d: %w", path, n+1, err)
+	if t.Experts != experts {
+		return nil, fmt.Errorf("trace %s has %d experts, the layer has %d", path, t.Experts, experts)
 	}
-	if len(d.steps) == 0 {
-		return nil, fmt.Errorf("trace %s: no steps", path)
+	r, err := t.Replay(sel)
+	if err != nil {
+		return nil, fmt.Errorf("trace %s: %w", path, err)
 	}
-	return d, nil
+	return traceDist{spec: TraceRouting(path, layers), replay: r}, nil
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/moetop/moetop/kernels"
@@ -334,5 +335,62 @@ func TestTraceRoutingFollowsRecordedCounts(t *testing.T) {
 		if _, err := ParseRouting("trace:"+p, 8, 2); err == nil {
 			t.Errorf("%s: trace accepted", name)
 		}
+	}
+}
+
+func TestTraceRoutingReplaysOneLayerOrEveryLayerInTurn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v2.jsonl")
+	os.WriteFile(path, []byte(`{"format":"moetop-trace","version":2,"experts":4,"layers":[3,4]}`+"\n"+
+		`{"counts":[[9,1,1,1],[1,9,1,1]]}`+"\n"+`{"counts":[[1,1,9,1],[1,1,1,9]]}`+"\n"), 0o644)
+	busiest := func(w []float64) int {
+		b := 0
+		for i, x := range w {
+			if x > w[b] {
+				b = i
+			}
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name, layers string
+		want         []int // busiest expert of run steps 0..3
+		layer        []int
+	}{
+		{"all layers step like a forward pass", "all", []int{0, 1, 2, 3}, []int{3, 4, 3, 4}},
+		{"one layer by its model number", "4", []int{1, 3, 1, 3}, []int{4, 4, 4, 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := TraceRouting(path, tc.layers)
+			d, err := ParseRouting(spec, 4, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Name() != spec {
+				t.Errorf("name %q, want %q", d.Name(), spec)
+			}
+			l, ok := d.(Layered)
+			if !ok {
+				t.Fatal("a trace distribution should say its layer")
+			}
+			for n := range tc.want {
+				if b := busiest(d.Weights(n)); b != tc.want[n] || l.Layer(n) != tc.layer[n] {
+					t.Errorf("step %d: busiest %d of layer %d, want %d of layer %d", n, b, l.Layer(n), tc.want[n], tc.layer[n])
+				}
+			}
+		})
+	}
+	for spec, want := range map[string]string{
+		"trace@7:" + path:      "layer 7 is not in the trace",
+		"trace@x:" + path:      `want "all" or a layer number`,
+		"trace@all:":           "needs a file name",
+		TraceRouting(path, ""): "",
+	} {
+		_, err := ParseRouting(spec, 4, 2)
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: got %v, want %q", spec, err, want)
+		}
+	}
+	if _, err := ParseRouting("trace:"+path, 8, 2); err == nil || !strings.Contains(err.Error(), "has 4 experts, the layer has 8") {
+		t.Errorf("a trace of the wrong experts: %v", err)
 	}
 }
