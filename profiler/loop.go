@@ -45,6 +45,10 @@ type Loop struct {
 
 	dist    Distribution
 	steer   *Steering
+	// layerSteer keeps one controller per model layer when a trace steps
+	// through layers: each layer's load differs, and one bias chasing
+	// them all in turn would never settle.
+	layerSteer map[int]*Steering
 	step    int
 	pending []stream.Event
 	seq     uint64
@@ -121,6 +125,7 @@ func (l *Loop) prepare(ctx context.Context, c Config) error {
 	}
 	l.Config, l.dist = c, d
 	l.steer = NewSteering(Shares(d.Weights(l.step), c.TopK))
+	l.layerSteer = nil
 	return nil
 }
 
@@ -180,15 +185,27 @@ func (l *Loop) apply(ctx context.Context, ch Change) {
 func (l *Loop) Step(ctx context.Context) (stream.Sample, error) {
 	shares := Shares(l.dist.Weights(l.step), l.Config.TopK)
 	s := stream.Sample{Time: l.now(), Step: l.step, Backend: l.Backend.Info().Name, Config: l.Config.Layer(), Target: shares}
+	steer := l.steer
+	if ld, ok := l.dist.(Layered); ok {
+		layer := ld.Layer(l.step)
+		s.LayerIndex = &layer
+		if l.layerSteer == nil {
+			l.layerSteer = map[int]*Steering{}
+		}
+		if steer = l.layerSteer[layer]; steer == nil {
+			steer = NewSteering(shares)
+			l.layerSteer[layer] = steer
+		}
+	}
 	l.step++
-	res, err := l.Backend.Step(ctx, kernels.StepInput{Bias: l.steer.Bias()})
+	res, err := l.Backend.Step(ctx, kernels.StepInput{Bias: steer.Bias()})
 	if errors.Is(err, kernels.ErrOutOfMemory) {
 		l.event(stream.EventOOM, "step %d: %v", s.Step, err)
 		s.Skipped = true
 		err = nil
 	} else if err == nil {
 		FillStep(&s, l.Config.Shape(), res)
-		l.steer.Update(shares, res.Rows)
+		steer.Update(shares, res.Rows)
 	}
 	l.attachReadings(&s)
 	s.Events, l.pending = l.pending, nil

@@ -19,6 +19,7 @@ var errHelp = errors.New("help shown")
 type layerFlags struct {
 	tokens, seqs, seqLen, hidden, ffn, experts, topK int
 	dtype, act, routing                              string
+	layer, layers                                    string
 	seed                                             uint64
 	capacity                                         float64
 }
@@ -34,6 +35,8 @@ func (f *layerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dtype, "dtype", "", "bf16, fp16, fp32 or tf32 (default bf16)")
 	fs.StringVar(&f.act, "act", "", "gelu or silu (default gelu)")
 	fs.StringVar(&f.routing, "routing", "", "uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]], trace:FILE (default zipf:1.2)")
+	fs.StringVar(&f.layers, "layers", "", "with --routing trace:FILE: `all` steps through the trace's layers in turn, like a forward pass (the default for a trace of several layers)")
+	fs.StringVar(&f.layer, "layer", "", "with --routing trace:FILE: replay model layer `L` only (a number from the trace's layers)")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed for inputs and weights")
 	fs.Float64Var(&f.capacity, "capacity-factor", 0, "backends that pad: cap each expert at factor × mean rows, dropping overflow (0: pad to the busiest)")
 }
@@ -87,6 +90,19 @@ func (f *layerFlags) config(fs *flag.FlagSet, base profiler.Config) (profiler.Co
 	if set["routing"] {
 		c.Routing = f.routing
 	}
+	if set["layer"] && set["layers"] {
+		return c, usagef("give --layer L or --layers all, not both")
+	}
+	if sel, name := f.layers, "--layers"; set["layers"] || set["layer"] {
+		if set["layer"] {
+			sel, name = f.layer, "--layer"
+		}
+		file, ok := strings.CutPrefix(c.Routing, "trace:")
+		if !ok {
+			return c, usagef("%s needs --routing trace:FILE (a trace with layers)", name)
+		}
+		c.Routing = profiler.TraceRouting(file, sel)
+	}
 	c.Seed, c.CapacityFactor = f.seed, f.capacity
 	if err := c.Validate(); err != nil {
 		return c, usagef("%v", flagNames(err))
@@ -118,7 +134,7 @@ func parse(fs *flag.FlagSet, args []string, help string, stdout io.Writer) error
 	}
 	if fs.NArg() > 0 {
 		if fs.Name() == "moetop" {
-			return usagef("unknown command %q; the commands are check, bench, summary, export, devices, help and version", fs.Arg(0))
+			return usagef("unknown command %q; the commands are check, bench, summary, export, placement, trace, devices, help and version", fs.Arg(0))
 		}
 		return usagef("unexpected argument %q; run '%s --help'", fs.Arg(0), fs.Name())
 	}

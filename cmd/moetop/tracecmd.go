@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/moetop/moetop/trace"
+)
+
+func traceUsage() string {
+	var b strings.Builder
+	b.WriteString(`moetop trace import: convert a serving stack's routing statistics into a
+moetop trace (docs/trace-format.md, v2), which --routing trace:FILE replays
+(--layers all steps through its layers like a forward pass; --layer L replays one).
+
+Usage:
+  moetop trace import --from FORMAT [--tokens-per-step N] [--experts N] IN... OUT
+
+Formats:
+`)
+	for _, im := range trace.Importers() {
+		fmt.Fprintf(&b, "  %-7s %s\n", im[0], im[1])
+	}
+	return b.String()
+}
+
+func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("moetop trace needs a subcommand: import; run 'moetop trace --help'")
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, traceUsage())
+		return errHelp
+	}
+	if args[0] != "import" {
+		return usagef("unknown trace subcommand %q; the one there is: import", args[0])
+	}
+	fs := flag.NewFlagSet("moetop trace import", flag.ContinueOnError)
+	from := fs.String("from", "", "the dump's `FORMAT`: sglang, vllm, eplb or flame")
+	var opt trace.Options
+	fs.IntVar(&opt.TokensPerStep, "tokens-per-step", 0, "flame: tokens per step (default 4096)")
+	fs.IntVar(&opt.Experts, "experts", 0, "flame: experts per layer (default: the highest expert id seen + 1)")
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, traceUsage())
+			printDefaults(fs, stdout)
+			return errHelp
+		}
+		return usagef("%v; run 'moetop trace import --help'", err)
+	}
+	files := fs.Args()
+	switch {
+	case *from == "":
+		return usagef("moetop trace import needs --from sglang, vllm, eplb or flame")
+	case len(files) < 2:
+		return usagef("moetop trace import needs an input file and an output file: IN... OUT")
+	case opt.TokensPerStep < 0 || opt.Experts < 0:
+		return usagef("--tokens-per-step and --experts must be positive (0: the default)")
+	}
+	var formats []string
+	for _, im := range trace.Importers() {
+		formats = append(formats, im[0])
+	}
+	if !slices.Contains(formats, *from) {
+		return usagef("invalid --from %q; want one of %s", *from, strings.Join(formats, ", "))
+	}
+	ins, out := files[:len(files)-1], files[len(files)-1]
+	err := trace.ImportFiles(*from, ins, out, opt)
+	if errors.Is(err, trace.ErrInvalid) || errors.Is(err, trace.ErrNotRegular) {
+		return usagef("%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	t, err := trace.ReadFile(out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "moetop: wrote %s: %d steps × %d layers × %d experts; replay it with --routing trace:%s --layers all\n",
+		out, t.Steps(), t.Layers(), t.Experts, out)
+	return nil
+}
