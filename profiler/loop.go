@@ -43,16 +43,16 @@ type Loop struct {
 	// their mean and spread (0: a sample per step); see window.
 	MinSampleMS float64
 
-	dist    Distribution
-	steer   *Steering
+	dist  Distribution
+	steer *Steering
 	// layerSteer keeps one controller per model layer when a trace steps
 	// through layers: each layer's load differs, and one bias chasing
 	// them all in turn would never settle.
 	layerSteer map[int]*Steering
-	step    int
-	pending []stream.Event
-	seq     uint64
-	paused  bool
+	step       int
+	pending    []stream.Event
+	seq        uint64
+	paused     bool
 }
 
 // Run prepares the backend and steps until ctx is cancelled or maxSteps
