@@ -239,6 +239,12 @@ func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 	s.StepMS = s.Phases.Total(0)
 	if res.Devices != nil {
 		fillDevices(s, res.Devices)
+	} else {
+		work := PhaseWork(dimsOf(sh), res.Rows)
+		for i := range s.Phases {
+			w := work[s.Phases[i].Phase]
+			s.Phases[i].Bytes, s.Phases[i].FLOPs = w.Bytes, w.FLOPs
+		}
 	}
 	s.Dropped = res.Dropped
 	s.Imbalance = stream.Imbalance(res.Rows)
@@ -262,6 +268,12 @@ func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 			s.ExpertMS[i] = float64(d) / 1e6
 		}
 	}
+}
+
+// dimsOf is what the roofline needs of a shape.
+func dimsOf(sh kernels.Shape) LayerDims {
+	return LayerDims{Tokens: sh.Tokens, Hidden: sh.Hidden, FFN: sh.FFN, Experts: sh.Experts, TopK: sh.TopK,
+		ElemBytes: sh.DType.Size()}
 }
 
 // fillDevices takes each device's phases and traffic; the step's wall

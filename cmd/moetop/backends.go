@@ -137,3 +137,14 @@ func cycle(running string, caps kernels.Caps, cfg profiler.Config) []string {
 	}
 	return out
 }
+
+// readCeiling measures the run's GPU's read bandwidth (GB/s) over 1 GiB,
+// larger than any L2.
+func readCeiling() (float64, error) {
+	d, err := cuda.OpenDevice(cudaOptions.LibDir, cudaOptions.Device)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	return d.ReadBandwidth(1<<30, 5)
+}

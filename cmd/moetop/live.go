@@ -162,6 +162,13 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		} else {
 			fmt.Fprintf(stderr, "moetop: no dense reference: %s\n", oneLine(err.Error()))
 		}
+		// The memory ceiling beside it: with both, every phase has a
+		// roofline, and a decode step at HBM speed reads as fast, not slow.
+		if gbps, err := readCeiling(); err == nil {
+			h.ReadGBps = gbps
+		} else {
+			fmt.Fprintf(stderr, "moetop: no read-bandwidth ceiling: %s\n", oneLine(err.Error()))
+		}
 	}
 	var sinks []stream.Sink
 	if listen != "" {

@@ -341,3 +341,18 @@ func TestAModuleIsUnloadedWithItsDevice(t *testing.T) {
 		t.Errorf("load after Close: %v, want ErrModuleClosed", err)
 	}
 }
+
+// The read-bandwidth kernel compiles, runs and reports a figure a GPU of
+// today can reach (an H100 reads about 3 TB/s, an H200 about 4.5).
+func TestReadBandwidthOnTheGPU(t *testing.T) {
+	d := openGPU(t)
+	defer d.Close()
+	gbps, err := d.ReadBandwidth(1<<30, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: read bandwidth %.0f GB/s", d.Name, gbps)
+	if gbps < 100 || gbps > 20000 {
+		t.Errorf("read bandwidth %.0f GB/s is not a real card's", gbps)
+	}
+}

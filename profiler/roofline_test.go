@@ -1,0 +1,107 @@
+package profiler
+
+import (
+	"math"
+	"testing"
+
+	"github.com/moetop/moetop/stream"
+)
+
+// peer is shared/peer/torch_moe_peer.py's accounting of the expert GEMMs:
+// flops = 2·rows·H·(F1+F); bytes = es·(nz·H·(F1+F) + rows·(2H + 2F1)).
+func peer(d LayerDims, rows []int) (bytes, flops float64) {
+	f1 := d.FFN
+	if d.Gated {
+		f1 = 2 * d.FFN
+	}
+	r, nz := 0, 0
+	for _, n := range rows {
+		r += n
+		if n > 0 {
+			nz++
+		}
+	}
+	es, h := float64(d.ElemBytes), float64(d.Hidden)
+	return es * (float64(nz)*h*float64(f1+d.FFN) + float64(r)*(2*h+2*float64(f1))),
+		2 * float64(r) * h * float64(f1+d.FFN)
+}
+
+func TestPhaseWorkMatchesThePeersAccounting(t *testing.T) {
+	uneven := func(e, total int) []int {
+		rows := make([]int, e)
+		for i := range rows {
+			rows[i] = total / (i + 2)
+		}
+		rows[e-1] = 0 // an idle expert reads no weights
+		return rows
+	}
+	for _, c := range []struct {
+		name string
+		d    LayerDims
+		rows []int
+	}{
+		{"mixtral-like prefill", LayerDims{4096, 4096, 14336, 8, 2, 2, false, 0}, uneven(8, 8192)},
+		{"qwen3-like decode, gated", LayerDims{128, 2048, 768, 128, 8, 2, true, 0}, uneven(128, 1024)},
+		{"dsv3-like decode, gated and shared", LayerDims{128, 7168, 2048, 256, 8, 1, true, 2048}, uneven(256, 1024)},
+		{"fp32 prefill, plain", LayerDims{512, 256, 1024, 8, 2, 4, false, 0}, uneven(8, 1024)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := PhaseWork(c.d, c.rows)
+			wantB, wantF := peer(c.d, c.rows)
+			g1, act, g2 := w[stream.PhaseGEMM1], w[stream.PhaseAct], w[stream.PhaseGEMM2]
+			if got := g1.FLOPs + g2.FLOPs; got != wantF {
+				t.Errorf("expert GEMM FLOPs %g, the peer counts %g", got, wantF)
+			}
+			// Plain experts: gemm1+gemm2 is the peer's figure. Gated: the peer
+			// fuses the activation, so ours adds its output written and read.
+			got := g1.Bytes + g2.Bytes
+			if c.d.Gated {
+				r := 0
+				for _, n := range c.rows {
+					r += n
+				}
+				got += act.Bytes - 2*float64(r*c.d.FFN*c.d.ElemBytes)
+			}
+			if got != wantB {
+				t.Errorf("expert GEMM bytes %g, the peer counts %g", got, wantB)
+			}
+			sh, ok := w[stream.PhaseShared]
+			if (c.d.SharedFFN > 0) != ok {
+				t.Fatalf("shared phase present %v with %d shared ffn", ok, c.d.SharedFFN)
+			}
+			if ok {
+				// A shared expert is a dense expert of every token: the peer's
+				// formula with all tokens on one expert.
+				d := c.d
+				d.FFN, d.TopK, d.Experts = d.SharedFFN, 1, 1
+				b, f := peer(d, []int{d.Tokens})
+				if sh.Bytes != b || sh.FLOPs != f {
+					t.Errorf("shared %g B %g FLOP, want %g and %g", sh.Bytes, sh.FLOPs, b, f)
+				}
+			}
+		})
+	}
+}
+
+func TestRooflineNeverAbove100(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		w         Work
+		ms        float64
+		pct       float64
+		bound     string
+		above, ok bool
+	}{
+		{"compute-bound at half the ceiling", Work{FLOPs: 1e12, Bytes: 1e6}, 2, 50, "compute", false, true},
+		{"memory-bound at the ceiling", Work{FLOPs: 1e6, Bytes: 3e9}, 1, 100, "memory", false, true},
+		{"faster than the ceiling is clamped and said", Work{FLOPs: 1e6, Bytes: 6e9}, 1, 100, "memory", true, true},
+		{"no time", Work{FLOPs: 1}, 0, 0, "", false, false},
+		{"NaN time", Work{FLOPs: 1}, math.NaN(), 0, "", false, false},
+		{"nothing to do", Work{}, 1, 0, "", false, false},
+	} {
+		rf, ok := RooflineOf(c.w, c.ms, 1000, 3000) // 1000 TFLOP/s, 3000 GB/s
+		if ok != c.ok || (ok && (math.Abs(rf.Pct-c.pct) > 1e-9 || rf.Bound != c.bound || rf.Above != c.above)) {
+			t.Errorf("%s: %+v %v, want %.0f%% %s above=%v ok=%v", c.name, rf, ok, c.pct, c.bound, c.above, c.ok)
+		}
+	}
+}
