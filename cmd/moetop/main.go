@@ -49,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runSummary(ctx, args[1:], stdout, stderr)
 	case "export":
 		err = runExport(ctx, args[1:], stdout, stderr)
+	case "models":
+		err = runModels(ctx, args[1:], stdout, stderr)
 	case "trace":
 		err = runTrace(ctx, args[1:], stdout, stderr)
 	case "placement":
