@@ -21,6 +21,8 @@ const (
 	// frameInterval caps drawing at 20 frames a second, however fast
 	// samples come.
 	frameInterval = 50 * time.Millisecond
+	// statusFor is how long a message stays on the status line.
+	statusFor = 5 * time.Second
 )
 
 // inbox collects samples from the source on its own goroutine, so the
@@ -56,9 +58,14 @@ func (b *inbox) drain() ([]stream.Sample, bool) {
 
 type tickMsg time.Time
 
+// component is a panel: it is told its size, draws the state in exactly
+// that many cells, and says how many rows it needs at a width to show its
+// essentials and wants to show everything with its charts at a nominal
+// height (a panel stretches its charts over any rows beyond).
 type component interface {
 	SetSize(w, h int)
 	View(s *state) string
+	Rows(s *state, w int) (need, want int)
 }
 
 // Model is the root: it lays panels out and routes keys; panels draw.
@@ -230,7 +237,7 @@ func (m *Model) do(r Request) {
 
 func (m *Model) setStatus(s string, isErr bool) {
 	m.st.status, m.st.statusErr = s, isErr
-	m.statusUntil = m.now().Add(5 * time.Second)
+	m.statusUntil = m.now().Add(statusFor)
 }
 
 // View lays out the header, the four panels in a 2×2 grid, a status line
@@ -272,10 +279,13 @@ func (m Model) View() string {
 	}
 	fh := lipgloss.Height(footer)
 	gridH := h - 2 - fh
-	topH := gridH * 3 / 5
-	botH := gridH - topH
 	lw := (w - 1) / 2
 	rw := w - 1 - lw
+	en, ew := m.experts.Rows(m.st, lw)
+	kn, kw := m.kernel.Rows(m.st, rw)
+	gn, gw := m.gpu.Rows(m.st, lw)
+	mn, mw := m.memory.Rows(m.st, rw)
+	topH, botH := split(gridH, max(en, kn), max(ew, kw), max(gn, mn), max(gw, mw))
 	m.experts.SetSize(lw, topH)
 	m.kernel.SetSize(rw, topH)
 	m.gpu.SetSize(lw, botH)
