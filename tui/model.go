@@ -23,6 +23,9 @@ const (
 	frameInterval = 50 * time.Millisecond
 	// statusFor is how long a message stays on the status line.
 	statusFor = 5 * time.Second
+	// applyingFor is how long "applying …" waits for a sample that shows
+	// the change: a CPU step in flight can take half a minute.
+	applyingFor = time.Minute
 )
 
 // inbox collects samples from the source on its own goroutine, so the
@@ -81,7 +84,10 @@ type Model struct {
 	header                       *headerPanel
 	experts, kernel, gpu, memory component
 	statusUntil                  time.Time
-	now                          func() time.Time
+	// applying counts accepted changes no sample has shown yet; while
+	// there are any, the status says "applying …".
+	applying int
+	now      func() time.Time
 }
 
 // New builds the view over src; ctl carries out keys (nil: view only).
@@ -114,6 +120,19 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.pull()
 		return m, tick()
 	case tea.KeyMsg:
+		// Keys typed faster than the terminal is read (a held ']', a
+		// quick ']]') arrive as one message of several runes, which
+		// matches no binding: take them one at a time.
+		if msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && !msg.Paste {
+			var next tea.Model = m
+			var cmds []tea.Cmd
+			for _, r := range msg.Runes {
+				var cmd tea.Cmd
+				next, cmd = next.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}, Alt: msg.Alt})
+				cmds = append(cmds, cmd)
+			}
+			return next, tea.Batch(cmds...)
+		}
 		if m.jumping {
 			return m.updateJump(msg)
 		}
@@ -127,6 +146,7 @@ func (m *Model) pull() {
 	samples, closed := m.in.drain()
 	for _, s := range samples {
 		m.st.add(s)
+		m.settle(s.Events)
 	}
 	m.st.ended = closed
 	if r, ok := m.ctl.(StatusReporter); ok {
@@ -134,9 +154,40 @@ func (m *Model) pull() {
 		m.st.paused, m.st.position = st.Paused, st.Position
 	}
 	if !m.statusUntil.IsZero() && m.now().After(m.statusUntil) {
-		m.st.status, m.statusUntil = "", time.Time{}
+		m.st.status, m.statusUntil, m.applying = "", time.Time{}, 0
 	}
 }
+
+// settle reads a sample's events for the outcome of changes in flight: the
+// loop reports a change it made (config, backend) or could not make (an
+// error or an out-of-memory event) with the first sample after it. An
+// error is shown whether or not a change was asked for: nothing else in
+// the view shows one.
+func (m *Model) settle(events []stream.Event) {
+	for _, e := range events {
+		switch e.Kind {
+		case stream.EventConfig, stream.EventBackend:
+			if m.applying > 0 {
+				m.applying--
+				if m.applying == 0 { // the change is on screen now: "applying" would mislead
+					m.st.status, m.statusUntil = "", time.Time{}
+				}
+			}
+		case stream.EventError:
+			m.applying = max(0, m.applying-1)
+			m.setStatus(clean(e.Msg), true)
+		case stream.EventOOM:
+			if m.applying > 0 {
+				m.applying--
+				m.setStatus(clean(e.Msg), true)
+			}
+		}
+	}
+}
+
+// changes are the actions the workload applies between steps.
+var changes = map[Action]bool{ActNextBackend: true, ActNextRouting: true, ActTokensUp: true, ActTokensDown: true,
+	ActSkewUp: true, ActSkewDown: true}
 
 func (m Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 	k := m.keys
@@ -233,6 +284,10 @@ func (m *Model) do(r Request) {
 		}
 	}
 	m.setStatus(msg, false)
+	if changes[r.Action] {
+		m.applying++
+		m.statusUntil = m.now().Add(applyingFor)
+	}
 }
 
 func (m *Model) setStatus(s string, isErr bool) {

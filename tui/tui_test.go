@@ -270,6 +270,31 @@ func BenchmarkFrame160x48With256Experts(b *testing.B) {
 	}
 }
 
+func TestKeysTypedTogetherAreEachTaken(t *testing.T) {
+	rec := &recorder{}
+	src := newFake(8, 5)
+	src.mode = "REPLAY"
+	m := New(src, rec)
+	// A held ']' or a quick ']]' reaches the model as one message.
+	next, _ := m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("]][")})
+	m = next.(Model)
+	want := []Action{ActFaster, ActFaster, ActSlower}
+	if len(rec.got) != len(want) {
+		t.Fatalf("requests %+v, want faster, faster, slower", rec.got)
+	}
+	for i, a := range want {
+		if rec.got[i].Action != a {
+			t.Errorf("request %d: action %d, want %d", i, rec.got[i].Action, a)
+		}
+	}
+	// 'g' then digits typed together open the prompt and fill it.
+	next, _ = m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("g42")})
+	m = next.(Model)
+	if !m.jumping || m.jump.Value() != "42" {
+		t.Errorf("after \"g42\": jumping %v, prompt %q", m.jumping, m.jump.Value())
+	}
+}
+
 // source is a Source whose samples the test sends one at a time.
 type source struct {
 	ch     chan stream.Sample
@@ -295,4 +320,43 @@ func feed(t *testing.T, m Model, src *source, x stream.Sample) Model {
 		m = next.(Model)
 	}
 	return m
+}
+
+func TestApplyingClearsWhenASampleShowsTheChange(t *testing.T) {
+	cfg := newFake(8, 1).header.Config
+	clock := t0
+	for _, c := range []struct {
+		name       string
+		events     []stream.Event
+		later      time.Duration
+		wantStatus string
+	}{
+		{"the change applied", []stream.Event{{Kind: stream.EventConfig, Msg: "config T=8192"}}, 0, ""},
+		{"a backend switch applied", []stream.Event{{Kind: stream.EventBackend, Msg: "backend loop"}}, 0, ""},
+		{"the loop could not make it", []stream.Event{{Kind: stream.EventOOM, Msg: "change refused: out of memory"}}, 0,
+			"change refused: out of memory"},
+		{"no word yet: still applying", nil, 10 * time.Second, "did 3"},
+		{"no word for a minute: given up", nil, 2 * time.Minute, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := &source{ch: make(chan stream.Sample, 1), header: stream.Header{Config: cfg}}
+			m := New(src, &recorder{})
+			now := clock
+			m.now = func() time.Time { return now }
+			next, _ := m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+			m = next.(Model)
+			m = feed(t, m, src, fakeSample(cfg, 0))
+			m, _ = press(m, "+")
+			if m.st.status != "did 3" {
+				t.Fatalf("status after + is %q", m.st.status)
+			}
+			now = now.Add(c.later)
+			x := fakeSample(cfg, 1)
+			x.Events = c.events
+			m = feed(t, m, src, x)
+			if m.st.status != c.wantStatus {
+				t.Errorf("status %q, want %q", m.st.status, c.wantStatus)
+			}
+		})
+	}
 }
