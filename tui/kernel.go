@@ -169,13 +169,13 @@ func (p *kernelPanel) devices(s *state) string {
 	}
 	var items []string
 	for _, d := range devs {
-		it := fmt.Sprintf("%d %s", d, fmtMS(s.last.Phases.Total(d)))
+		it := fmt.Sprintf("r%d %s", d, fmtMS(s.last.Phases.Total(d)))
 		if d == slowest {
 			it = valueStyle.Render(it + "▲")
 		}
 		items = append(items, it)
 	}
-	return joinFitting(labelStyle.Render(fmt.Sprintf("%d ranks ", len(devs))), items, "  ", p.w)
+	return joinFitting(labelStyle.Render("ranks  "), items, "  ", p.w)
 }
 
 // sameGEMMs says whether two layers do the same expert GEMM FLOPs, so that
