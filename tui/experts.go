@@ -106,7 +106,7 @@ func (p *expertsPanel) View(s *state) string {
 	}
 	lines := append(body, summary...)
 	if hist := room - len(body); hist > 0 && p.w > 10 {
-		lines = append(lines, labelled("history", chart(s.imbalance.values(), p.w-8, hist), 8))
+		lines = append(lines, labelled(scaleLabels("history", s.imbalance.values(), hist, "×"), chart(s.imbalance.values(), p.w-8, hist), 8))
 	}
 	title := fmt.Sprintf("Expert load · %d experts · %s", len(l.rows), clean(s.last.Config.Routing))
 	return panel(title, p.w, p.h, strings.Join(lines, "\n"))
@@ -197,16 +197,37 @@ func (p *expertsPanel) grid(l load, lines int) []string {
 	return out
 }
 
-// labelled puts a label to the left of a block's first line and indents
-// its other lines to match: a chart with its name.
-func labelled(label, block string, w int) string {
+// scaleLabels names a chart of h rows and, where it has three rows or
+// more, gives its scale: the highest value beside its second row and the
+// lowest beside its last. A chart zooms into its range, so a tall one
+// needs the numbers to be read right.
+func scaleLabels(name string, values []float64, h int, unit string) []string {
+	labels := []string{name}
+	v := finiteOnly(values)
+	if h < 3 || len(v) == 0 {
+		return labels
+	}
+	lo, hi := v[0], v[0]
+	for _, x := range v {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	labels = append(labels, num("%.2f", hi)+unit)
+	for len(labels) < h-1 {
+		labels = append(labels, "")
+	}
+	return append(labels, num("%.2f", lo)+unit)
+}
+
+// labelled puts labels to the left of a block's lines, a column w wide: a
+// chart with its name and scale.
+func labelled(labels []string, block string, w int) string {
 	lines := strings.Split(block, "\n")
 	for i, l := range lines {
-		head := strings.Repeat(" ", w)
-		if i == 0 {
-			head = labelStyle.Render(fmt.Sprintf("%-*s", w, label))
+		head := ""
+		if i < len(labels) {
+			head = labels[i]
 		}
-		lines[i] = head + l
+		lines[i] = labelStyle.Render(fmt.Sprintf("%-*s", w, truncate(head, w-1))) + l
 	}
 	return strings.Join(lines, "\n")
 }
