@@ -48,6 +48,13 @@ func (p *kernelPanel) Rows(s *state, w int) (need, want int) {
 func (p *kernelPanel) stepLines(s *state, w int) []string {
 	window := finiteOnly(s.stepMS.tail(200))
 	first := "step " + valueStyle.Render(fmtMS(s.last.StepMS))
+	if n := s.last.Steps; n > 1 { // a window of short steps: its mean, and its spread where it fits
+		mean := first + labelStyle.Render(fmt.Sprintf(" mean of %d", n))
+		first = mean
+		if spread := mean + labelStyle.Render(fmt.Sprintf(" (%s–%s)", fmtMS(s.last.StepMinMS), fmtMS(s.last.StepMaxMS))); lipgloss.Width(spread) <= w {
+			first = spread
+		}
+	}
 	pct := fmt.Sprintf("p50 %s  p99 %s", fmtMS(stream.Percentile(window, 0.5)), fmtMS(stream.Percentile(window, 0.99)))
 	of := labelStyle.Render(fmt.Sprintf(" (last %d)", len(window)))
 	for _, one := range []string{first + "  " + pct + of, first + "  " + pct} {

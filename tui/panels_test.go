@@ -212,3 +212,23 @@ func TestUptimeOfATimelineGoingBackwards(t *testing.T) {
 		t.Errorf("uptime %s", got)
 	}
 }
+
+func TestAWindowOfShortStepsCountsEachStep(t *testing.T) {
+	cfg := newFake(8, 1).header.Config
+	var xs []stream.Sample
+	for i := range 20 { // a sample every 10 ms, each of 10 steps of 1 ms
+		x := fakeSample(cfg, i)
+		x.Time = t0.Add(time.Duration(i) * 10 * time.Millisecond)
+		x.Steps, x.StepMS, x.StepMinMS, x.StepMaxMS = 10, 1, 0.8, 1.4
+		xs = append(xs, x)
+	}
+	s := stateOf(stream.Header{}, xs...)
+	if got := s.stepsPerSecond(); math.Abs(got-1000) > 1 {
+		t.Errorf("%.1f steps/s, want 1000 (100 samples/s of 10 steps)", got)
+	}
+	p := &kernelPanel{}
+	p.SetSize(80, 20)
+	if v := p.View(s); !strings.Contains(v, "step 1.00 ms mean of 10 (800 µs–1.40 ms)") {
+		t.Errorf("the step line does not say it is a window's mean:\n%s", v)
+	}
+}

@@ -73,6 +73,7 @@ type state struct {
 	phaseCount                map[string]int     // finite times summed per phase
 	phaseN                    int
 	stepTimes                 []time.Time // for steps per second
+	stepCounts                []int       // the steps each of stepTimes' samples stands for
 	expertMS                  []float64   // newest per-expert GEMM times (not every step has them)
 	events                    []stream.Event
 }
@@ -89,7 +90,7 @@ func (s *state) reset() {
 		*r = newRing(historyLen)
 	}
 	s.phaseSum, s.phaseCount, s.phaseN = map[string]float64{}, map[string]int{}, 0
-	s.stepTimes = nil
+	s.stepTimes, s.stepCounts = nil, nil
 	s.samples = 0
 	s.first = time.Time{}
 }
@@ -140,8 +141,10 @@ func (s *state) add(x stream.Sample) {
 	}
 	s.phaseN++
 	s.stepTimes = append(s.stepTimes, x.Time)
+	s.stepCounts = append(s.stepCounts, max(1, x.Steps)) // a window of short steps is one sample of many
 	if len(s.stepTimes) > 4096 {
 		s.stepTimes = s.stepTimes[len(s.stepTimes)-2048:]
+		s.stepCounts = s.stepCounts[len(s.stepCounts)-2048:]
 	}
 }
 
@@ -190,7 +193,8 @@ func (s *state) phaseAvg(phase string) float64 {
 	return math.NaN()
 }
 
-// stepsPerSecond counts steps in the last second of sample time.
+// stepsPerSecond counts steps in the last second of sample time; a
+// sample that folds a window of short steps counts each of them.
 func (s *state) stepsPerSecond() float64 {
 	n := len(s.stepTimes)
 	if n < 2 {
@@ -208,7 +212,12 @@ func (s *state) stepsPerSecond() float64 {
 	if span <= 0 {
 		return 0
 	}
-	return float64(n-1-i) / span
+	// The steps after the span's first sample ran within it.
+	steps := 0
+	for _, c := range s.stepCounts[i+1:] {
+		steps += c
+	}
+	return float64(steps) / span
 }
 
 // uptime is sample time since the first sample (so a replay shows the
