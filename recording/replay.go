@@ -3,7 +3,6 @@ package recording
 import (
 	"context"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +31,9 @@ type Replay struct {
 	speed   float64
 	seekTo  int // -1: none pending
 	first   time.Time
-	last    int // the last sample's step number
+	end     time.Time // the last sample's time
+	firstN  int       // the first sample's step number
+	last    int       // the last sample's step number
 	// Corrupt counts samples that could not be read and were skipped.
 	Corrupt int
 }
@@ -44,10 +45,10 @@ var Speeds = []float64{0.25, 0.5, 1, 2, 4, 8, 16}
 func NewReplay(l *Log) *Replay {
 	r := &Replay{log: l, out: make(chan stream.Sample, 64), wake: make(chan struct{}, 1), playing: true, speed: 1, seekTo: -1}
 	if s, err := l.Sample(0); err == nil {
-		r.first = s.Time
+		r.first, r.firstN = s.Time, s.Step
 	}
 	if s, err := l.Sample(l.Len() - 1); err == nil {
-		r.last = s.Step
+		r.end, r.last = s.Time, s.Step
 	}
 	return r
 }
@@ -190,7 +191,8 @@ func (r *Replay) Step(delta int) string {
 	return "paused"
 }
 
-// Speed moves through Speeds.
+// Speed moves through Speeds. It works paused too: the new speed applies
+// when play resumes, and the answer says so.
 func (r *Replay) Speed(up bool) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -207,7 +209,11 @@ func (r *Replay) Speed(up bool) string {
 	}
 	r.speed = Speeds[i]
 	r.poke()
-	return "speed " + fmtSpeed(r.speed)
+	msg := "speed " + fmtSpeed(r.speed)
+	if !r.playing {
+		msg += " (paused: space plays)"
+	}
+	return msg
 }
 
 // Home and End go to the first and last sample.
@@ -220,7 +226,8 @@ func (r *Replay) End() string {
 }
 
 // Jump goes to a step number ("120") or a time from the start ("1m30s",
-// "90s", "1:30").
+// "90s", "1:30"). A step the log does not hold is refused; a time past
+// the end goes to the end and says where the log ends.
 func (r *Replay) Jump(target string) (string, error) {
 	target = strings.TrimSpace(target)
 	if n, err := strconv.Atoi(target); err == nil {
@@ -244,7 +251,10 @@ func (r *Replay) Jump(target string) (string, error) {
 	r.mu.Lock()
 	r.seek(i)
 	r.mu.Unlock()
-	return "time " + d.String(), nil
+	if length := r.end.Sub(r.first); d > length {
+		return fmt.Sprintf("%s is past the end (the log ends at %s, step %d); went to the end", fmtOffset(d), fmtOffset(length), r.last), nil
+	}
+	return "time " + fmtOffset(d), nil
 }
 
 func parseOffset(s string) (time.Duration, error) {
@@ -270,8 +280,14 @@ func (r *Replay) findStep(n int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	switch {
+	case n > r.last:
+		return 0, fmt.Errorf("no step %d: the log ends at step %d", n, r.last)
+	case n < r.firstN:
+		return 0, fmt.Errorf("no step %d: the log starts at step %d", n, r.firstN)
+	}
 	if s, err := r.log.Sample(i); err != nil || s.Step != n {
-		return 0, fmt.Errorf("no step %d in this log", n)
+		return 0, fmt.Errorf("no step %d in this log (a skipped or unreadable line)", n)
 	}
 	return i, nil
 }
@@ -323,8 +339,15 @@ func (r *Replay) Position() string {
 
 func fmtSpeed(s float64) string { return strconv.FormatFloat(s, 'f', -1, 64) + "×" }
 
+// fmtOffset is a position in the log: mm:ss.s under an hour, h:mm:ss
+// beyond (a day-long recording reads 26:40:00, not 1600:00.0).
 func fmtOffset(d time.Duration) string {
+	d = max(0, d)
+	if d >= time.Hour {
+		d = d.Truncate(time.Second)
+		return fmt.Sprintf("%d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60)
+	}
+	d = d.Truncate(100 * time.Millisecond)
 	m := int(d.Minutes())
-	sec := d.Seconds() - float64(m)*60
-	return fmt.Sprintf("%02d:%04.1f", m, math.Max(0, sec))
+	return fmt.Sprintf("%02d:%04.1f", m, d.Seconds()-float64(m)*60)
 }

@@ -115,7 +115,7 @@ func TestReplaySeeks(t *testing.T) {
 			t.Errorf("jump %q accepted", bad)
 		}
 	}
-	if got := r.Speed(true); got != "speed 2×" {
+	if got := r.Speed(true); got != "speed 2× (paused: space plays)" {
 		t.Errorf("faster: %q", got)
 	}
 	for i := 0; i < 10; i++ {
@@ -202,3 +202,67 @@ func TestExports(t *testing.T) {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+func TestReplayClockFormatsHours(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		d    time.Duration
+		want string
+	}{
+		{"the start", 0, "00:00.0"},
+		{"a minute and a half", 90*time.Second + 500*time.Millisecond, "01:30.5"},
+		{"just under an hour keeps tenths", 59*time.Minute + 59*time.Second + 900*time.Millisecond, "59:59.9"},
+		{"an hour is h:mm:ss", time.Hour, "1:00:00"},
+		{"eleven hours", 11*time.Hour + 6*time.Minute + 40*time.Second, "11:06:40"},
+		{"a hundred hours", 100 * time.Hour, "100:00:00"},
+		{"a clock going backwards reads the start", -5 * time.Second, "00:00.0"},
+	} {
+		if got := fmtOffset(c.d); got != c.want {
+			t.Errorf("%s: fmtOffset(%s) = %q, want %q", c.name, c.d, got, c.want)
+		}
+	}
+}
+
+func TestReplayJumpPastTheEndSaysSo(t *testing.T) {
+	l := openTestLog(t, 300) // 299 ms long: the clock reads 00:00.2 at its end (tenths, truncated)
+	r := NewReplay(l)
+	r.TogglePlay()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+
+	msg, err := r.Jump("99m")
+	if err != nil {
+		t.Fatalf("99m: %v", err)
+	}
+	if !strings.Contains(msg, "past the end") || !strings.Contains(msg, "00:00.2") || !strings.Contains(msg, "went to the end") {
+		t.Errorf("99m in a 299 ms log says %q, want that it went to the end and where the log ends", msg)
+	}
+	if s := drainWindow(t, r); s.Step != 299 {
+		t.Errorf("99m ended at step %d, want the last (299)", s.Step)
+	}
+	if msg, err := r.Jump("120ms"); err != nil || strings.Contains(msg, "past the end") {
+		t.Errorf("120ms: %q, %v", msg, err)
+	}
+	drainWindow(t, r)
+	if _, err := r.Jump("9999"); err == nil || !strings.Contains(err.Error(), "ends at step 299") {
+		t.Errorf("step 9999: %v, want a refusal that names the last step", err)
+	}
+}
+
+func TestReplaySpeedChangesWhilePaused(t *testing.T) {
+	l := openTestLog(t, 30)
+	r := NewReplay(l)
+	r.TogglePlay()
+	msg := r.Speed(true)
+	if !strings.Contains(msg, "2×") || !strings.Contains(msg, "paused") {
+		t.Errorf("faster while paused says %q, want the new speed and that the replay is paused", msg)
+	}
+	if p := r.Position(); !strings.Contains(p, "| 2× |") || !strings.Contains(p, "paused") {
+		t.Errorf("position %q", p)
+	}
+	r.TogglePlay()
+	if msg := r.Speed(false); msg != "speed 1×" {
+		t.Errorf("slower while playing says %q", msg)
+	}
+}

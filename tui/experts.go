@@ -2,108 +2,232 @@ package tui
 
 import (
 	"fmt"
-
+	"math"
 	"sort"
 	"strings"
 
-	"github.com/charmbracelet/lipgloss"
-
 	"github.com/charmbracelet/bubbles/progress"
+	"github.com/charmbracelet/lipgloss"
 )
 
 // expertsPanel is "Expert load": rows per expert as bars with counts, or a
 // shaded grid when the experts do not fit one per line; imbalance, the
-// busiest expert's share, and a short history of imbalance.
+// busiest expert's share, and a history of imbalance that takes the rows
+// left over.
 type expertsPanel struct{ w, h int }
 
 func (p *expertsPanel) SetSize(w, h int) { p.w, p.h = w, h }
 
-// shades go from idle to as busy as the busiest expert.
-var shades = []rune(" ·░▒▓█")
+func (p *expertsPanel) Rows(s *state, w int) (need, want int) {
+	if !s.hasLast {
+		return 2, 2
+	}
+	n := len(s.last.Rows)
+	body := n
+	if n > 16 { // many experts: a grid, every expert a cell
+		body = gridLines(n, w) + 2
+	}
+	need = 1 + body + len(p.summary(s, w)) + 1
+	return need, need + 3
+}
+
+// gridLines is the fewest lines of cells that show n experts at width w.
+func gridLines(n, w int) int {
+	usable := max(1, w-gridLabel(n))
+	return (n + usable - 1) / usable
+}
+
+// gridLabel is the width of a grid line's "e96 " label.
+func gridLabel(n int) int { return len(fmt.Sprint(n-1)) + 2 }
+
+// load is the newest step's rows read safely: a log may hold negative or
+// huge counts, and their sum must not overflow.
+type load struct {
+	rows    []int
+	busiest int
+	maxR    float64 // the busiest expert's rows, at least 1
+	total   float64 // rows over all experts, negatives counted as 0
+}
+
+func newLoad(rows []int) load {
+	l := load{rows: rows, maxR: 1}
+	for e, r := range rows {
+		l.total += float64(max(0, r))
+		if r > rows[l.busiest] {
+			l.busiest = e
+		}
+	}
+	if len(rows) > 0 {
+		l.maxR = max(1, float64(rows[l.busiest]))
+	}
+	return l
+}
+
+func (l load) share(e int) float64 { return float64(max(0, l.rows[e])) / max(1, l.total) }
+func (l load) frac(e int) float64  { return clamp01(float64(l.rows[e]) / l.maxR) }
+
+// summary is the imbalance line, split in two when it does not fit w.
+func (p *expertsPanel) summary(s *state, w int) []string {
+	l := newLoad(s.last.Rows)
+	first := "imbalance " + valueStyle.Render(num("%.2f", s.last.Imbalance)+"×")
+	if len(l.rows) == 0 {
+		return []string{first}
+	}
+	second := fmt.Sprintf("busiest e%d %s", l.busiest, valueStyle.Render(fmtPct(l.share(l.busiest))))
+	if t := s.last.Target; len(t) > l.busiest {
+		second += labelStyle.Render(" target " + fmtPct(t[l.busiest]))
+	}
+	if d := s.last.Dropped; d > 0 {
+		second += warnStyle.Render(fmt.Sprintf(" dropped %s (%s)", fmtCount(d), fmtPct(float64(d)/max(1, l.total))))
+	}
+	if one := first + "  " + second; lipgloss.Width(one) <= w {
+		return []string{one}
+	}
+	return []string{first, second}
+}
 
 func (p *expertsPanel) View(s *state) string {
 	if !s.hasLast {
 		return panel("Expert load", p.w, p.h, labelStyle.Render("waiting for the first step…"))
 	}
-	rows := s.last.Rows
-	total, busiest := 0, 0
-	for e, r := range rows {
-		total += r
-		if r > rows[busiest] {
-			busiest = e
-		}
+	l := newLoad(s.last.Rows)
+	summary := p.summary(s, p.w)
+	room := p.h - 1 - len(summary) // below the title, above the summary
+	var body []string
+	switch {
+	case len(l.rows) == 0:
+		body = []string{labelStyle.Render("no experts in this step")}
+	case len(l.rows) <= room-1: // one bar per expert and a line of history
+		body = p.bars(l)
+	default:
+		// The grid takes up to two thirds of the rows; the history
+		// the rest.
+		body = p.grid(l, max(gridLines(len(l.rows), p.w)+2, (room-1)*2/3))
 	}
-	maxR := max(rows[busiest], 1)
-	share := func(e int) float64 { return float64(rows[e]) / float64(max(total, 1)) }
-	var b strings.Builder
-	summary := fmt.Sprintf("imbalance %s  busiest e%d %s", valueStyle.Render(fmt.Sprintf("%.2f×", s.last.Imbalance)),
-		busiest, valueStyle.Render(fmt.Sprintf("%.1f%%", 100*share(busiest))))
-	if len(s.last.Target) > busiest {
-		summary += labelStyle.Render(fmt.Sprintf(" target %.1f%%", 100*s.last.Target[busiest]))
+	lines := append(body, summary...)
+	if hist := room - len(body); hist > 0 && p.w > 10 {
+		lines = append(lines, labelled(scaleLabels("history", s.imbalance.values(), hist, "×"), chart(s.imbalance.values(), p.w-8, hist), 8))
 	}
-	if s.last.Dropped > 0 {
-		summary += warnStyle.Render(fmt.Sprintf(" dropped %d (%.1f%%)", s.last.Dropped,
-			100*float64(s.last.Dropped)/float64(max(1, total))))
-	}
-	summaryLines := 1
-	if lipgloss.Width(summary) > p.w {
-		summary = strings.Replace(summary, "  busiest", "\nbusiest", 1)
-		summaryLines = 2
-	}
-	body := p.h - 1 - 1 - summaryLines // title; summary, history
-	if len(rows) <= body {
-		p.bars(&b, rows, maxR, share)
-	} else {
-		p.grid(&b, rows, maxR, body)
-	}
-	b.WriteString(summary + "\n")
-	b.WriteString(labelStyle.Render("history ") + spark(s.imbalance.values(), p.w-8, 1))
-	return panel(fmt.Sprintf("Expert load · %d experts · %s", len(rows), s.last.Config.Routing), p.w, p.h, b.String())
+	title := fmt.Sprintf("Expert load · %d experts · %s", len(l.rows), clean(s.last.Config.Routing))
+	return panel(title, p.w, p.h, strings.Join(lines, "\n"))
 }
 
-func (p *expertsPanel) bars(b *strings.Builder, rows []int, maxR int, share func(int) float64) {
-	label := len(fmt.Sprint(len(rows)-1)) + 1
+func (p *expertsPanel) bars(l load) []string {
+	label := len(fmt.Sprint(len(l.rows)-1)) + 1
 	barW := max(4, p.w-label-1-8-7)
 	bar := progress.New(progress.WithSolidFill(barColor), progress.WithoutPercentage(), progress.WithWidth(barW))
-	for e, r := range rows {
-		fmt.Fprintf(b, "%-*s %s %7s %5.1f%%\n", label, fmt.Sprintf("e%d", e),
-			bar.ViewAs(float64(r)/float64(maxR)), fmtCount(r), 100*share(e))
+	out := make([]string, len(l.rows))
+	for e, r := range l.rows {
+		out[e] = fmt.Sprintf("%-*s %s %7s %6s", label, fmt.Sprintf("e%d", e), bar.ViewAs(l.frac(e)), fmtCount(r), fmtPct(l.share(e)))
 	}
+	return out
 }
 
-// grid draws one cell per expert, shaded by its rows over the busiest
-// expert's, then names the busiest few.
-func (p *expertsPanel) grid(b *strings.Builder, rows []int, maxR, lines int) {
-	label := len(fmt.Sprint(len(rows)-1)) + 2
-	per := max(1, p.w-label)
-	need := (len(rows) + per - 1) / per
-	if need > lines-2 && lines > 2 { // keep two lines for the legend and the top experts
-		per = (len(rows) + lines - 3) / max(1, lines-2)
-	}
-	for start := 0; start < len(rows); start += per {
-		fmt.Fprintf(b, "%-*s", label, fmt.Sprintf("e%d", start))
-		for e := start; e < min(start+per, len(rows)); e++ {
-			i := 0
-			if rows[e] > 0 {
-				i = 1 + (len(shades)-2)*rows[e]/maxR
-			}
-			b.WriteRune(shades[min(i, len(shades)-1)])
+// shades go from idle to as busy as the busiest expert.
+var shades = []rune("·░▒▓█")
+
+// grid draws one cell per expert in at most lines rows, shaded by its rows
+// over the busiest expert's, a legend, and the busiest few by name. Lines
+// start at a round expert number (e0, e32, e64 …) so a cell is easy to
+// find; cells are two columns wide when that still fits.
+func (p *expertsPanel) grid(l load, lines int) []string {
+	n := len(l.rows)
+	label := gridLabel(n)
+	usable := max(1, p.w-label)
+	cellRows := max(1, lines-2) // the legend and the busiest experts
+	per, cw := 0, 1
+	for _, c := range []int{2, 1} {
+		q := 1
+		for q*2*c <= usable {
+			q *= 2
 		}
-		b.WriteString("\n")
+		if q*c <= usable && (n+q-1)/q <= cellRows {
+			per, cw = q, c
+			break
+		}
 	}
-	b.WriteString(labelStyle.Render("· idle  ░ ▒ ▓ █ up to the busiest") + "\n")
-	idx := make([]int, len(rows))
+	if per == 0 { // no round width fits: fill the lines
+		per = usable
+	}
+	var out []string
+	shown := 0
+	for start := 0; start < n && len(out) < cellRows; start += per {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%-*s", label, fmt.Sprintf("e%d", start))
+		for e := start; e < min(start+per, n); e++ {
+			i := 0
+			if l.rows[e] > 0 {
+				i = max(1, min(len(shades)-1, int(math.Ceil(4*l.frac(e)))))
+			}
+			b.WriteRune(shades[i])
+			if cw == 2 {
+				b.WriteByte(' ')
+			}
+			shown = e + 1
+		}
+		out = append(out, b.String())
+	}
+	hidden := ""
+	if shown < n {
+		hidden = fmt.Sprintf("e%d–e%d not shown · ", shown, n-1)
+	}
+	forms := []string{
+		hidden + fmt.Sprintf("· idle  ░ ▒ ▓ █ up to the busiest (%s rows)", fmtCount(l.rows[l.busiest])),
+		hidden + "· idle  ░ ▒ ▓ █ up to the busiest",
+		hidden + "· idle ░▒▓█ busiest",
+	}
+	legend := forms[len(forms)-1]
+	for _, f := range forms {
+		if lipgloss.Width(f) <= p.w {
+			legend = f
+			break
+		}
+	}
+	out = append(out, labelStyle.Render(legend))
+	idx := make([]int, n)
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.SliceStable(idx, func(i, j int) bool { return rows[idx[i]] > rows[idx[j]] })
-	line := "busiest"
-	for _, e := range idx[:min(4, len(idx))] {
-		next := line + fmt.Sprintf("  e%d %s", e, fmtCount(rows[e]))
-		if lipgloss.Width(next) > p.w {
-			break
-		}
-		line = next
+	sort.SliceStable(idx, func(i, j int) bool { return l.rows[idx[i]] > l.rows[idx[j]] })
+	var top []string
+	for _, e := range idx[:min(8, n)] {
+		top = append(top, fmt.Sprintf("e%d %s", e, fmtCount(l.rows[e])))
 	}
-	b.WriteString(line + "\n")
+	out = append(out, joinFitting("busiest  ", top, "  ", p.w))
+	return out
+}
+
+// scaleLabels names a chart of h rows and, where it has three rows or
+// more, gives its scale: the highest value beside its second row and the
+// lowest beside its last. A chart zooms into its range, so a tall one
+// needs the numbers to be read right.
+func scaleLabels(name string, values []float64, h int, unit string) []string {
+	labels := []string{name}
+	v := finiteOnly(values)
+	if h < 3 || len(v) == 0 {
+		return labels
+	}
+	lo, hi := v[0], v[0]
+	for _, x := range v {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	labels = append(labels, num("%.2f", hi)+unit)
+	for len(labels) < h-1 {
+		labels = append(labels, "")
+	}
+	return append(labels, num("%.2f", lo)+unit)
+}
+
+// labelled puts labels to the left of a block's lines, a column w wide: a
+// chart with its name and scale.
+func labelled(labels []string, block string, w int) string {
+	lines := strings.Split(block, "\n")
+	for i, l := range lines {
+		head := ""
+		if i < len(labels) {
+			head = labels[i]
+		}
+		lines[i] = labelStyle.Render(fmt.Sprintf("%-*s", w, truncate(head, w-1))) + l
+	}
+	return strings.Join(lines, "\n")
 }

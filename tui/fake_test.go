@@ -86,6 +86,37 @@ func fakeSample(cfg stream.Layer, i int) stream.Sample {
 	return s
 }
 
+// newFakeCPU is a run on the CPU backend with no GPU: host readings, host
+// memory, and the reason in the header.
+func newFakeCPU(n int) *fakeSource {
+	cfg := stream.Layer{Tokens: 256, Hidden: 256, FFN: 1024, Experts: 8, TopK: 2, DType: "bf16", Act: "gelu",
+		Routing: "zipf:1.2", Seed: 1}
+	src := &fakeSource{ch: make(chan stream.Sample, n), mode: "LIVE", header: stream.Header{
+		Device: "CPU reference (2 threads)", Backend: "cpu", Config: cfg, Start: t0,
+		BackendReason: "no GPU: no CUDA device: libcuda.so.1: library not found (install the NVIDIA driver, or pass --cuda-lib-dir)"}}
+	for i := 0; i < n; i++ {
+		s := fakeSample(cfg, i)
+		s.Backend = "cpu"
+		for j := range s.Phases {
+			s.Phases[j].MS *= 3
+		}
+		s.StepMS = s.Phases.Total(0)
+		s.GPU = nil
+		if i%5 == 0 {
+			s.GPU = &stream.Snapshot{Time: s.Time, Source: "host", Reason: "no GPU: no CUDA device: libcuda.so.1: library not found (install the NVIDIA driver, or pass --cuda-lib-dir)",
+				Host: &stream.Host{MemTotalBytes: 23 << 30, MemAvailableBytes: 22<<30 - uint64(i)<<24, CPUUtilPct: f64(80 + float64(i%20)), CPUs: 2}}
+		}
+		used := uint64(1<<30 + i<<24)
+		s.Memory = []stream.Memory{{Host: true, TotalBytes: 23 << 30, FreeBytes: 23<<30 - used, UsedBytes: used, OwnBytes: 20 << 20,
+			HeadroomBytes: int64(22<<30 - used), Backends: []stream.BackendMemory{
+				{Backend: "cpu", PeakBytes: 20 << 20, HeadroomBytes: 22 << 30, MaxTokens: 1_720_000, Fits: true}}}}
+		s.Events = nil
+		src.ch <- s
+	}
+	close(src.ch)
+	return src
+}
+
 func (f *fakeSource) Samples() <-chan stream.Sample { return f.ch }
 func (f *fakeSource) Header() stream.Header         { return f.header }
 func (f *fakeSource) Mode() string                  { return f.mode }

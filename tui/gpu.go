@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/charmbracelet/lipgloss"
 	"github.com/moetop/moetop/stream"
 )
 
 // gpuPanel is "GPU": utilisation, memory utilisation, power against its
-// limit, temperature and SM clock, each with a short history; the host's
-// CPU and memory when there is no GPU.
+// limit, temperature and SM clock, each with a history that grows taller
+// when the band has rows to spare; the host's CPU and memory when there is
+// no GPU, with the reason.
 type gpuPanel struct{ w, h int }
 
 func (p *gpuPanel) SetSize(w, h int) { p.w, p.h = w, h }
@@ -21,50 +23,136 @@ func na[T any](v *T, format string) string {
 	return fmt.Sprintf(format, *v)
 }
 
-func (p *gpuPanel) View(s *state) string {
+// naNum is na for a float that may not be a number.
+func naNum(v *float64, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return num(format, *v)
+}
+
+// metric is one reading with its history.
+type metric struct {
+	label, value string
+	hist         *ring
+}
+
+// content is the panel's readings and the lines under them.
+func (p *gpuPanel) content(s *state, w int) (title string, ms []metric, notes []string) {
 	g := s.gpu
 	if g == nil {
-		return panel("GPU", p.w, p.h, labelStyle.Render("no reading yet"))
+		return "GPU", nil, []string{labelStyle.Render("no reading yet")}
 	}
-	var b strings.Builder
-	line := func(label, value string, hist *ring) {
-		sw := p.w - 10 - 18
-		fmt.Fprintf(&b, "%-10s%-18s%s\n", label, value, spark(hist.values(), sw, 1))
-	}
-	if g.Host != nil {
-		h := g.Host
-		line("cpu", na(h.CPUUtilPct, "%.0f%%")+fmt.Sprintf(" of %d", h.CPUs), s.util)
-		line("host mem", fmtBytes(float64(h.MemTotalBytes-h.MemAvailableBytes))+" / "+fmtBytes(float64(h.MemTotalBytes)), s.memUtil)
-		if g.Reason != "" {
-			b.WriteString(labelStyle.Render(g.Reason) + "\n")
+	if h := g.Host; h != nil {
+		ms = []metric{
+			{"cpu", naNum(h.CPUUtilPct, "%.0f") + pctSuffix(h.CPUUtilPct) + fmt.Sprintf(" of %d", h.CPUs), s.util},
+			{"host mem", fmtBytes(float64(hostUsed(h))) + " / " + fmtBytes(float64(h.MemTotalBytes)), s.memUtil},
 		}
-		return panel("GPU · host", p.w, p.h, b.String())
+		// The full reason, wrapped: the header has room only for its start.
+		for _, l := range wrapWords(clean(g.Reason), w) {
+			notes = append(notes, labelStyle.Render(l))
+		}
+		return "GPU · host", ms, notes
 	}
 	if len(g.Devices) == 0 {
-		return panel("GPU", p.w, p.h, labelStyle.Render("no device"))
+		msg := "no device"
+		if g.Err != "" {
+			msg = "error: " + clean(g.Err)
+		}
+		return "GPU", nil, []string{warnStyle.Render(msg)}
 	}
 	d := g.Devices[0]
 	if d.Err != "" {
-		b.WriteString(warnStyle.Render("error: "+d.Err) + "\n")
+		notes = append(notes, warnStyle.Render("error: "+clean(d.Err)))
 	}
-	line("util", na(d.UtilPct, "%d%%"), s.util)
-	line("mem util", na(d.MemUtilPct, "%d%%"), s.memUtil)
-	power := na(d.PowerW, "%.0f W")
+	power := naNum(d.PowerW, "%.0f") + wattSuffix(d.PowerW)
 	if d.PowerLimitW != nil {
-		power += fmt.Sprintf(" / %.0f W", *d.PowerLimitW)
+		power += " / " + num("%.0f", *d.PowerLimitW) + " W"
 	}
-	line("power", power, s.power)
-	line("temp", na(d.TempC, "%d °C"), s.temp)
-	line("sm clock", na(d.SMClockMHz, "%d MHz"), s.smClock)
+	ms = []metric{
+		{"util", na(d.UtilPct, "%d%%"), s.util},
+		{"mem util", na(d.MemUtilPct, "%d%%"), s.memUtil},
+		{"power", power, s.power},
+		{"temp", na(d.TempC, "%d °C"), s.temp},
+		{"sm clock", na(d.SMClockMHz, "%d MHz"), s.smClock},
+	}
 	if len(g.Devices) > 1 {
-		b.WriteString(labelStyle.Render(fmt.Sprintf("device 0 of %d", len(g.Devices))) + "\n")
+		notes = append(notes, labelStyle.Render(fmt.Sprintf("device 0 of %d", len(g.Devices))))
 	}
-	return panel("GPU · "+deviceName(g), p.w, p.h, b.String())
+	return "GPU · " + deviceName(g), ms, notes
+}
+
+func pctSuffix(v *float64) string {
+	if v == nil {
+		return ""
+	}
+	return "%"
+}
+
+func wattSuffix(v *float64) string {
+	if v == nil {
+		return ""
+	}
+	return " W"
+}
+
+func (p *gpuPanel) Rows(s *state, w int) (need, want int) {
+	_, ms, notes := p.content(s, w)
+	need = 1 + len(ms) + min(1, len(notes))
+	return need, 1 + len(ms) + len(notes)
+}
+
+func (p *gpuPanel) View(s *state) string {
+	title, ms, notes := p.content(s, p.w)
+	const labelW = 10
+	valueW := 0
+	for _, m := range ms {
+		valueW = max(valueW, lipgloss.Width(m.value))
+	}
+	valueW = min(valueW, max(0, p.w-labelW-8)) // leave a chart at least 7 wide
+	chartW := p.w - labelW - valueW - 1        // one column between a value and its chart
+	// Notes come first where the panel is short (an error outranks a
+	// history); rows to spare make each history taller, up to four rows.
+	room := p.h - 1 - len(ms)
+	notes = notes[:min(len(notes), max(0, room))]
+	// A reading with no history (n/a) keeps one row; the others share
+	// the rest.
+	charted := 0
+	for _, m := range ms {
+		if len(m.hist.values()) > 0 {
+			charted++
+		}
+	}
+	per := 1
+	if charted > 0 {
+		per = max(1, min(4, 1+(room-len(notes))/charted))
+	}
+	var lines []string
+	for _, m := range ms {
+		text := fmt.Sprintf("%-*s%-*s", labelW, m.label, valueW, truncate(m.value, valueW))
+		rows := per
+		if len(m.hist.values()) == 0 {
+			rows = 1
+		}
+		block := strings.Split(chart(m.hist.values(), chartW, rows), "\n")
+		for i := 0; i < rows; i++ {
+			head := strings.Repeat(" ", labelW+valueW)
+			if i == 0 {
+				head = text
+			}
+			if chartW > 0 {
+				head += " " + block[i]
+			}
+			lines = append(lines, head)
+		}
+	}
+	lines = append(lines, notes...)
+	return panel(title, p.w, p.h, strings.Join(lines, "\n"))
 }
 
 func deviceName(g *stream.Snapshot) string {
 	if len(g.Devices) > 0 && g.Devices[0].Name != "" {
-		return g.Devices[0].Name
+		return clean(g.Devices[0].Name)
 	}
 	return "GPU"
 }

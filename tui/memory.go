@@ -6,15 +6,108 @@ import (
 
 	"github.com/charmbracelet/bubbles/progress"
 	"github.com/charmbracelet/lipgloss"
+	"github.com/moetop/moetop/stream"
 )
 
 // memoryPanel is "Memory": used/free/total as a gauge, the workload's own
 // bytes, the predicted peak, headroom and largest token count per backend,
-// and OOM events. It turns red when headroom falls under 10% of the total
-// or a backend is predicted to run out.
+// and OOM events; a history of memory used in the rows left over. It turns
+// red when headroom falls under 10% of the total or a backend is predicted
+// to run out.
 type memoryPanel struct{ w, h int }
 
 func (p *memoryPanel) SetSize(w, h int) { p.w, p.h = w, h }
+
+// memLines is what the panel shows under its gauge, in the order it gives
+// way when short: the backends' rows and the OOM count stay; the workload
+// line, the table's header and the OOM events' details go first.
+type memLines struct {
+	summary, short []string // the free/headroom lines, and their one-line short form
+	ranks          string   // every device's free memory under expert parallelism
+	header         string
+	rows           []string
+	oomCount       string
+	ooms           []string
+}
+
+func (p *memoryPanel) lines(s *state, w int) memLines {
+	m := s.mem
+	var out memLines
+	low := m.TotalBytes > 0 && float64(m.HeadroomBytes) < 0.1*float64(m.TotalBytes)
+	head := fmtBytes(float64(m.HeadroomBytes))
+	if low {
+		head = warnStyle.Render(head + " LOW")
+	} else {
+		head = okStyle.Render(head)
+	}
+	free := fmt.Sprintf("free %s  workload %s", fmtBytes(float64(m.FreeBytes)), fmtBytes(float64(m.OwnBytes)))
+	headroom := "headroom " + head
+	out.summary = []string{free + "  " + headroom}
+	if lipgloss.Width(out.summary[0]) > w {
+		out.summary = []string{free, headroom}
+	}
+	out.short = []string{"free " + fmtBytes(float64(m.FreeBytes)) + "  " + headroom}
+	if len(s.mems) > 1 {
+		var items []string
+		for _, d := range s.mems {
+			items = append(items, fmt.Sprintf("%d %s", d.Device, fmtBytes(float64(d.FreeBytes))))
+		}
+		out.ranks = joinFitting(labelStyle.Render(fmt.Sprintf("%d ranks free ", len(s.mems))), items, "  ", w)
+	}
+	// One row per backend the memory model predicts for, whatever their
+	// names: the column is as wide as the longest (up to a bound, for a
+	// damaged log's).
+	nameW := 8
+	for _, bm := range m.Backends {
+		nameW = max(nameW, min(24, lipgloss.Width(clean(bm.Backend))))
+	}
+	out.header = labelStyle.Render(fmt.Sprintf("%-*s %9s %9s %6s", nameW, "backend", "peak", "headroom", "max T"))
+	for _, bm := range m.Backends {
+		out.rows = append(out.rows, backendRow(bm, s.last.Backend, nameW))
+	}
+	for _, e := range s.events {
+		if e.Kind == stream.EventOOM {
+			out.ooms = append(out.ooms, e.Time.Format("15:04:05")+" "+clean(e.Msg))
+		}
+	}
+	if len(out.ooms) > 0 {
+		out.oomCount = warnStyle.Render(fmt.Sprintf("OOM events: %d", len(out.ooms)))
+	}
+	return out
+}
+
+func backendRow(bm stream.BackendMemory, running string, nameW int) string {
+	mark := okStyle.Render("fits")
+	switch {
+	case bm.Refused != "":
+		mark = labelStyle.Render("can't run") // its capability check said why; the log keeps it
+	case !bm.Fits:
+		mark = warnStyle.Render("OOM")
+	}
+	l := fmt.Sprintf("%-*s %9s %9s %6s %s", nameW, truncate(clean(bm.Backend), nameW), fmtBytes(float64(bm.PeakBytes)),
+		fmtBytes(float64(bm.HeadroomBytes)), fmtCount(bm.MaxTokens), mark)
+	if bm.Backend == running {
+		l = valueStyle.Render(l)
+	}
+	return l
+}
+
+func (p *memoryPanel) Rows(s *state, w int) (need, want int) {
+	if s.mem == nil {
+		return 2, 2
+	}
+	l := p.lines(s, w)
+	fixed := len(l.rows)
+	if l.oomCount != "" {
+		fixed++
+	}
+	if l.ranks != "" {
+		fixed++
+	}
+	need = 2 + 1 + fixed // title, gauge, the short summary
+	want = 2 + len(l.summary) + 1 + fixed + min(5, len(l.ooms))
+	return need, want
+}
 
 func (p *memoryPanel) View(s *state) string {
 	m := s.mem
@@ -25,75 +118,41 @@ func (p *memoryPanel) View(s *state) string {
 	if m.Host {
 		title += " · host"
 	}
-	var b strings.Builder
 	gauge := progress.New(progress.WithSolidFill(barColor), progress.WithoutPercentage(), progress.WithWidth(max(4, p.w-27)))
 	frac := 0.0
 	if m.TotalBytes > 0 {
-		frac = float64(m.UsedBytes) / float64(m.TotalBytes)
+		frac = clamp01(float64(m.UsedBytes) / float64(m.TotalBytes))
 	}
-	fmt.Fprintf(&b, "used %s %s / %s\n", gauge.ViewAs(frac), fmtBytes(float64(m.UsedBytes)), fmtBytes(float64(m.TotalBytes)))
-	low := m.TotalBytes > 0 && float64(m.HeadroomBytes) < 0.1*float64(m.TotalBytes)
-	head := fmtBytes(float64(m.HeadroomBytes))
-	if low {
-		head = warnStyle.Render(head + " LOW")
-	} else {
-		head = okStyle.Render(head)
-	}
-	free := fmt.Sprintf("free %s  workload %s", fmtBytes(float64(m.FreeBytes)), fmtBytes(float64(m.OwnBytes)))
-	headroom := "headroom " + head
-	// One row per backend the memory model predicts for, whatever their
-	// names: the column is as wide as the longest.
-	nameW := 8
-	for _, bm := range m.Backends {
-		nameW = max(nameW, lipgloss.Width(bm.Backend))
-	}
-	header := labelStyle.Render(fmt.Sprintf("%-*s %9s %9s %6s", nameW, "backend", "peak", "headroom", "max T"))
-	var rows []string
-	for _, bm := range m.Backends {
-		mark := okStyle.Render("fits")
-		switch {
-		case bm.Refused != "":
-			mark = labelStyle.Render("can't run") // its capability check said why; the log keeps it
-		case !bm.Fits:
-			mark = warnStyle.Render("OOM")
-		}
-		l := fmt.Sprintf("%-*s %9s %9s %6s %s", nameW, bm.Backend, fmtBytes(float64(bm.PeakBytes)),
-			fmtBytes(float64(bm.HeadroomBytes)), fmtCount(bm.MaxTokens), mark)
-		if bm.Backend == s.last.Backend {
-			l = valueStyle.Render(l)
-		}
-		rows = append(rows, l)
-	}
-	var ooms []string
-	for _, e := range s.events {
-		if e.Kind == "oom" {
-			ooms = append(ooms, e.Time.Format("15:04:05")+" "+e.Msg)
-		}
-	}
-	// The backends' rows come first; when the panel is short, the workload
-	// line, the table's header and the OOM events' details give way, in
-	// that order (their count stays).
+	lines := []string{fmt.Sprintf("used %s %s / %s", gauge.ViewAs(frac), fmtBytes(float64(m.UsedBytes)), fmtBytes(float64(m.TotalBytes)))}
+	l := p.lines(s, p.w)
 	room := p.h - 2 // title and the gauge
-	summary := []string{free + "  " + headroom}
-	if lipgloss.Width(summary[0]) > p.w {
-		summary = []string{free, headroom}
-		if room < 2+1+len(rows) {
-			summary = []string{"free " + fmtBytes(float64(m.FreeBytes)) + "  " + headroom}
-		}
+	fixed := len(l.rows)
+	if l.oomCount != "" {
+		fixed++
 	}
-	lines := append([]string(nil), summary...)
-	oomLine := 0
-	if len(ooms) > 0 {
-		oomLine = 1 // the count of OOM events outranks the table's header
+	if l.ranks != "" {
+		fixed++
 	}
-	if room >= len(summary)+1+len(rows)+oomLine {
-		lines = append(lines, header)
+	summary := l.summary
+	if room < len(summary)+fixed {
+		summary = l.short
 	}
-	lines = append(lines, rows...)
-	if len(ooms) > 0 {
-		lines = append(lines, warnStyle.Render(fmt.Sprintf("OOM events: %d", len(ooms))))
-		lines = append(lines, ooms[max(0, len(ooms)-max(0, room-len(lines))):]...)
+	lines = append(lines, summary...)
+	if l.ranks != "" {
+		lines = append(lines, l.ranks)
 	}
-	b.WriteString(strings.Join(lines, "\n"))
-	return panel(title, p.w, p.h, b.String())
+	if room >= len(summary)+1+fixed {
+		lines = append(lines, l.header)
+	}
+	lines = append(lines, l.rows...)
+	if l.oomCount != "" {
+		lines = append(lines, l.oomCount)
+		details := min(len(l.ooms), 5, max(0, p.h-1-len(lines)))
+		lines = append(lines, l.ooms[len(l.ooms)-details:]...)
+	}
+	// Rows to spare show how memory in use moved.
+	if spare := p.h - 1 - len(lines); spare >= 3 {
+		lines = append(lines, labelStyle.Render("used"), chart(s.memUsed.values(), p.w, spare-1))
+	}
+	return panel(title, p.w, p.h, strings.Join(lines, "\n"))
 }

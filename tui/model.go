@@ -21,6 +21,11 @@ const (
 	// frameInterval caps drawing at 20 frames a second, however fast
 	// samples come.
 	frameInterval = 50 * time.Millisecond
+	// statusFor is how long a message stays on the status line.
+	statusFor = 5 * time.Second
+	// applyingFor is how long "applying …" waits for a sample that shows
+	// the change: a CPU step in flight can take half a minute.
+	applyingFor = time.Minute
 )
 
 // inbox collects samples from the source on its own goroutine, so the
@@ -56,9 +61,14 @@ func (b *inbox) drain() ([]stream.Sample, bool) {
 
 type tickMsg time.Time
 
+// component is a panel: it is told its size, draws the state in exactly
+// that many cells, and says how many rows it needs at a width to show its
+// essentials and wants to show everything with its charts at a nominal
+// height (a panel stretches its charts over any rows beyond).
 type component interface {
 	SetSize(w, h int)
 	View(s *state) string
+	Rows(s *state, w int) (need, want int)
 }
 
 // Model is the root: it lays panels out and routes keys; panels draw.
@@ -74,7 +84,10 @@ type Model struct {
 	header                       *headerPanel
 	experts, kernel, gpu, memory component
 	statusUntil                  time.Time
-	now                          func() time.Time
+	// applying counts accepted changes no sample has shown yet; while
+	// there are any, the status says "applying …".
+	applying int
+	now      func() time.Time
 }
 
 // New builds the view over src; ctl carries out keys (nil: view only).
@@ -107,6 +120,19 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.pull()
 		return m, tick()
 	case tea.KeyMsg:
+		// Keys typed faster than the terminal is read (a held ']', a
+		// quick ']]') arrive as one message of several runes, which
+		// matches no binding: take them one at a time.
+		if msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && !msg.Paste {
+			var next tea.Model = m
+			var cmds []tea.Cmd
+			for _, r := range msg.Runes {
+				var cmd tea.Cmd
+				next, cmd = next.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}, Alt: msg.Alt})
+				cmds = append(cmds, cmd)
+			}
+			return next, tea.Batch(cmds...)
+		}
 		if m.jumping {
 			return m.updateJump(msg)
 		}
@@ -120,6 +146,7 @@ func (m *Model) pull() {
 	samples, closed := m.in.drain()
 	for _, s := range samples {
 		m.st.add(s)
+		m.settle(s.Events)
 	}
 	m.st.ended = closed
 	if r, ok := m.ctl.(StatusReporter); ok {
@@ -127,9 +154,40 @@ func (m *Model) pull() {
 		m.st.paused, m.st.position = st.Paused, st.Position
 	}
 	if !m.statusUntil.IsZero() && m.now().After(m.statusUntil) {
-		m.st.status, m.statusUntil = "", time.Time{}
+		m.st.status, m.statusUntil, m.applying = "", time.Time{}, 0
 	}
 }
+
+// settle reads a sample's events for the outcome of changes in flight: the
+// loop reports a change it made (config, backend) or could not make (an
+// error or an out-of-memory event) with the first sample after it. An
+// error is shown whether or not a change was asked for: nothing else in
+// the view shows one.
+func (m *Model) settle(events []stream.Event) {
+	for _, e := range events {
+		switch e.Kind {
+		case stream.EventConfig, stream.EventBackend:
+			if m.applying > 0 {
+				m.applying--
+				if m.applying == 0 { // the change is on screen now: "applying" would mislead
+					m.st.status, m.statusUntil = "", time.Time{}
+				}
+			}
+		case stream.EventError:
+			m.applying = max(0, m.applying-1)
+			m.setStatus(clean(e.Msg), true)
+		case stream.EventOOM:
+			if m.applying > 0 {
+				m.applying--
+				m.setStatus(clean(e.Msg), true)
+			}
+		}
+	}
+}
+
+// changes are the actions the workload applies between steps.
+var changes = map[Action]bool{ActNextBackend: true, ActNextRouting: true, ActTokensUp: true, ActTokensDown: true,
+	ActSkewUp: true, ActSkewDown: true}
 
 func (m Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 	k := m.keys
@@ -226,11 +284,15 @@ func (m *Model) do(r Request) {
 		}
 	}
 	m.setStatus(msg, false)
+	if changes[r.Action] {
+		m.applying++
+		m.statusUntil = m.now().Add(applyingFor)
+	}
 }
 
 func (m *Model) setStatus(s string, isErr bool) {
 	m.st.status, m.st.statusErr = s, isErr
-	m.statusUntil = m.now().Add(5 * time.Second)
+	m.statusUntil = m.now().Add(statusFor)
 }
 
 // View lays out the header, the four panels in a 2×2 grid, a status line
@@ -272,10 +334,13 @@ func (m Model) View() string {
 	}
 	fh := lipgloss.Height(footer)
 	gridH := h - 2 - fh
-	topH := gridH * 3 / 5
-	botH := gridH - topH
 	lw := (w - 1) / 2
 	rw := w - 1 - lw
+	en, ew := m.experts.Rows(m.st, lw)
+	kn, kw := m.kernel.Rows(m.st, rw)
+	gn, gw := m.gpu.Rows(m.st, lw)
+	mn, mw := m.memory.Rows(m.st, rw)
+	topH, botH := split(gridH, max(en, kn), max(ew, kw), max(gn, mn), max(gw, mw))
 	m.experts.SetSize(lw, topH)
 	m.kernel.SetSize(rw, topH)
 	m.gpu.SetSize(lw, botH)

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"math"
 	"sort"
 	"time"
 
@@ -60,15 +61,19 @@ type state struct {
 	hasLast bool
 	gpu     *stream.Snapshot
 	mem     *stream.Memory
+	mems    []stream.Memory // every device's, newest
 	first   time.Time
 	samples int
 
 	imbalance, stepMS, tflops *ring
 	util, memUtil, power      *ring
 	temp, smClock             *ring
+	memUsed                   *ring              // device 0's used bytes, from Sample.Memory
 	phaseSum                  map[string]float64 // device 0's, by phase
+	phaseCount                map[string]int     // finite times summed per phase
 	phaseN                    int
 	stepTimes                 []time.Time // for steps per second
+	stepCounts                []int       // the steps each of stepTimes' samples stands for
 	expertMS                  []float64   // newest per-expert GEMM times (not every step has them)
 	events                    []stream.Event
 }
@@ -81,11 +86,11 @@ func newState() *state {
 
 // reset clears the statistics ('r'), keeping the newest readings.
 func (s *state) reset() {
-	for _, r := range []**ring{&s.imbalance, &s.stepMS, &s.tflops, &s.util, &s.memUtil, &s.power, &s.temp, &s.smClock} {
+	for _, r := range []**ring{&s.imbalance, &s.stepMS, &s.tflops, &s.util, &s.memUtil, &s.power, &s.temp, &s.smClock, &s.memUsed} {
 		*r = newRing(historyLen)
 	}
-	s.phaseSum, s.phaseN = map[string]float64{}, 0
-	s.stepTimes = nil
+	s.phaseSum, s.phaseCount, s.phaseN = map[string]float64{}, map[string]int{}, 0
+	s.stepTimes, s.stepCounts = nil, nil
 	s.samples = 0
 	s.first = time.Time{}
 }
@@ -110,6 +115,10 @@ func (s *state) add(x stream.Sample) {
 	}
 	if m := x.Mem(0); m != nil {
 		s.mem = m
+		s.memUsed.push(float64(m.UsedBytes))
+	}
+	if len(x.Memory) > 0 {
+		s.mems = x.Memory
 	}
 	if x.Skipped || x.Rows == nil {
 		s.last.Events = x.Events
@@ -123,14 +132,19 @@ func (s *state) add(x stream.Sample) {
 	s.stepMS.push(x.StepMS)
 	s.tflops.push(x.TFLOPS)
 	for _, p := range x.Phases {
-		if p.Device == 0 {
+		// A time that cannot be real (NaN, Inf) is missing, not a reason
+		// for every later average to read NaN.
+		if p.Device == 0 && finite(p.MS) {
 			s.phaseSum[p.Phase] += p.MS
+			s.phaseCount[p.Phase]++
 		}
 	}
 	s.phaseN++
 	s.stepTimes = append(s.stepTimes, x.Time)
+	s.stepCounts = append(s.stepCounts, max(1, x.Steps)) // a window of short steps is one sample of many
 	if len(s.stepTimes) > 4096 {
 		s.stepTimes = s.stepTimes[len(s.stepTimes)-2048:]
+		s.stepCounts = s.stepCounts[len(s.stepCounts)-2048:]
 	}
 }
 
@@ -140,7 +154,7 @@ func (s *state) addGPU(g *stream.Snapshot) {
 			s.util.push(*g.Host.CPUUtilPct)
 		}
 		if g.Host.MemTotalBytes > 0 {
-			s.memUtil.push(100 * float64(g.Host.MemTotalBytes-g.Host.MemAvailableBytes) / float64(g.Host.MemTotalBytes))
+			s.memUtil.push(100 * float64(hostUsed(g.Host)) / float64(g.Host.MemTotalBytes))
 		}
 		return
 	}
@@ -162,14 +176,34 @@ func (s *state) addGPU(g *stream.Snapshot) {
 	}
 }
 
-// stepsPerSecond counts steps in the last second of sample time.
+// hostUsed is the host memory in use; 0 when a reading says more is
+// available than there is (the difference would wrap around).
+func hostUsed(h *stream.Host) uint64 {
+	if h.MemAvailableBytes > h.MemTotalBytes {
+		return 0
+	}
+	return h.MemTotalBytes - h.MemAvailableBytes
+}
+
+// phaseAvg is device 0's mean time in phase since the last reset.
+func (s *state) phaseAvg(phase string) float64 {
+	if n := s.phaseCount[phase]; n > 0 {
+		return s.phaseSum[phase] / float64(n)
+	}
+	return math.NaN()
+}
+
+// stepsPerSecond counts steps in the last second of sample time; a
+// sample that folds a window of short steps counts each of them.
 func (s *state) stepsPerSecond() float64 {
 	n := len(s.stepTimes)
 	if n < 2 {
 		return 0
 	}
 	last := s.stepTimes[n-1]
-	i := sort.Search(n, func(i int) bool { return !s.stepTimes[i].Before(last.Add(-time.Second)) })
+	// Times out of order (a damaged log) make the search meaningless but
+	// must not take it out of range.
+	i := min(n-1, sort.Search(n, func(i int) bool { return !s.stepTimes[i].Before(last.Add(-time.Second)) }))
 	span := last.Sub(s.stepTimes[i]).Seconds()
 	if span <= 0 {
 		span = last.Sub(s.stepTimes[0]).Seconds()
@@ -178,7 +212,12 @@ func (s *state) stepsPerSecond() float64 {
 	if span <= 0 {
 		return 0
 	}
-	return float64(n-1-i) / span
+	// The steps after the span's first sample ran within it.
+	steps := 0
+	for _, c := range s.stepCounts[i+1:] {
+		steps += c
+	}
+	return float64(steps) / span
 }
 
 // uptime is sample time since the first sample (so a replay shows the
@@ -190,5 +229,5 @@ func (s *state) uptime() time.Duration {
 	if st := s.header.Start; !st.IsZero() && !s.last.Time.Before(st) {
 		return s.last.Time.Sub(st) // the run's own clock, also after a replay's jump
 	}
-	return s.last.Time.Sub(s.first)
+	return max(0, s.last.Time.Sub(s.first))
 }

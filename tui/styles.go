@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/charmbracelet/lipgloss"
@@ -38,58 +37,4 @@ func panel(title string, w, h int, body string) string {
 		lines = append(lines, "")
 	}
 	return lipgloss.NewStyle().Width(w).Render(strings.Join(lines, "\n"))
-}
-
-// truncate cuts a line to w cells, styles and all.
-func truncate(s string, w int) string {
-	if lipgloss.Width(s) <= w {
-		return s
-	}
-	return lipgloss.NewStyle().MaxWidth(w).Render(s)
-}
-
-// Units.
-func fmtMS(ms float64) string {
-	switch {
-	case ms != ms:
-		return "—"
-	case ms >= 1000:
-		return fmt.Sprintf("%.2f s", ms/1000)
-	case ms >= 1:
-		return fmt.Sprintf("%.2f ms", ms)
-	}
-	return fmt.Sprintf("%.0f µs", ms*1000)
-}
-
-func fmtBytes(b float64) string {
-	neg := ""
-	if b < 0 {
-		neg, b = "-", -b
-	}
-	switch {
-	case b >= 1<<30:
-		return fmt.Sprintf("%s%.1f GiB", neg, b/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%s%.1f MiB", neg, b/(1<<20))
-	case b >= 1<<10:
-		return fmt.Sprintf("%s%.1f KiB", neg, b/(1<<10))
-	}
-	return fmt.Sprintf("%s%.0f B", neg, b)
-}
-
-func fmtTFLOPS(t float64) string {
-	if t < 1 {
-		return fmt.Sprintf("%.1f GFLOP/s", t*1000)
-	}
-	return fmt.Sprintf("%.1f TFLOP/s", t)
-}
-
-func fmtCount(n int) string {
-	switch {
-	case n >= 10_000_000:
-		return fmt.Sprintf("%dM", n/1_000_000)
-	case n >= 100_000:
-		return fmt.Sprintf("%dk", n/1000)
-	}
-	return fmt.Sprint(n)
 }
