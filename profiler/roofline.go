@@ -1,10 +1,6 @@
 package profiler
 
-import (
-	"math"
-
-	"github.com/moetop/moetop/stream"
-)
+import "github.com/moetop/moetop/stream"
 
 // Work is what a phase must move and compute at least: the floor the
 // roofline measures a kernel against, not what a kernel happens to do.
@@ -61,44 +57,4 @@ func PhaseWork(d LayerDims, rows []int) map[string]Work {
 		w[stream.PhaseShared] = Work{Bytes: es * (h*(s1+s) + t*(2*h+2*s1)), FLOPs: 2 * t * h * (s1 + s)}
 	}
 	return w
-}
-
-// Roofline is a phase's place under the card's two ceilings.
-type Roofline struct {
-	// Pct is the roofline time over the measured time, in percent: 100
-	// is at the ceiling. Never above 100; Above says the measurement beat
-	// the ceiling (a cache served what the floor counts as HBM traffic).
-	Pct   float64
-	Above bool
-	// Bound is "compute" or "memory": the ceiling that sets the floor.
-	Bound string
-}
-
-// RooflineOf places work done in ms under ceilings of tflops (dense FLOP/s,
-// 1e12) and gbps (read bandwidth, 1e9 B/s); ok is false without a ceiling
-// or a time.
-func RooflineOf(w Work, ms, tflops, gbps float64) (Roofline, bool) {
-	if ms <= 0 || (tflops <= 0 && gbps <= 0) || math.IsNaN(ms) || math.IsInf(ms, 0) {
-		return Roofline{}, false
-	}
-	var compute, memory float64 // ms at each ceiling
-	if tflops > 0 {
-		compute = w.FLOPs / (tflops * 1e9)
-	}
-	if gbps > 0 {
-		memory = w.Bytes / (gbps * 1e6)
-	}
-	rf := Roofline{Bound: "compute"}
-	floor := compute
-	if memory > compute {
-		rf.Bound, floor = "memory", memory
-	}
-	if floor <= 0 {
-		return Roofline{}, false
-	}
-	rf.Pct = 100 * floor / ms
-	if rf.Pct > 100 {
-		rf.Pct, rf.Above = 100, true
-	}
-	return rf, true
 }

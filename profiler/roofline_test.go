@@ -1,7 +1,6 @@
 package profiler
 
 import (
-	"math"
 	"testing"
 
 	"github.com/moetop/moetop/stream"
@@ -80,28 +79,5 @@ func TestPhaseWorkMatchesThePeersAccounting(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestRooflineNeverAbove100(t *testing.T) {
-	for _, c := range []struct {
-		name      string
-		w         Work
-		ms        float64
-		pct       float64
-		bound     string
-		above, ok bool
-	}{
-		{"compute-bound at half the ceiling", Work{FLOPs: 1e12, Bytes: 1e6}, 2, 50, "compute", false, true},
-		{"memory-bound at the ceiling", Work{FLOPs: 1e6, Bytes: 3e9}, 1, 100, "memory", false, true},
-		{"faster than the ceiling is clamped and said", Work{FLOPs: 1e6, Bytes: 6e9}, 1, 100, "memory", true, true},
-		{"no time", Work{FLOPs: 1}, 0, 0, "", false, false},
-		{"NaN time", Work{FLOPs: 1}, math.NaN(), 0, "", false, false},
-		{"nothing to do", Work{}, 1, 0, "", false, false},
-	} {
-		rf, ok := RooflineOf(c.w, c.ms, 1000, 3000) // 1000 TFLOP/s, 3000 GB/s
-		if ok != c.ok || (ok && (math.Abs(rf.Pct-c.pct) > 1e-9 || rf.Bound != c.bound || rf.Above != c.above)) {
-			t.Errorf("%s: %+v %v, want %.0f%% %s above=%v ok=%v", c.name, rf, ok, c.pct, c.bound, c.above, c.ok)
-		}
 	}
 }
