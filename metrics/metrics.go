@@ -118,7 +118,8 @@ func New() *Metrics {
 	return m
 }
 
-// Observe records one sample.
+// Observe records one sample; samples come from one goroutine at a time
+// (the fan-out).
 func (m *Metrics) Observe(s stream.Sample) {
 	for _, mem := range s.Memory {
 		d := strconv.Itoa(mem.Device)
@@ -134,16 +135,18 @@ func (m *Metrics) Observe(s stream.Sample) {
 	if s.GPU != nil {
 		m.observeSnapshot(s.GPU)
 	}
-	n := float64(max(1, s.Steps)) // a sample may stand for a window of steps
+	// A sample may stand for a window of n short steps (--window), with
+	// their mean times.
+	n := max(1, s.Steps)
 	m.steps.WithLabelValues(s.Backend).Add(0)
 	m.skipped.WithLabelValues(s.Backend).Add(0)
 	if s.Skipped || s.Rows == nil {
 		if s.Skipped {
-			m.skipped.WithLabelValues(s.Backend).Add(n)
+			m.skipped.WithLabelValues(s.Backend).Add(float64(n))
 		}
 		return
 	}
-	m.steps.WithLabelValues(s.Backend).Add(n)
+	m.steps.WithLabelValues(s.Backend).Add(float64(n))
 	if len(s.Rows) != m.experts {
 		m.rows.Reset() // fewer experts after a config change: drop the old ones
 		m.experts = len(s.Rows)
@@ -152,10 +155,18 @@ func (m *Metrics) Observe(s stream.Sample) {
 		m.rows.WithLabelValues(strconv.Itoa(e)).Set(float64(r))
 	}
 	m.imbalance.Set(s.Imbalance)
+	// A window's mean goes in once per step it stands for, so that a
+	// histogram's count is the steps run and its sum their time.
 	for _, p := range s.Phases {
-		m.phase.WithLabelValues(p.Phase, strconv.Itoa(p.Device), s.Backend).Observe(p.MS / 1e3)
+		h := m.phase.WithLabelValues(p.Phase, strconv.Itoa(p.Device), s.Backend)
+		for range n {
+			h.Observe(p.MS / 1e3)
+		}
 	}
-	m.step.WithLabelValues(s.Backend).Observe(s.StepMS / 1e3)
+	h := m.step.WithLabelValues(s.Backend)
+	for range n {
+		h.Observe(s.StepMS / 1e3)
+	}
 	m.flops.WithLabelValues(s.Backend).Set(s.TFLOPS * 1e12)
 	m.gemmFlops.WithLabelValues(s.Backend).Set(s.GEMMTFLOPS * 1e12)
 }

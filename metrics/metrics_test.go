@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/moetop/moetop/stream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -51,6 +55,14 @@ func full() stream.Sample {
 		GPU: &stream.Snapshot{Driver: "580.65", Devices: []stream.Reading{gpu(0), gpu(1)},
 			Host: &stream.Host{MemTotalBytes: 64 << 30, MemAvailableBytes: 32 << 30, CPUUtilPct: ptr(25.0)}},
 		Events: []stream.Event{{Kind: stream.EventOOM, Device: 1}}}
+}
+
+// exposition is what a scrape of m would read.
+func exposition(t *testing.T, m *Metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }
 
 func scrape(t *testing.T, addr string) string {
@@ -227,11 +239,27 @@ func TestObserve(t *testing.T) {
 					t.Errorf("OOM events %v, want 1", v)
 				}
 			}},
-		{"a sample of a window of steps counts each step", []stream.Sample{
-			{Backend: "loop", Rows: []int{1}, Steps: 25}},
+		{"a sample of a window of steps counts each step and their whole time", []stream.Sample{
+			{Backend: "loop", Rows: []int{1}, Steps: 25, StepMS: 0.04, Phases: stream.Phases{{Phase: "gemm1", MS: 0.02}}}},
 			func(t *testing.T, m *Metrics) {
 				if v := testutil.ToFloat64(m.steps.WithLabelValues("loop")); v != 25 {
 					t.Errorf("steps %v, want 25", v)
+				}
+				got := exposition(t, m)
+				for _, w := range []string{
+					`moetop_step_duration_seconds_count{backend="loop"} 25`,
+					`moetop_phase_duration_seconds_count{backend="loop",device="0",phase="gemm1"} 25`,
+				} {
+					if !strings.Contains(got, w+"\n") {
+						t.Errorf("no %q in /metrics", w)
+					}
+				}
+				sum := regexp.MustCompile(`moetop_step_duration_seconds_sum\{backend="loop"\} (\S+)`).FindStringSubmatch(got)
+				if sum == nil {
+					t.Fatal("no step time sum in /metrics")
+				}
+				if v, err := strconv.ParseFloat(sum[1], 64); err != nil || math.Abs(v-0.001) > 1e-12 {
+					t.Errorf("step time sum %s s, want 25 × 40 µs = 0.001", sum[1])
 				}
 			}},
 		{"fewer experts after a change leave no stale expert behind", []stream.Sample{
