@@ -1,7 +1,9 @@
 package nvml
 
 import (
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -19,8 +21,21 @@ type Library interface {
 	DeviceGetHandleByIndex(int) (gonvml.Device, gonvml.Return)
 }
 
-// GPU reads the devices of a run (or every device) through NVML.
+// ErrClosed is what a Read after Close reports (in Snapshot.Err): the
+// source is closed and asked nothing.
+var ErrClosed = errors.New("sampler closed")
+
+// GPU reads the devices of a run (or every device) through NVML. Read and
+// Close may be called from different goroutines.
 type GPU struct {
+	// mu makes Read and Close exclude each other. go-nvml's Shutdown
+	// dlcloses libnvidia-ml.so, so a device call that races it or follows
+	// it jumps into unmapped code: SIGSEGV during cgo execution, which no
+	// recover catches (issue 14). closed keeps every Read after Close out
+	// of NVML.
+	mu     sync.Mutex
+	closed bool
+
 	lib     Library
 	devices []gonvml.Device
 	// index is each device's NVML index; bus its PCI bus id, read once.
@@ -110,17 +125,31 @@ func OpenGPU(lib Library, wants ...Want) (g *GPU, err error) {
 	return g, nil
 }
 
-// Close shuts NVML down.
+// Close shuts NVML down once, after any Read in flight has returned; a
+// second Close does nothing.
 func (g *GPU) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
 	if r := g.lib.Shutdown(); r != gonvml.SUCCESS {
 		return fmt.Errorf("nvmlShutdown: %s", reason(r))
 	}
 	return nil
 }
 
-// Read takes one reading of every device.
+// Read takes one reading of every device. After Close it asks NVML
+// nothing and returns a snapshot whose Err is ErrClosed's text.
 func (g *GPU) Read() Snapshot {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	s := Snapshot{Time: g.now(), Source: "nvml", Driver: g.driver, CUDA: g.cuda}
+	if g.closed {
+		s.Err = ErrClosed.Error()
+		return s
+	}
 	for i, d := range g.devices {
 		rd := g.readDevice(g.index[i], d)
 		rd.PCIBusID = g.bus[i]

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,6 +19,10 @@ type HostSource struct {
 	Root string
 	now  func() time.Time
 
+	// mu guards the CPU counters between two Reads and closed, so that the
+	// host keeps Source's contract as the GPU does.
+	mu                  sync.Mutex
+	closed              bool
 	lastBusy, lastTotal uint64
 }
 
@@ -28,7 +33,13 @@ func NewHost(reason string) *HostSource {
 
 // Read takes one reading.
 func (h *HostSource) Read() Snapshot {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	s := Snapshot{Time: h.now(), Source: "host", Reason: h.Reason}
+	if h.closed {
+		s.Err = ErrClosed.Error()
+		return s
+	}
 	host := &Host{CPUs: runtime.NumCPU()}
 	mem, err := readMeminfo(h.Root + "/meminfo")
 	if err != nil {
@@ -49,8 +60,13 @@ func (h *HostSource) Read() Snapshot {
 	return s
 }
 
-// Close does nothing.
-func (h *HostSource) Close() error { return nil }
+// Close ends reading; it holds nothing to release.
+func (h *HostSource) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	return nil
+}
 
 // readMeminfo returns /proc/meminfo's fields in bytes.
 func readMeminfo(path string) (map[string]uint64, error) {

@@ -34,24 +34,35 @@ type system struct{ gonvml.Interface }
 func (s system) LookupSymbol(name string) error { return s.Extensions().LookupSymbol(name) }
 
 // Poller reads a Source on its own goroutine so that a slow NVML call never
-// blocks the step loop or the UI; Latest returns the newest reading.
+// blocks the step loop or the UI; Latest returns the newest reading. The
+// Poller owns its source: it closes it itself, after its last Read, so that
+// nothing can shut NVML down under a Read in flight (issue 14's SIGSEGV).
 type Poller struct {
 	mu     sync.Mutex
 	latest Snapshot
 	seq    uint64
-	done   chan struct{}
+
+	stop     context.CancelFunc
+	done     chan struct{}
+	closeErr error // set before done is closed
 }
 
-// Poll starts reading src every interval until ctx ends. The first reading
-// is taken before Poll returns, so Latest is never empty.
+// Poll starts reading src every interval until ctx ends or Close is
+// called, then closes src. The first reading is taken before Poll returns,
+// so Latest is never empty. The caller hands src over: it must not close
+// it (if it does, src's own Read/Close exclusion still keeps NVML safe).
 func Poll(ctx context.Context, src Source, interval time.Duration) *Poller {
 	if interval < MinInterval {
 		interval = MinInterval
 	}
-	p := &Poller{done: make(chan struct{})}
+	ctx, stop := context.WithCancel(ctx)
+	p := &Poller{stop: stop, done: make(chan struct{})}
 	p.store(src.Read())
 	go func() {
 		defer close(p.done)
+		// The last Read has returned when the loop ends: only now may the
+		// library go.
+		defer func() { p.closeErr = src.Close() }()
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -59,6 +70,11 @@ func Poll(ctx context.Context, src Source, interval time.Duration) *Poller {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				// A tick and the end can be ready together; select picks
+				// at random, so check the end first.
+				if ctx.Err() != nil {
+					return
+				}
 				p.store(src.Read())
 			}
 		}
@@ -73,12 +89,23 @@ func (p *Poller) store(s Snapshot) {
 	p.mu.Unlock()
 }
 
-// Latest returns the newest snapshot and how many were taken so far.
+// Latest returns the newest snapshot and how many were taken so far. After
+// Close it keeps returning the last one.
 func (p *Poller) Latest() (Snapshot, uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.latest, p.seq
 }
 
-// Done is closed when the polling goroutine has ended.
+// Close stops polling, waits for the Read in flight, closes the source and
+// returns what its Close returned. It may be called more than once, from
+// any goroutine.
+func (p *Poller) Close() error {
+	p.stop()
+	<-p.done
+	return p.closeErr
+}
+
+// Done is closed when the polling goroutine has ended and the source is
+// closed.
 func (p *Poller) Done() <-chan struct{} { return p.done }

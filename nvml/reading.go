@@ -13,8 +13,10 @@ type (
 	Host     = stream.Host
 )
 
-// Source produces snapshots. Implementations are safe to call from one
-// goroutine at a time (the Poller's).
+// Source produces snapshots. Read and Close may come from different
+// goroutines: Close waits for a Read in flight, and a Read after Close asks
+// the library nothing (its snapshot's Err says the source is closed). A
+// Poller owns the source it polls and closes it after its last Read.
 type Source interface {
 	Read() Snapshot
 	Close() error

@@ -219,7 +219,10 @@ func parseSize(s string) (int64, error) {
 }
 
 // startSampler polls NVML, or the host for a backend that runs there (its
-// memory is host memory) and when NVML or a GPU is missing.
+// memory is host memory) and when NVML or a GPU is missing. The poller
+// closes the source after its last read when ctx ends (closing it here,
+// beside the poller's goroutine, shut NVML down under a read: issue 14's
+// SIGSEGV).
 func startSampler(ctx context.Context, backend string, interval time.Duration) *nvml.Poller {
 	var src nvml.Source
 	if !onGPU(backend) {
@@ -227,7 +230,6 @@ func startSampler(ctx context.Context, backend string, interval time.Duration) *
 	} else {
 		src, _ = nvml.Open(sampledDevices()...)
 	}
-	go func() { <-ctx.Done(); src.Close() }()
 	return nvml.Poll(ctx, src, interval)
 }
 
