@@ -151,6 +151,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	running := be.Info().Name
 	poller := startSampler(ctx, running, f.interval)
+	defer poller.Close() // NVML shuts down after the sampler's last read
 	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, Caps: caps, MinSampleMS: float64(f.window) / 1e6}
 	h := header(loop, reason)
 	f.ep.describe(&h, be)
@@ -180,6 +181,25 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(stderr, "moetop: serving metrics at http://%s/metrics\n", addr)
 		sinks = append(sinks, observer(m.Observe))
+		// A server that stops later (its listener closed under it) does
+		// not stop the run; say so, once the TUI has given the terminal
+		// back when there is one.
+		serveErr := make(chan error, 1)
+		go func() {
+			for err := range m.Errors() {
+				select {
+				case serveErr <- err:
+				default:
+				}
+			}
+		}()
+		defer func() {
+			select {
+			case err := <-serveErr:
+				fmt.Fprintf(stderr, "moetop: %v; the run went on without /metrics\n", err)
+			default:
+			}
+		}()
 	}
 	if f.record != "" {
 		return record(ctx, loop, f, maxBytes, h, sinks, stderr)
