@@ -139,7 +139,10 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("export: %w", err)
 	}
 	if skipped > 0 {
-		fmt.Fprintf(stderr, "moetop: %d lines of %s could not be read and were skipped\n", skipped, path)
+		fmt.Fprintf(stderr, "moetop: skipped %d lines of %s:\n", skipped, path)
+		for _, r := range recording.DescribeSkips(l.Skips) {
+			fmt.Fprintf(stderr, "  %s\n", r)
+		}
 	}
 	if *out != "" {
 		fmt.Fprintf(stderr, "moetop: wrote %s\n", *out)
