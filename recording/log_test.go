@@ -203,34 +203,6 @@ func TestBadLogs(t *testing.T) {
 	}
 }
 
-func FuzzOpenLog(f *testing.F) {
-	dir := f.TempDir()
-	good := filepath.Join(dir, "good.jsonl")
-	writeLog(f, good, 2, 0)
-	b, _ := os.ReadFile(good)
-	f.Add(b)
-	f.Add(b[:len(b)/2])
-	f.Add([]byte{})
-	f.Add([]byte("\x28\xb5\x2f\xfd garbage"))
-	f.Add([]byte(strings.Replace(string(b), "moetop/1", "moetop/9", 1)))
-	zst := filepath.Join(dir, "good.jsonl.zst")
-	writeLog(f, zst, 2, 0)
-	z, _ := os.ReadFile(zst)
-	f.Add(z)
-	f.Add(z[:len(z)-7])
-	f.Fuzz(func(t *testing.T, data []byte) {
-		l, err := ReadLog("fuzz", data)
-		if err != nil {
-			return
-		}
-		defer l.Close()
-		for i := 0; i < l.Len(); i++ {
-			l.Sample(i)
-		}
-		l.Each(func(int, stream.Sample) error { return nil })
-	})
-}
-
 func BenchmarkWriteSamples(b *testing.B) {
 	r, err := CreateRecorder(filepath.Join(b.TempDir(), "run.jsonl"), 0, false, stream.Header{})
 	if err != nil {

@@ -327,7 +327,7 @@ func parseGroup(b []byte, major int) (stream.Sample, error) {
 	var events []stream.Event
 	for _, line := range ls[:len(ls)-1] {
 		var e eventLine
-		if bytes.HasPrefix(line, eventPrefix) && json.Unmarshal(line, &e) == nil {
+		if bytes.HasPrefix(line, eventPrefix) && json.Unmarshal(line, &e) == nil && validateEvent(e.Event) == nil {
 			events = append(events, e.Event)
 		}
 	}

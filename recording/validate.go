@@ -142,11 +142,20 @@ func validate(s stream.Sample) error {
 		single = single && m.Device == 0
 	}
 	for _, e := range s.Events {
-		if e.Device < 0 || e.Device > maxDevice {
-			return invalid(reasonDevice, "event on device %d", e.Device)
+		if err := validateEvent(e); err != nil {
+			return err
 		}
 	}
 	return validateSnapshot(s.GPU)
+}
+
+// validateEvent checks an event. Readers skip a bad event line on its own
+// (its step stays), and validate rejects a sample that carries one.
+func validateEvent(e stream.Event) error {
+	if e.Device < 0 || e.Device > maxDevice {
+		return invalid(reasonDevice, "event on device %d", e.Device)
+	}
+	return nil
 }
 
 // validateRows checks the routed rows. Rows cannot be negative, a step

@@ -127,6 +127,8 @@ func mixedLog(t *testing.T) (body string, good []int, skips []SkipReason) {
 			b.WriteString("garbage\n")
 		case 21:
 			b.WriteString(`{"type":"event","step":` + "\n")
+		case 25: // skipped alone: step 25 stays
+			b.WriteString(`{"type":"event","step":25,"kind":"oom","device":-1}` + "\n")
 		}
 		if i == 30 {
 			b.WriteString(`{"type":"sample","step":30,"step_ms":1e400}` + "\n")
@@ -139,9 +141,9 @@ func mixedLog(t *testing.T) (body string, good []int, skips []SkipReason) {
 	}
 	// Line numbers: the header is 1; events precede steps 3, 13, 23, 33.
 	skips = []SkipReason{{reasonTime, 1, 8}, {reasonFewRows, 2, 9}, {reasonImbalance, 1, 17},
-		{reasonOther, 1, 24}, {reasonEventJSON, 1, 26}, {reasonSampleJSON, 1, 37}}
+		{reasonOther, 1, 24}, {reasonEventJSON, 1, 26}, {reasonDevice, 1, 32}, {reasonSampleJSON, 1, 38}}
 	body = b.String()
-	return body + `{"type":"sample","step":40,"ste`, good, append(skips, SkipReason{reasonCut, 1, 48})
+	return body + `{"type":"sample","step":40,"ste`, good, append(skips, SkipReason{reasonCut, 1, 49})
 }
 
 func TestReadersSkipTheSameLinesForTheSameReasons(t *testing.T) {
@@ -185,19 +187,19 @@ func TestReadersSkipTheSameLinesForTheSameReasons(t *testing.T) {
 			if !reflect.DeepEqual(indexed, good) || !reflect.DeepEqual(each, good) {
 				t.Errorf("index read steps %v\nEach read %v\nwant %v", indexed, each, good)
 			}
-			if corrupt != l.Skipped || corrupt != 8 {
-				t.Errorf("Each skipped %d, the index %d; want 8", corrupt, l.Skipped)
+			if corrupt != l.Skipped || corrupt != 9 {
+				t.Errorf("Each skipped %d, the index %d; want 9", corrupt, l.Skipped)
 			}
 			sum, err := Summarize(l)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sum.Steps != len(good) || sum.LinesSkipped != 8 || len(sum.OOMEvents) != 3 {
+			if sum.Steps != len(good) || sum.LinesSkipped != 9 || len(sum.OOMEvents) != 3 {
 				t.Errorf("summary: %d steps, %d lines skipped, %d OOMs", sum.Steps, sum.LinesSkipped, len(sum.OOMEvents))
 			}
 			var text strings.Builder
 			sum.WriteText(&text)
-			for _, want := range []string{"lines skipped 8\n", "2: " + reasonFewRows + " (first at line 9)", "1: " + reasonCut + " (line 48)"} {
+			for _, want := range []string{"lines skipped 9\n", "2: " + reasonFewRows + " (first at line 9)", "1: " + reasonCut + " (line 49)"} {
 				if !strings.Contains(text.String(), want) {
 					t.Errorf("summary text lacks %q:\n%s", want, text.String())
 				}

@@ -51,9 +51,13 @@ func decodeLine(line []byte, n int, off int64, complete bool, major int) item {
 		it.reason = reasonCut
 	case bytes.HasPrefix(line, eventPrefix):
 		var e eventLine
-		if json.Unmarshal(line, &e) != nil {
+		var ie *invalidError
+		switch {
+		case json.Unmarshal(line, &e) != nil:
 			it.reason = reasonEventJSON
-		} else {
+		case errors.As(validateEvent(e.Event), &ie):
+			it.reason = ie.reason // the event alone is skipped, not its step
+		default:
 			it.kind, it.event = itemEvent, e.Event
 		}
 	case bytes.HasPrefix(line, samplePrefix):
