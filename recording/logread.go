@@ -43,8 +43,8 @@ type Log struct {
 	Path   string
 	// major is the header's schema major version: moetop/1 lines differ.
 	major int
-	// Warnings say what was skipped while indexing (a truncated last line,
-	// lines that are not samples or events, a cut-off zstd stream).
+	// Warnings say what is wrong with the log as a whole (a cut-off zstd
+	// stream); lines skipped are in Skips.
 	Warnings []string
 	// Skipped counts lines skipped while indexing, and Skips says why:
 	// lines that cannot be read, and samples whose numbers cannot be real
@@ -289,12 +289,7 @@ func (l *Log) index() error {
 	return l.walk(func(_ stream.Sample, start, end int64) error {
 		l.spans = append(l.spans, span{start, end})
 		return nil
-	}, func(reason string, line int) {
-		if reason == reasonCut {
-			l.Warnings = append(l.Warnings, fmt.Sprintf("the last line is cut off (line %d); skipped", line))
-		}
-		l.skip(reason, line)
-	})
+	}, l.skip)
 }
 
 // errStop ends a read of lines early, carrying the caller's error.
