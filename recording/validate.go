@@ -33,7 +33,7 @@ const (
 	reasonRate      = "a TFLOP/s that is negative or not a number"
 	reasonImbalance = "an imbalance that is negative, not a number or above the number of experts"
 	reasonFewRows   = "fewer rows than experts"
-	reasonRowValue  = "a negative or impossibly large row count"
+	reasonRowValue  = "a negative or impossibly large row, token or byte count"
 	reasonRowSum    = "rows that do not add up to tokens × top-k"
 	reasonStep      = "a negative step or step count"
 	reasonDevice    = "a device number below 0 or above 4095"
@@ -76,7 +76,7 @@ func validate(s stream.Sample) error {
 		name string
 		n    int
 	}{{"rows", len(s.Rows)}, {"target", len(s.Target)}, {"phases", len(s.Phases)}, {"expert_ms", len(s.ExpertMS)},
-		{"memory", len(s.Memory)}, {"events", len(s.Events)}} {
+		{"memory", len(s.Memory)}, {"events", len(s.Events)}, {"ranks", len(s.Ranks)}} {
 		if l.n > maxList {
 			return invalid(reasonList, "%d %s", l.n, l.name)
 		}
@@ -116,6 +116,16 @@ func validate(s stream.Sample) error {
 		}
 		single = single && p.Device == 0
 	}
+	for _, r := range s.Ranks {
+		if r.Rank < 0 || r.Rank > maxDevice {
+			return invalid(reasonDevice, "rank %d", r.Rank)
+		}
+		if r.RecvTokens < 0 || r.RecvRows < 0 || r.SentBytes < 0 || r.SavedBytes < 0 {
+			return invalid(reasonRowValue, "rank %d: %d tokens and %d rows received, %d bytes sent, %d saved",
+				r.Rank, r.RecvTokens, r.RecvRows, r.SentBytes, r.SavedBytes)
+		}
+	}
+	single = single && len(s.Ranks) <= 1
 	for e, ms := range s.ExpertMS {
 		if badMS(ms) {
 			return invalid(reasonTime, "expert %d: %v ms", e, ms)

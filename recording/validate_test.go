@@ -43,6 +43,12 @@ func TestValidate(t *testing.T) {
 			s.Phases = append(s.Phases, stream.PhaseTime{Phase: "dispatch", Device: 1, MS: 0.5})
 			s.Rows = []int{16, 16, 20, 12}
 		}, ""},
+		{"expert-parallel rows add up over every rank", func(s *stream.Sample) {
+			s.Ranks = []stream.RankStat{{Rank: 0, RecvRows: 40}, {Rank: 1, RecvRows: 24}}
+			s.Rows = []int{16, 16, 20, 12}
+		}, ""},
+		{"a rank of -1", func(s *stream.Sample) { s.Ranks = []stream.RankStat{{Rank: -1}} }, reasonDevice},
+		{"a rank that sent negative bytes", func(s *stream.Sample) { s.Ranks = []stream.RankStat{{SentBytes: -8}} }, reasonRowValue},
 		{"a negative step time", func(s *stream.Sample) { s.StepMS = -3 }, reasonTime},
 		{"a NaN step time", func(s *stream.Sample) { s.StepMS = nan }, reasonTime},
 		{"an infinite step time", func(s *stream.Sample) { s.StepMS = inf }, reasonTime},
