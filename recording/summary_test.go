@@ -57,3 +57,18 @@ func TestSummaryListsAHundredOOMsAndCountsTheRest(t *testing.T) {
 		t.Fatalf("listed %d, not listed %d, skipped %d", len(out.OOMEvents), out.OOMEventsNotListed, out.Skipped)
 	}
 }
+
+func TestSummaryCountsTheStepsOfAWindow(t *testing.T) {
+	sum := newSummarizer(&Log{Path: "decode.jsonl"})
+	s := plainSample(0)
+	s.Steps, s.Dropped = 4, 8 // four steps of 16 tokens × top-2, 8 rows dropped in all
+	sum.add(s)
+	sum.add(plainSample(1))
+	out := sum.done()
+	if out.Steps != 5 || len(out.Backends) != 1 || out.Backends[0].Steps != 5 {
+		t.Errorf("%d steps, backends %+v; want 5 and 5", out.Steps, out.Backends)
+	}
+	if want := 8.0 / (16 * 2 * 5); out.DropRate != want {
+		t.Errorf("drop rate %v, want %v", out.DropRate, want)
+	}
+}
