@@ -24,10 +24,12 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
 
-# A minute of fuzzing the log reader. Go minimises each new input for up
-# to -fuzzminimizetime (60 s by default), which stalls on inputs this size.
+# A minute of fuzzing the log readers (a whole log, then one line). Go
+# minimises each new input for up to -fuzzminimizetime (60 s by default),
+# which stalls on inputs this size.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzOpenLog -fuzztime 60s -fuzzminimizetime 2s ./recording
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenLog$$' -fuzztime 30s -fuzzminimizetime 2s ./recording
+	$(GO) test -run '^$$' -fuzz '^FuzzSampleLine$$' -fuzztime 30s -fuzzminimizetime 2s ./recording
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ func richSample(i int) stream.Sample {
 	layer := i % 5
 	start := 0.25
 	s := stream.Sample{Time: t0.Add(time.Duration(i) * time.Millisecond), Step: i, Backend: "padded", Config: c,
-		Rows: []int{10, 50 + i, 30, 38 - i}, Target: []float64{0.2, 0.4, 0.2, 0.2},
+		Rows: []int{10, 50 + i%39, 30, 38 - i%39}, Target: []float64{0.2, 0.4, 0.2, 0.2},
 		LayerIndex: &layer,
 		Phases: stream.Phases{{Phase: "router", MS: 0.1, FLOPs: 1e6}, {Phase: "permute", MS: 0.2}, {Phase: "gemm1", MS: 1.5 + float64(i), Bytes: 3e6},
 			{Phase: "act", MS: 0.3}, {Phase: "gemm2", MS: 1.25}, {Phase: "combine", MS: 0.125},
@@ -202,61 +201,6 @@ func TestBadLogs(t *testing.T) {
 			}
 		})
 	}
-}
-
-// failAfter is a disk that fills up after n bytes.
-type failAfter struct{ n int }
-
-func (f *failAfter) Write(b []byte) (int, error) {
-	if len(b) > f.n {
-		w := f.n
-		f.n = 0
-		return w, syscall.ENOSPC
-	}
-	f.n -= len(b)
-	return len(b), nil
-}
-
-func TestFullDiskIsAClearError(t *testing.T) {
-	r := &Recorder{Path: "run.jsonl", lw: NewLogWriter(&failAfter{n: 100 << 10})}
-	var err error
-	for i := 0; err == nil && i < 10000; i++ {
-		s := richSample(i)
-		if err = r.Write(&s); err == nil && i%10 == 0 {
-			err = r.Flush()
-		}
-	}
-	if err == nil || !strings.Contains(err.Error(), "disk is full") {
-		t.Fatalf("got %v, want a disk-full error", err)
-	}
-}
-
-func FuzzOpenLog(f *testing.F) {
-	dir := f.TempDir()
-	good := filepath.Join(dir, "good.jsonl")
-	writeLog(f, good, 2, 0)
-	b, _ := os.ReadFile(good)
-	f.Add(b)
-	f.Add(b[:len(b)/2])
-	f.Add([]byte{})
-	f.Add([]byte("\x28\xb5\x2f\xfd garbage"))
-	f.Add([]byte(strings.Replace(string(b), "moetop/1", "moetop/9", 1)))
-	zst := filepath.Join(dir, "good.jsonl.zst")
-	writeLog(f, zst, 2, 0)
-	z, _ := os.ReadFile(zst)
-	f.Add(z)
-	f.Add(z[:len(z)-7])
-	f.Fuzz(func(t *testing.T, data []byte) {
-		l, err := ReadLog("fuzz", data)
-		if err != nil {
-			return
-		}
-		defer l.Close()
-		for i := 0; i < l.Len(); i++ {
-			l.Sample(i)
-		}
-		l.Each(func(int, stream.Sample) error { return nil })
-	})
 }
 
 func BenchmarkWriteSamples(b *testing.B) {

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -41,11 +43,14 @@ type Log struct {
 	Path   string
 	// major is the header's schema major version: moetop/1 lines differ.
 	major int
-	// Warnings say what was skipped while indexing (a truncated last line,
-	// lines that are not samples or events, a cut-off zstd stream).
+	// Warnings say what is wrong with the log as a whole (a cut-off zstd
+	// stream); lines skipped are in Skips.
 	Warnings []string
-	// Skipped counts lines skipped while indexing.
+	// Skipped counts lines skipped while indexing, and Skips says why:
+	// lines that cannot be read, and samples whose numbers cannot be real
+	// (see validate).
 	Skipped int
+	Skips   []SkipReason
 
 	r      io.ReaderAt
 	size   int64
@@ -55,22 +60,67 @@ type Log struct {
 }
 
 // OpenLog indexes a log file. A .zst log (recognised by its magic
-// number, not its name) is decompressed once to a temporary file.
+// number, not its name) is decompressed once to a temporary file. What is
+// not a regular file (a directory, a named pipe, a socket, a device such as
+// /dev/zero) is refused with a LogError that says what it is.
 func OpenLog(path string) (*Log, error) {
-	f, err := os.Open(path)
+	f, st, err := openRegular(path)
 	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+		return nil, err
+	}
+	return newLog(path, f, st.Size(), f.Close)
+}
+
+// openRegular opens path for reading if it is a regular file. It opens
+// with O_NONBLOCK, so that a named pipe without a writer cannot hold the
+// open (a blocked open ignores SIGINT and SIGTERM), then asks the opened
+// file what it is: nothing can swap the path between the check and the
+// read. O_NONBLOCK does not change how a regular file reads.
+func openRegular(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, syscall.ENXIO):
+		// Opening a socket fails so; say what the path is.
+		if st, serr := os.Stat(path); serr == nil {
+			return nil, nil, &LogError{path, notAFile(st.Mode())}
+		}
+		return nil, nil, fmt.Errorf("open log: %w", err)
+	case errors.Is(err, os.ErrPermission):
+		return nil, nil, &LogError{path, "cannot be read: permission denied"}
+	case err != nil:
+		return nil, nil, fmt.Errorf("open log: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open log: %w", err)
+		return nil, nil, fmt.Errorf("open log: %w", err)
 	}
-	if st.IsDir() {
+	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, &LogError{path, "is a directory, not a log file"}
+		return nil, nil, &LogError{path, notAFile(st.Mode())}
 	}
-	return newLog(path, f, st.Size(), f.Close)
+	return f, st, nil
+}
+
+// notAFile says what a path that is not a regular file is.
+func notAFile(m fs.FileMode) string {
+	var what string
+	switch {
+	case m.IsDir():
+		what = "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		what = "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		what = "a socket"
+	case m&fs.ModeCharDevice != 0:
+		what = "a character device"
+	case m&fs.ModeDevice != 0:
+		what = "a block device"
+	default:
+		what = "not a regular file"
+		return "is " + what + "; give a log file"
+	}
+	return "is " + what + ", not a log file"
 }
 
 // ReadLog indexes a log held in memory (name is for messages).
@@ -198,42 +248,54 @@ func ParseHeader(path string, line []byte) (stream.Header, error) {
 	return h.Header, nil
 }
 
+// SkipReason counts the lines of a log skipped for one reason.
+type SkipReason struct {
+	Reason string `json:"reason"`
+	Lines  int    `json:"lines"`
+	// FirstLine is the first such line's number (the header is line 1).
+	FirstLine int `json:"first_line"`
+}
+
+// skip counts a skipped line.
+func (l *Log) skip(reason string, line int) {
+	l.Skipped++
+	for i := range l.Skips {
+		if l.Skips[i].Reason == reason {
+			l.Skips[i].Lines++
+			return
+		}
+	}
+	l.Skips = append(l.Skips, SkipReason{reason, 1, line})
+}
+
 func (l *Log) index() error {
-	first := true
-	groupStart := int64(-1)
-	err := lines(l.reader(), l.Path, func(line []byte, off int64, complete bool) error {
-		if first {
-			first = false
-			h, err := ParseHeader(l.Path, line)
-			l.Header, l.major = h, schemaMajor(h.Schema)
-			return err
-		}
-		end := off + int64(len(line)) + 1
-		switch {
-		case !complete && !json.Valid(line):
-			l.Skipped++
-			l.Warnings = append(l.Warnings, fmt.Sprintf("the last line is cut off (%d bytes); skipped", len(line)))
-		case bytes.HasPrefix(line, eventPrefix):
-			if groupStart < 0 {
-				groupStart = off
-			}
-		case bytes.HasPrefix(line, samplePrefix):
-			start := off
-			if groupStart >= 0 {
-				start = groupStart
-			}
-			l.spans = append(l.spans, span{start, end})
-			groupStart = -1
-		default:
-			l.Skipped++
-		}
-		return nil
+	header := false
+	err := lines(l.reader(), l.Path, func(line []byte, _ int64, _ bool) error {
+		h, err := ParseHeader(l.Path, line)
+		l.Header, l.major = h, schemaMajor(h.Schema)
+		header = true
+		return errStop{err}
 	})
-	if first && err == nil {
+	var stop errStop
+	if errors.As(err, &stop) {
+		err = stop.err
+	}
+	if err != nil {
+		return err
+	}
+	if !header {
 		return &LogError{l.Path, "the file is empty; it is not a moetop log"}
 	}
-	return err
+	return l.walk(func(_ stream.Sample, start, end int64) error {
+		l.spans = append(l.spans, span{start, end})
+		return nil
+	}, l.skip)
 }
+
+// errStop ends a read of lines early, carrying the caller's error.
+type errStop struct{ err error }
+
+func (e errStop) Error() string { return "stop" }
 
 // Len is the number of samples.
 func (l *Log) Len() int { return len(l.spans) }
@@ -252,61 +314,37 @@ func (l *Log) Sample(i int) (stream.Sample, error) {
 	return parseGroup(buf[:n], l.major)
 }
 
-// parseGroup parses event lines followed by one sample line.
+// parseGroup parses the lines walk found for one sample: event lines,
+// then the sample line. It skips what walk skipped (an unreadable event
+// line, a line of another type) and rejects what validate rejects.
 func parseGroup(b []byte, major int) (stream.Sample, error) {
+	ls := bytes.Split(bytes.TrimRight(b, "\r\n"), []byte("\n"))
 	var events []stream.Event
-	for _, line := range bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n")) {
-		if bytes.HasPrefix(line, eventPrefix) {
-			var e eventLine
-			if err := json.Unmarshal(line, &e); err != nil {
-				return stream.Sample{}, fmt.Errorf("corrupt event line: %w", err)
-			}
+	for _, line := range ls[:len(ls)-1] {
+		var e eventLine
+		if bytes.HasPrefix(line, eventPrefix) && json.Unmarshal(line, &e) == nil && validateEvent(e.Event) == nil {
 			events = append(events, e.Event)
-			continue
 		}
-		s, err := decodeSample(line, major)
-		if err != nil {
-			return stream.Sample{}, fmt.Errorf("corrupt sample line: %w", err)
-		}
-		s.Events = events
-		return s, nil
 	}
-	return stream.Sample{}, errors.New("no sample line")
+	s, err := decodeSample(ls[len(ls)-1], major)
+	if err != nil {
+		return stream.Sample{}, fmt.Errorf("corrupt sample line: %w", err)
+	}
+	s.Events = events
+	if err := validate(s); err != nil {
+		return stream.Sample{}, fmt.Errorf("sample: %w", err)
+	}
+	return s, nil
 }
 
-// Each reads every sample in order, once, skipping corrupt lines and
-// counting them.
+// Each reads every sample in order, once, skipping the lines the index
+// skipped (Skips says why) and returning how many.
 func (l *Log) Each(fn func(i int, s stream.Sample) error) (corrupt int, err error) {
-	first, i := true, 0
-	var events []stream.Event
-	err = lines(l.reader(), l.Path, func(line []byte, _ int64, _ bool) error {
-		if first {
-			first = false
-			return nil
-		}
-		switch {
-		case bytes.HasPrefix(line, eventPrefix):
-			var e eventLine
-			if json.Unmarshal(line, &e) != nil {
-				corrupt++
-				return nil
-			}
-			events = append(events, e.Event)
-		case bytes.HasPrefix(line, samplePrefix):
-			s, err := decodeSample(line, l.major)
-			if err != nil {
-				corrupt++
-				events = nil
-				return nil
-			}
-			s.Events, events = events, nil
-			i++
-			return fn(i-1, s)
-		default:
-			corrupt++
-		}
-		return nil
-	})
+	i := 0
+	err = l.walk(func(s stream.Sample, _, _ int64) error {
+		i++
+		return fn(i-1, s)
+	}, func(string, int) { corrupt++ })
 	return corrupt, err
 }
 

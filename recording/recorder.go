@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -12,9 +15,12 @@ import (
 	"github.com/moetop/moetop/stream"
 )
 
-// ErrExists means a log file is there already and overwriting was not
-// asked for.
+// ErrExists means a log file, or a part of a rotated one, is there
+// already and overwriting was not asked for.
 var ErrExists = errors.New("file exists")
+
+// ErrIsDir means the path given for a log is a directory.
+var ErrIsDir = errors.New("is a directory")
 
 // Recorder writes a log to disk: zstd-compressed when the name ends in
 // .zst, and rotated to FILE.1, FILE.2 … once a part reaches MaxBytes (each
@@ -30,17 +36,104 @@ type Recorder struct {
 	zw     *zstd.Encoder
 	lw     *LogWriter
 	total  int64
+	// lastStep is the step of the last sample written, flushed that of
+	// the last one a flush made readable (-1: none), for error messages.
+	lastStep, flushed int
 	// Written counts samples.
 	Written int
 }
 
-// CreateRecorder opens the first part and writes the header.
+// CreateRecorder checks the path (CheckRecordPath), removes the parts of an
+// earlier recording when force is set, opens the first part and writes
+// the header.
 func CreateRecorder(path string, maxBytes int64, force bool, h stream.Header) (*Recorder, error) {
-	r := &Recorder{Path: path, MaxBytes: maxBytes, Force: force, header: h}
+	if err := CheckRecordPath(path, maxBytes, force); err != nil {
+		return nil, err
+	}
+	if force {
+		if err := removeParts(path); err != nil {
+			return nil, err
+		}
+	}
+	r := &Recorder{Path: path, MaxBytes: maxBytes, Force: force, header: h, lastStep: -1, flushed: -1}
 	if err := r.open(); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// CheckRecordPath says, before a run starts, whether a recording can go to
+// path: not a directory; without force, no file there and, when it will
+// rotate (maxBytes > 0), no FILE.N part of an earlier recording that the
+// run would reach only later; with force, every old part it would remove
+// is a regular file. It changes nothing. Errors wrap ErrIsDir or ErrExists
+// and name the file.
+func CheckRecordPath(path string, maxBytes int64, force bool) error {
+	if path == "" {
+		return nil
+	}
+	if st, err := os.Stat(path); (err == nil && st.IsDir()) || strings.HasSuffix(path, string(filepath.Separator)) {
+		return fmt.Errorf("%s %w; --record needs a file name, such as %s", path, ErrIsDir, filepath.Join(path, "run.jsonl"))
+	}
+	parts := oldParts(path)
+	if force {
+		for _, p := range parts {
+			if st, err := os.Lstat(p); err == nil && !st.Mode().IsRegular() {
+				return fmt.Errorf("%s %s; it is not a part of an earlier recording that --force may remove: move it, or choose another --record file",
+					p, strings.TrimPrefix(notAFile(st.Mode()), "is "))
+			}
+		}
+		return nil
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("%s: %w", path, ErrExists)
+	}
+	if maxBytes > 0 && len(parts) > 0 {
+		return fmt.Errorf("%s: %w (a part of an earlier recording, which rotation would overwrite)", parts[0], ErrExists)
+	}
+	return nil
+}
+
+// oldParts lists the FILE.N (N ≥ 1) beside path, in order of N.
+func oldParts(path string) []string {
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		return nil // the folder is missing or unreadable: creating the log says so
+	}
+	base := filepath.Base(path) + "."
+	var ns []int
+	for _, e := range entries {
+		suffix, ok := strings.CutPrefix(e.Name(), base)
+		if !ok {
+			continue
+		}
+		// Only the names PartPath makes: 1, 2 …, no sign or leading zero.
+		if n, err := strconv.Atoi(suffix); err == nil && n >= 1 && strconv.Itoa(n) == suffix {
+			ns = append(ns, n)
+		}
+	}
+	slices.Sort(ns)
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = PartPath(path, n)
+	}
+	return parts
+}
+
+// removeParts removes the parts of an earlier recording at path, so that
+// none stays beside the new log as if it went on from it. It removes only
+// regular files named as PartPath names them.
+func removeParts(path string) error {
+	for _, p := range oldParts(path) {
+		st, err := os.Lstat(p)
+		if err != nil || !st.Mode().IsRegular() {
+			continue // gone meanwhile, or not ours (CheckRecordPath refused it)
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s, a part of an earlier recording: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // PartPath is the file of part n: the path itself, then path.1, path.2 …
@@ -57,9 +150,17 @@ func (r *Recorder) open() error {
 	if r.Force {
 		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	}
-	f, err := os.OpenFile(path, flags, 0o644)
-	if errors.Is(err, os.ErrExist) {
+	// O_NONBLOCK: a named pipe with no reader fails at once (ENXIO)
+	// instead of holding the open, deaf to signals; it changes nothing for
+	// a regular file, and Go waits on a pipe's writes itself.
+	f, err := os.OpenFile(path, flags|syscall.O_NONBLOCK, 0o644)
+	switch {
+	case errors.Is(err, os.ErrExist):
 		return fmt.Errorf("%s: %w", path, ErrExists)
+	case errors.Is(err, syscall.EISDIR):
+		return fmt.Errorf("%s %w; --record needs a file name", path, ErrIsDir)
+	case errors.Is(err, syscall.ENXIO):
+		return fmt.Errorf("%s is a named pipe that nothing reads; start its reader first", path)
 	}
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
@@ -79,15 +180,22 @@ func (r *Recorder) open() error {
 	return r.wrap(r.lw.WriteHeader(h))
 }
 
-// wrap names the file and says plainly when the disk is full.
+// wrap says in a person's words what failed and what the log still holds:
+// "writing run.jsonl: no space left on device; the log holds every step up
+// to 1234". The cause stays in the chain (errors.Is(err, syscall.ENOSPC)).
 func (r *Recorder) wrap(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("record: %s: the disk is full; the log up to the last flush is readable", PartPath(r.Path, r.part))
+	cause := err
+	for u := errors.Unwrap(cause); u != nil; u = errors.Unwrap(cause) {
+		cause = u // the OS's words, not the layers' that passed them on
 	}
-	return fmt.Errorf("record: %s: %w", PartPath(r.Path, r.part), err)
+	held := "no step yet"
+	if r.flushed >= 0 {
+		held = fmt.Sprintf("every step up to %d", r.flushed)
+	}
+	return fmt.Errorf("writing %s: %w; the log holds %s", PartPath(r.Path, r.part), cause, held)
 }
 
 // Write appends a sample, rotating first when the part is full.
@@ -105,6 +213,7 @@ func (r *Recorder) Write(s *stream.Sample) error {
 		return r.wrap(err)
 	}
 	r.Written++
+	r.lastStep = s.Step
 	return nil
 }
 
@@ -119,6 +228,7 @@ func (r *Recorder) Flush() error {
 			return r.wrap(err)
 		}
 	}
+	r.flushed = r.lastStep
 	return nil
 }
 

@@ -39,88 +39,132 @@ type Summary struct {
 	LowestHeadroom     *int64         `json:"lowest_headroom_bytes,omitempty"`
 	LowestHeadroomStep int            `json:"lowest_headroom_step,omitempty"`
 	OOMEvents          []stream.Event `json:"oom_events"`
-	LinesSkipped       int            `json:"lines_skipped"`
-	Warnings           []string       `json:"warnings,omitempty"`
+	// OOMEventsNotListed counts OOM events past the first 100.
+	OOMEventsNotListed int `json:"oom_events_not_listed,omitempty"`
+	// LinesSkipped counts lines that could not be read or hold a sample
+	// whose numbers cannot be real; SkipReasons says why.
+	LinesSkipped int          `json:"lines_skipped"`
+	SkipReasons  []SkipReason `json:"skip_reasons,omitempty"`
+	Warnings     []string     `json:"warnings,omitempty"`
 }
 
-// Summarize reads every sample of l once.
+// maxOOMListed bounds the OOM events a summary lists; the rest are
+// counted.
+const maxOOMListed = 100
+
+// Summarize reads every sample of l once, in memory that does not grow
+// with the number of samples.
 func Summarize(l *Log) (Summary, error) {
-	sum := Summary{File: l.Path, Header: l.Header, Warnings: l.Warnings, OOMEvents: []stream.Event{}}
-	steps := map[string][]float64{}
-	stepsOf := map[string]int{} // a window of short steps counts each
-	tflops := map[string][]float64{}
-	gemm := map[string][]float64{}
-	var order []string
-	var first, last time.Time
-	var shares []float64
-	sharesN := 0
-	dropped, routed := 0, 0
+	sum := newSummarizer(l)
 	corrupt, err := l.Each(func(_ int, s stream.Sample) error {
-		if first.IsZero() {
-			first = s.Time
-		}
-		last = s.Time
-		for _, e := range s.Events {
-			if e.Kind == stream.EventOOM {
-				sum.OOMEvents = append(sum.OOMEvents, e)
-			}
-		}
-		for _, m := range s.Memory {
-			if sum.LowestHeadroom == nil || m.HeadroomBytes < *sum.LowestHeadroom {
-				h := m.HeadroomBytes
-				sum.LowestHeadroom, sum.LowestHeadroomStep = &h, s.Step
-			}
-		}
-		if s.Skipped || s.Rows == nil {
-			sum.Skipped++
-			return nil
-		}
-		sum.Steps += max(1, s.Steps) // a window stands for several steps
-		dropped += s.Dropped
-		routed += s.Config.Tokens * s.Config.TopK * max(1, s.Steps)
-		stepsOf[s.Backend] += max(1, s.Steps)
-		if _, ok := steps[s.Backend]; !ok {
-			order = append(order, s.Backend)
-		}
-		steps[s.Backend] = append(steps[s.Backend], s.StepMS)
-		tflops[s.Backend] = append(tflops[s.Backend], s.TFLOPS)
-		gemm[s.Backend] = append(gemm[s.Backend], s.GEMMTFLOPS)
-		if s.Imbalance > sum.WorstImbalance {
-			sum.WorstImbalance, sum.WorstImbalanceStep = s.Imbalance, s.Step
-		}
-		if shares == nil {
-			shares = make([]float64, len(s.Rows))
-		}
-		if len(s.Rows) == len(shares) {
-			total := 0
-			for _, r := range s.Rows {
-				total += r
-			}
-			for e, r := range s.Rows {
-				shares[e] += float64(r) / float64(max(total, 1))
-			}
-			sharesN++
-		}
+		sum.add(s)
 		return nil
 	})
 	if err != nil {
-		return sum, err
+		return sum.Summary, err
 	}
 	sum.LinesSkipped = corrupt
-	sum.Duration = last.Sub(first)
-	if routed > 0 {
-		sum.DropRate = float64(dropped) / float64(routed)
+	sum.SkipReasons = l.Skips
+	return sum.done(), nil
+}
+
+// summarizer accumulates a Summary sample by sample: percentiles through
+// stream.Quantiles, shares as running sums, so a log of millions of
+// samples takes no more memory than one of a thousand.
+type summarizer struct {
+	Summary
+	order                    []string
+	steps, tflops, gemm      map[string]*stream.Quantiles
+	stepsOf                  map[string]int // a window of short steps counts each
+	first, last              time.Time
+	shares                   []float64
+	sharesN, dropped, routed int
+}
+
+func newSummarizer(l *Log) *summarizer {
+	return &summarizer{Summary: Summary{File: l.Path, Header: l.Header, Warnings: l.Warnings, OOMEvents: []stream.Event{}},
+		steps: map[string]*stream.Quantiles{}, tflops: map[string]*stream.Quantiles{}, gemm: map[string]*stream.Quantiles{},
+		stepsOf: map[string]int{}}
+}
+
+func (sum *summarizer) add(s stream.Sample) {
+	if sum.first.IsZero() {
+		sum.first = s.Time
 	}
-	for _, b := range order {
-		sum.Backends = append(sum.Backends, BackendSummary{Backend: b, Steps: stepsOf[b],
-			StepP50MS: stream.Percentile(steps[b], 0.5), StepP90MS: stream.Percentile(steps[b], 0.9), StepP99MS: stream.Percentile(steps[b], 0.99),
-			TFLOPS: stream.Percentile(tflops[b], 0.5), GEMMTFLOPS: stream.Percentile(gemm[b], 0.5)})
+	sum.last = s.Time
+	for _, e := range s.Events {
+		if e.Kind != stream.EventOOM {
+			continue
+		}
+		if len(sum.OOMEvents) < maxOOMListed {
+			sum.OOMEvents = append(sum.OOMEvents, e)
+		} else {
+			sum.OOMEventsNotListed++
+		}
 	}
+	for _, m := range s.Memory {
+		if sum.LowestHeadroom == nil || m.HeadroomBytes < *sum.LowestHeadroom {
+			h := m.HeadroomBytes
+			sum.LowestHeadroom, sum.LowestHeadroomStep = &h, s.Step
+		}
+	}
+	if s.Skipped || s.Rows == nil {
+		sum.Skipped++
+		return
+	}
+	// A window of short steps stands for several: its dropped rows are
+	// theirs, and so are the rows routed.
+	n := max(1, s.Steps)
+	sum.Steps += n
+	sum.stepsOf[s.Backend] += n
+	sum.dropped += s.Dropped
+	sum.routed += s.Config.Tokens * s.Config.TopK * n
+	if _, ok := sum.steps[s.Backend]; !ok {
+		sum.order = append(sum.order, s.Backend)
+		sum.steps[s.Backend], sum.tflops[s.Backend], sum.gemm[s.Backend] = &stream.Quantiles{}, &stream.Quantiles{}, &stream.Quantiles{}
+	}
+	sum.steps[s.Backend].Add(s.StepMS)
+	sum.tflops[s.Backend].Add(s.TFLOPS)
+	sum.gemm[s.Backend].Add(s.GEMMTFLOPS)
+	if s.Imbalance > sum.WorstImbalance {
+		sum.WorstImbalance, sum.WorstImbalanceStep = s.Imbalance, s.Step
+	}
+	if sum.shares == nil {
+		sum.shares = make([]float64, len(s.Rows))
+	}
+	if len(s.Rows) == len(sum.shares) {
+		total := 0
+		for _, r := range s.Rows {
+			total += r
+		}
+		for e, r := range s.Rows {
+			sum.shares[e] += float64(r) / float64(max(total, 1))
+		}
+		sum.sharesN++
+	}
+}
+
+func (sum *summarizer) done() Summary {
+	out := sum.Summary
+	out.Duration = sum.last.Sub(sum.first)
+	if sum.routed > 0 {
+		out.DropRate = float64(sum.dropped) / float64(sum.routed)
+	}
+	for _, b := range sum.order {
+		st := sum.steps[b]
+		out.Backends = append(out.Backends, BackendSummary{Backend: b, Steps: sum.stepsOf[b],
+			StepP50MS: st.Quantile(0.5), StepP90MS: st.Quantile(0.9), StepP99MS: st.Quantile(0.99),
+			TFLOPS: sum.tflops[b].Quantile(0.5), GEMMTFLOPS: sum.gemm[b].Quantile(0.5)})
+	}
+	shares := append([]float64(nil), sum.shares...)
 	for e := range shares {
-		shares[e] /= float64(max(sharesN, 1))
+		shares[e] /= float64(max(sum.sharesN, 1))
 	}
-	sum.MeanShare = shares
-	return sum, nil
+	if sum.shares == nil {
+		shares = nil
+	}
+	out.MeanShare = shares
+	return out
 }
 
 // WriteText prints the summary for a person.
@@ -153,12 +197,33 @@ func (s Summary) WriteText(w io.Writer) {
 	if s.LowestHeadroom != nil {
 		fmt.Fprintf(w, "  lowest headroom %.2f GiB at step %d\n", float64(*s.LowestHeadroom)/(1<<30), s.LowestHeadroomStep)
 	}
-	fmt.Fprintf(w, "  OOM events %d\n", len(s.OOMEvents))
+	fmt.Fprintf(w, "  OOM events %d\n", len(s.OOMEvents)+s.OOMEventsNotListed)
 	for _, e := range s.OOMEvents {
 		fmt.Fprintf(w, "    %s %s\n", e.Time.Format("15:04:05.000"), e.Msg)
 	}
+	if s.OOMEventsNotListed > 0 {
+		fmt.Fprintf(w, "    … and %d more\n", s.OOMEventsNotListed)
+	}
 	fmt.Fprintf(w, "  lines skipped %d\n", s.LinesSkipped)
+	for _, r := range DescribeSkips(s.SkipReasons) {
+		fmt.Fprintf(w, "    %s\n", r)
+	}
 	for _, wn := range s.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", wn)
 	}
+}
+
+// DescribeSkips says, a line per reason, why lines of a log were skipped:
+// "2 with a time that is negative, not a number or over a week (first at
+// line 57)".
+func DescribeSkips(skips []SkipReason) []string {
+	var out []string
+	for _, r := range skips {
+		where := fmt.Sprintf("line %d", r.FirstLine)
+		if r.Lines > 1 {
+			where = "first at " + where
+		}
+		out = append(out, fmt.Sprintf("%d: %s (%s)", r.Lines, r.Reason, where))
+	}
+	return out
 }

@@ -104,6 +104,13 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// A directory, or a file or old part in the way, is said before the
+	// run starts, not after it has loaded a backend.
+	if err := recording.CheckRecordPath(f.record, maxBytes, f.force); errors.Is(err, recording.ErrExists) {
+		return usagef("%v; pass --force to overwrite it or choose another --record file", err)
+	} else if err != nil {
+		return usagef("%v", err)
+	}
 	listen := ""
 	if f.listen != "" {
 		if listen, err = metrics.ListenAddr(f.listen); err != nil {
@@ -326,6 +333,10 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 	if errors.Is(err, recording.ErrExists) {
 		loop.Backend.Close()
 		return usagef("%v; pass --force to overwrite it or choose another --record file", err)
+	}
+	if errors.Is(err, recording.ErrIsDir) {
+		loop.Backend.Close()
+		return usagef("%v", err)
 	}
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
 		loop.Backend.Close()

@@ -139,7 +139,14 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("export: %w", err)
 	}
 	if skipped > 0 {
-		fmt.Fprintf(stderr, "moetop: %d lines of %s could not be read and were skipped\n", skipped, path)
+		noun := "lines"
+		if skipped == 1 {
+			noun = "line"
+		}
+		fmt.Fprintf(stderr, "moetop: skipped %d %s of %s:\n", skipped, noun, path)
+		for _, r := range recording.DescribeSkips(l.Skips) {
+			fmt.Fprintf(stderr, "  %s\n", r)
+		}
 	}
 	if *out != "" {
 		fmt.Fprintf(stderr, "moetop: wrote %s\n", *out)
