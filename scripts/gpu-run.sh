@@ -10,13 +10,15 @@
 #     --out DIR    where results go (default ./results-YYYYmmdd-HHMMSS)
 #     --peer FILE  the PyTorch peer script (default bin/torch_moe_peer.py);
 #                  without it, bench and hybrid time moetop alone
-#     PART         check live bench report overhead hybrid, or all
-#                  (= check live bench, the default)
+#     --baseline BIN  another moetop build to time beside this one (regress)
+#     PART         check live bench report overhead hybrid device1 oomsample
+#                  regress, or all (= check live bench, the default)
 set -u
 usage() { sed -n '/^#   usage:/,/^#.*(= check/s/^# \{0,1\}//p' "$0"; }
 
 DIR=./results-$(date +%Y%m%d-%H%M%S)
 PEER=
+BASELINE=
 parts=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -24,9 +26,10 @@ while [ $# -gt 0 ]; do
     --out=*) DIR=${1#--out=}; shift;;
     --peer) [ $# -ge 2 ] || { echo "gpu-run: --peer needs a file" >&2; exit 2; }; PEER=$2; shift 2;;
     --peer=*) PEER=${1#--peer=}; shift;;
+    --baseline) [ $# -ge 2 ] || { echo "gpu-run: --baseline needs a moetop binary" >&2; exit 2; }; BASELINE=$2; shift 2;;
     -h|--help) usage; exit 0;;
-    check|live|bench|report|overhead|hybrid|all) parts+=("$1"); shift;;
-    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, all, --out DIR, --peer FILE)" >&2; exit 2;;
+    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|all) parts+=("$1"); shift;;
+    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
   esac
 done
 [ ${#parts[@]} -gt 0 ] || parts=(all)
@@ -43,6 +46,7 @@ command -v nvidia-smi >/dev/null || { echo "gpu-run: nvidia-smi not found: this 
 mkdir -p "$DIR" || { echo "gpu-run: cannot create $DIR" >&2; exit 2; }
 DIR=$(cd "$DIR" && pwd)
 case $PEER in "") PEER=$root/bin/torch_moe_peer.py;; /*) ;; *) PEER=$PWD/$PEER;; esac
+case $BASELINE in ""|/*) ;; *) BASELINE=$PWD/$BASELINE;; esac
 cd "$root" || exit 2
 
 export PYTHONUNBUFFERED=1 TERM=xterm-256color
@@ -147,6 +151,63 @@ for r in json.load(open(sys.argv[1])):
 PY
 }
 
+run_device1() {
+  step "--device 1 runs on GPU 1 only, and the log says so"
+  n=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+  if [ "$n" -lt 2 ]; then echo "(one GPU here: skipped)"; return; fi
+  bin/moetop devices | tee "$DIR/devices.txt"
+  bin/moetop --device 1 --record "$DIR/device1.jsonl" --duration 15s --force > "$DIR/device1.log" 2>&1 &
+  pid=$!
+  sleep 10
+  nvidia-smi --query-gpu=index,uuid,pci.bus_id,memory.used,utilization.gpu --format=csv | tee "$DIR/device1-smi.csv"
+  wait $pid; echo "record exit $?"
+  python3 - "$DIR/device1.jsonl" "$DIR/device1-smi.csv" <<'PY'
+import csv, json, sys
+h = json.loads(open(sys.argv[1]).readline())
+smi = list(csv.DictReader(open(sys.argv[2]), skipinitialspace=True))
+uuid1 = smi[1]["uuid"]
+d = (h.get("devices") or [{}])[0]
+print("header device:", d)
+print("GPU 1 uuid:", uuid1, "| match:", d.get("uuid") == uuid1, "| cuda ordinal 1:", d.get("cuda") == 1)
+print("GPU 0 during the run:", smi[0]["memory.used [MiB]"], smi[0]["utilization.gpu [%]"])
+PY
+}
+
+run_oomsample() {
+  step "the out-of-memory loop with fast sampling (an NVML crash before the fix): three runs"
+  for i in 1 2 3; do
+    bin/moetop --backend padded --tokens 32768 --hidden 7168 --ffn 2048 --experts 256 --top-k 8 \
+      --routing hot:0:0.125 --interval 50ms --record "$DIR/oom$i.jsonl" --duration 15s --force > "$DIR/oom$i.log" 2>&1
+    echo "run $i exit $? $(grep -c SIGSEGV "$DIR/oom$i.log") SIGSEGV lines; $(tail -1 "$DIR/oom$i.log")"
+  done
+}
+
+run_regress() {
+  step "this build beside --baseline, interleaved, on the default and a fine-grained layer"
+  if [ -z "$BASELINE" ]; then echo "(no --baseline BIN: skipped)"; return; fi
+  for round in 1 2; do
+    for which in base this; do
+      b=bin/moetop; [ $which = base ] && b=$BASELINE
+      "$b" bench --shape mixtral:8192:4096:14336:8:2 --shape qwen3-moe:8192:2048:768:128:8 --dist uniform,zipf:1.2 \
+        --format json --out "$DIR/regress-$round-$which.json" 2>> "$DIR/regress.log"
+    done
+  done
+  python3 - "$DIR"/regress-*.json <<'PY'
+import json, sys
+best = {}
+for path in sys.argv[1:]:
+    which = "this" if path.endswith("-this.json") else "baseline"
+    for r in json.load(open(path)):
+        if r.get("status") == "ok":
+            k = (r["case"]["name"], r["dist"], r["backend"], which)
+            best[k] = max(best.get(k, 0), r["tflops"])
+for (name, dist, be, which), tf in sorted(best.items()):
+    if which == "this" and (name, dist, be, "baseline") in best:
+        base = best[(name, dist, be, "baseline")]
+        print(f"{name:10s} {dist:9s} {be:8s} {tf:7.1f} vs {base:7.1f} TFLOP/s  {tf / base:5.3f}x")
+PY
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -160,6 +221,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,t
 for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
+    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;;
     all) run_check; run_live; run_bench;;
   esac
 done
