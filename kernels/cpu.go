@@ -88,16 +88,29 @@ func (c *CPU) Prepare(ctx context.Context, s Shape) error {
 	c.h = make([]float32, r*f)
 	c.y = make([]float32, r*h)
 	c.out = make([]float32, t*h)
-	FillSlice(c.x, s.Seed, TensorX, ScaleX(), s.DType)
-	FillSlice(c.wg, s.Seed, TensorRouter, ScaleRouter(h), s.DType)
-	if err := ctx.Err(); err != nil {
-		return err
+	for _, fl := range []struct {
+		dst    []float32
+		tensor uint32
+		scale  float32
+	}{
+		{c.x, TensorX, ScaleX()}, {c.wg, TensorRouter, ScaleRouter(h)},
+		{c.w1, TensorW1, ScaleW1(h)}, {c.w2, TensorW2, ScaleW2(f)},
+	} {
+		// Gigabytes of weights take seconds to fill: look at ctx between
+		// blocks so that a quit does not wait for them.
+		err := inBlocks(ctx, len(fl.dst), 4*elemBlock, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				fl.dst[i] = s.DType.Round(Fill(s.Seed, fl.tensor, uint64(i), fl.scale))
+			}
+		})
+		if err != nil {
+			c.release()
+			return err
+		}
 	}
-	FillSlice(c.w1, s.Seed, TensorW1, ScaleW1(h), s.DType)
-	FillSlice(c.w2, s.Seed, TensorW2, ScaleW2(f), s.DType)
 	c.s = s
 	c.prepared = true
-	return ctx.Err()
+	return nil
 }
 
 func (c *CPU) release() {
@@ -107,16 +120,74 @@ func (c *CPU) release() {
 // Close releases the buffers.
 func (c *CPU) Close() error { c.release(); return nil }
 
-func (c *CPU) round(v []float32) {
-	if c.s.DType == BF16 || c.s.DType == FP16 {
-		for i, x := range v {
-			v[i] = c.s.DType.Round(x)
-		}
+// round rounds v to the shape's dtype where a GPU would store it.
+func (c *CPU) round(ctx context.Context, v []float32) error {
+	if c.s.DType != BF16 && c.s.DType != FP16 {
+		return ctx.Err()
 	}
+	return inBlocks(ctx, len(v), elemBlock, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			v[i] = c.s.DType.Round(v[i])
+		}
+	})
 }
 
 func general(rows, cols int, data []float32) blas32.General {
 	return blas32.General{Rows: rows, Cols: cols, Stride: cols, Data: data[:rows*cols]}
+}
+
+// How much work the CPU backend does between looks at ctx, so that a
+// cancelled step (q, Ctrl-C, SIGTERM) ends within a fraction of a second
+// however large the layer: about a GFLOP of GEMM, or a million elements of
+// anything else (tens of milliseconds on one core).
+const (
+	gemmBlockFLOPs = 1 << 30
+	elemBlock      = 1 << 20
+)
+
+// inBlocks calls f on [lo, hi) blocks of at most size items covering
+// [0, n), checking ctx before each; it returns ctx's error when cancelled.
+func inBlocks(ctx context.Context, n, size int, f func(lo, hi int)) error {
+	size = max(size, 1)
+	for lo := 0; lo < n; lo += size {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f(lo, min(lo+size, n))
+	}
+	return ctx.Err()
+}
+
+// gemm is c = a·b for a n×k and b k×m, row-major, in blocks of about
+// gemmBlockFLOPs, checking ctx between them: blocks of rows, and of
+// columns too when one row is more than a block. A block of a few rows and
+// thousands of columns still spreads over gonum's threads, and each output
+// element is the same sum over k in the same order as in one call.
+func gemm(ctx context.Context, n, k, m int, a, b, c []float32) error {
+	return gemmBlocks(ctx, gemmBlockFLOPs, n, k, m, a, b, c)
+}
+
+// gemmBlocks is gemm with blocks of about flops each (tests make them tiny).
+func gemmBlocks(ctx context.Context, flops, n, k, m int, a, b, c []float32) error {
+	rows := max(1, flops/max(1, 2*k*m))
+	cols := m
+	if rows == 1 {
+		cols = min(m, max(16, flops/max(1, 2*k)))
+	}
+	for lo := 0; lo < n; lo += rows {
+		hi := min(lo+rows, n)
+		for j := 0; j < m; j += cols {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			w := min(cols, m-j)
+			blas32.Gemm(blas.NoTrans, blas.NoTrans, 1,
+				blas32.General{Rows: hi - lo, Cols: k, Stride: k, Data: a[lo*k : hi*k]},
+				blas32.General{Rows: k, Cols: w, Stride: m, Data: b[j : (k-1)*m+j+w]}, 0,
+				blas32.General{Rows: hi - lo, Cols: w, Stride: m, Data: c[lo*m+j : (hi-1)*m+j+w]})
+		}
+	}
+	return ctx.Err()
 }
 
 // Step runs one forward pass.
@@ -137,6 +208,9 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 		mark = now
 	}
 
+	// Every phase checks ctx between blocks of work and returns its error:
+	// a cancelled step ends within a fraction of a second, not after the
+	// whole layer (tens of seconds for a large one on the CPU).
 	var a Assignment
 	if in.Fixed != nil {
 		if len(in.Fixed.IDs) != t*k || len(in.Fixed.Weights) != t*k {
@@ -144,8 +218,18 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 		}
 		a = *in.Fixed
 	} else {
-		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, general(t, h, c.x), general(h, e, c.wg), 0, general(t, e, c.logits))
-		a = Route(c.logits, t, e, k, in.Bias)
+		if err := gemm(ctx, t, h, e, c.x, c.wg, c.logits); err != nil {
+			return res, err
+		}
+		a = Assignment{IDs: make([]int32, t*k), Weights: make([]float32, t*k)}
+		err := inBlocks(ctx, t, max(1, elemBlock/e), func(lo, hi int) {
+			b := Route(c.logits[lo*e:hi*e], hi-lo, e, k, in.Bias)
+			copy(a.IDs[lo*k:], b.IDs)
+			copy(a.Weights[lo*k:], b.Weights)
+		})
+		if err != nil {
+			return res, err
+		}
 	}
 	c.last = a
 	lap(PhaseRouter)
@@ -154,53 +238,73 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 	if err != nil {
 		return res, err
 	}
-	for r, tok := range p.Token {
-		copy(c.xp[r*h:(r+1)*h], c.x[int(tok)*h:(int(tok)+1)*h])
+	err = inBlocks(ctx, len(p.Token), max(1, elemBlock/h), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			tok := int(p.Token[r])
+			copy(c.xp[r*h:(r+1)*h], c.x[tok*h:(tok+1)*h])
+		}
+	})
+	if err != nil {
+		return res, err
 	}
 	res.Rows = p.Counts
 	lap(PhasePermute)
-	if err := ctx.Err(); err != nil {
-		return res, err
-	}
 
 	res.ExpertGEMM = make([]time.Duration, e)
-	for ex := 0; ex < e; ex++ {
-		n := p.Counts[ex]
-		if n == 0 {
-			continue
+	// experts runs one GEMM per expert with rows, timing each.
+	experts := func(k, m int, a, w, out []float32) error {
+		for ex := 0; ex < e; ex++ {
+			n := p.Counts[ex]
+			if n == 0 {
+				continue
+			}
+			t0 := time.Now()
+			o := p.Offsets[ex]
+			err := gemm(ctx, n, k, m, a[o*k:], w[ex*k*m:], out[o*m:])
+			res.ExpertGEMM[ex] += time.Since(t0)
+			if err != nil {
+				return err
+			}
 		}
-		t0 := time.Now()
-		o := p.Offsets[ex]
-		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, general(n, h, c.xp[o*h:]),
-			general(h, f, c.w1[ex*h*f:]), 0, general(n, f, c.h[o*f:]))
-		res.ExpertGEMM[ex] += time.Since(t0)
+		return nil
 	}
-	c.round(c.h)
-	lap(PhaseGEMM1)
-
-	Activate(c.h, s.Act)
-	c.round(c.h)
-	lap(PhaseAct)
-	if err := ctx.Err(); err != nil {
+	if err := experts(h, f, c.xp, c.w1, c.h); err != nil {
 		return res, err
 	}
-
-	for ex := 0; ex < e; ex++ {
-		n := p.Counts[ex]
-		if n == 0 {
-			continue
-		}
-		t0 := time.Now()
-		o := p.Offsets[ex]
-		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, general(n, f, c.h[o*f:]),
-			general(f, h, c.w2[ex*f*h:]), 0, general(n, h, c.y[o*h:]))
-		res.ExpertGEMM[ex] += time.Since(t0)
+	if err := c.round(ctx, c.h); err != nil {
+		return res, err
 	}
-	c.round(c.y)
+	lap(PhaseGEMM1)
+
+	err = inBlocks(ctx, len(c.h), elemBlock, func(lo, hi int) { Activate(c.h[lo:hi], s.Act) })
+	if err != nil {
+		return res, err
+	}
+	if err := c.round(ctx, c.h); err != nil {
+		return res, err
+	}
+	lap(PhaseAct)
+
+	if err := experts(f, h, c.h, c.w2, c.y); err != nil {
+		return res, err
+	}
+	if err := c.round(ctx, c.y); err != nil {
+		return res, err
+	}
 	lap(PhaseGEMM2)
 
-	Combine(c.out, c.y, a, p, t, k, h)
-	c.round(c.out)
+	// Combine token blocks: each block's slots and rows are a contiguous
+	// slice of the assignment and the permutation.
+	err = inBlocks(ctx, t, max(1, elemBlock/(k*h)), func(lo, hi int) {
+		Combine(c.out[lo*h:hi*h], c.y, Assignment{Weights: a.Weights[lo*k : hi*k]},
+			Permutation{RowOf: p.RowOf[lo*k : hi*k]}, hi-lo, k, h)
+	})
+	if err != nil {
+		return res, err
+	}
+	if err := c.round(ctx, c.out); err != nil {
+		return res, err
+	}
 	lap(PhaseCombine)
 	return res, nil
 }

@@ -2,10 +2,12 @@ package kernels
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"sort"
 	"testing"
+	"time"
 )
 
 // refLayer is the layer's semantics written out plainly in float64, with no
@@ -233,4 +235,100 @@ func BenchmarkCPUStep(b *testing.B) {
 		}
 	}
 	b.ReportMetric((s.GEMMFLOPs()+s.RouterFLOPs())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+func TestGEMMInBlocksEqualsOneCall(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct {
+		name    string
+		n, k, m int
+		flops   int
+	}{
+		{"row blocks of a few rows", 37, 19, 23, 2 * 19 * 23 * 5},
+		{"column blocks when one row is over the budget", 9, 33, 100, 2 * 33 * 20},
+		{"one block holds it all", 5, 4, 3, 1 << 30},
+		{"a single row", 1, 7, 50, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := make([]float32, tc.n*tc.k)
+			b := make([]float32, tc.k*tc.m)
+			for i := range a {
+				a[i] = float32(rng.NormFloat64())
+			}
+			for i := range b {
+				b[i] = float32(rng.NormFloat64())
+			}
+			want := make([]float32, tc.n*tc.m)
+			MatMul(want, a, tc.n, tc.k, b, tc.m)
+			got := make([]float32, tc.n*tc.m)
+			if err := gemmBlocks(context.Background(), tc.flops, tc.n, tc.k, tc.m, a, b, got); err != nil {
+				t.Fatal(err)
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("element %d: %g in blocks, %g in one call", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+// bigShape is a layer whose step takes far longer than the bounds below on
+// any CPU: 550 GFLOP of expert GEMMs (tens of seconds on a few cores), in
+// about 800 MiB.
+var bigShape = Shape{Tokens: 8192, Hidden: 2048, FFN: 8192, Experts: 2, TopK: 1, DType: FP32, Seed: 1}
+
+func TestCancelledStepEndsWithinSeconds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: prepares an 800 MiB layer")
+	}
+	c := NewCPU()
+	defer c.Close()
+	if err := c.Prepare(context.Background(), bigShape); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := c.Step(ctx, StepInput{})
+		done <- err
+	}()
+	time.Sleep(time.Second) // past the router and the permutation, inside the first expert's GEMM
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("step returned %v after %s; want context.Canceled (did the whole step run?)", err, time.Since(start))
+		}
+		t.Logf("cancelled step returned after %s", time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled step was still running 10 s later")
+	}
+	// The backend stays usable: a later step on a live ctx starts afresh.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if _, err := c.Step(ctx2, StepInput{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("next step: %v, want it to run until its deadline", err)
+	}
+}
+
+func TestCancelledPrepareReleasesAndSaysSo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: starts preparing an 800 MiB layer")
+	}
+	c := NewCPU()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := c.Prepare(ctx, bigShape)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("prepare: %v, want the deadline's error", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("a cancelled prepare took %s", d)
+	}
+	if _, err := c.Step(context.Background(), StepInput{}); err != ErrNotPrepared {
+		t.Errorf("step after a cancelled prepare: %v, want ErrNotPrepared", err)
+	}
 }

@@ -476,6 +476,11 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 	if err := b.record(2); err != nil {
 		return res, err
 	}
+	// permute waited for the router's counts: nothing is in flight now, so
+	// a cancelled run (q, Ctrl-C) stops here instead of launching the GEMMs.
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
 	_, _, sfx := dtypes(s.DType)
 	hRows := b.lay.rows(b)
 	steps := []func() error{
