@@ -129,9 +129,13 @@ func Combine(out, y []float32, a Assignment, p Permutation, t, k, h int) {
 
 // FixedAssignment spreads the given per-expert counts over tokens so that
 // each token gets exactly k rows with weight 1/k. Rows of expert e follow
-// those of e-1 and tokens are taken round-robin, so a token meets an expert
-// twice only when that expert has more rows than there are tokens (the
-// peer's count_rows allows that: it fixes GEMM sizes, not a real routing).
+// those of e-1 and tokens are taken round-robin, so an expert with at most
+// t rows meets each token at most once, as a router would route them: the
+// capped counts of bench and the calibration (profiler.CappedCounts, the
+// peer's count_rows with its cap) never exceed t. Counts over t are still
+// taken, and then a token meets that expert more than once: the dense
+// reference puts all t·k rows on one expert on purpose, to time one GEMM
+// pair of the layer's FLOPs.
 func FixedAssignment(counts []int, t, k int) (Assignment, error) {
 	total := 0
 	for e, c := range counts {

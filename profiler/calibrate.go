@@ -82,10 +82,11 @@ func Calibrate(ctx context.Context, c Config, candidates []string, open func(str
 	return cal, ctx.Err()
 }
 
-// countsFor is the target load as whole rows, the way bench counts them.
+// countsFor is the target load as whole rows, the way bench counts them:
+// no expert above the token count, as a router would route them.
 func countsFor(d Distribution, c Config) ([]int, error) {
 	shares := Shares(d.Weights(0), c.TopK)
-	return FixedCounts(fixedDist{d.Name(), shares}, c.Tokens*c.TopK)
+	return CappedCounts(fixedDist{d.Name(), shares}, c.Tokens, c.TopK)
 }
 
 func timeBackend(ctx context.Context, c Config, name string, open func(string) (kernels.Backend, error), fixed *kernels.Assignment, steps int) (float64, error) {

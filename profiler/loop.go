@@ -53,18 +53,39 @@ type Loop struct {
 	pending    []stream.Event
 	seq        uint64
 	paused     bool
+
+	prepared bool // by Prepare, before Run
 }
 
-// Run prepares the backend and steps until ctx is cancelled or maxSteps
-// steps ran (0: no limit). Samples go to out, which Run closes. A step that
-// fails with ErrOutOfMemory becomes an OOM event and the loop goes on; other
-// errors end the run.
-func (l *Loop) Run(ctx context.Context, out chan<- stream.Sample, maxSteps int) error {
-	defer close(out)
+// Prepare prepares the backend for Config ahead of Run, so that a caller
+// can refuse a run that cannot start (out of memory, no device) before it
+// creates anything, such as a log. Run prepares when this was not called.
+func (l *Loop) Prepare(ctx context.Context) error {
 	if err := l.prepare(ctx, l.Config); err != nil {
 		return err
 	}
-	defer l.Backend.Close()
+	l.prepared = true
+	return nil
+}
+
+// Run prepares the backend (unless Prepare did) and steps until ctx is
+// cancelled or maxSteps steps ran (0: no limit). Samples go to out, which
+// Run closes, and the backend is closed at the end. A step that fails with
+// ErrOutOfMemory becomes an OOM event and the loop goes on; other errors
+// end the run. A cancelled ctx is the end of the run, not an error, even
+// in the middle of preparing or of a step.
+func (l *Loop) Run(ctx context.Context, out chan<- stream.Sample, maxSteps int) error {
+	defer close(out)
+	// Not defer l.Backend.Close(): a change may replace the backend.
+	defer func() { l.Backend.Close() }()
+	if !l.prepared {
+		if err := l.prepare(ctx, l.Config); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
 	w := &window{min: l.MinSampleMS}
 	send := func(ss []stream.Sample) bool {
 		for _, s := range ss {

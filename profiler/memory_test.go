@@ -57,9 +57,14 @@ func TestPeakIsThePlansTotal(t *testing.T) {
 
 func TestModelPredictsForEveryPeerOfTheRunningBackend(t *testing.T) {
 	// A skewed load: padding every expert to the busiest needs far more.
+	// The load is the capped one a router can give (bench's, the
+	// calibration's): the busiest expert holds at most one row per token.
 	c := Config{Tokens: 4096, Hidden: 1024, FFN: 4096, Experts: 64, TopK: 4, DType: kernels.BF16, Routing: "zipf:1.2"}
 	d, _ := ParseRouting(c.Routing, c.Experts, c.TopK)
-	counts, _ := FixedCounts(d, c.Tokens*c.TopK)
+	counts, err := CappedCounts(d, c.Tokens, c.TopK)
+	if err != nil {
+		t.Fatal(err)
+	}
 	own, _ := Peak("test-dense", c, counts)
 	padded, _ := Peak("test-padded", c, counts)
 	free := padded - own - 1 // the padded peak misses by a byte
