@@ -83,10 +83,28 @@ func Calibrate(ctx context.Context, c Config, candidates []string, open func(str
 }
 
 // countsFor is the target load as whole rows, the way bench counts them:
-// no expert above the token count, as a router would route them.
+// no expert above the token count, as a router would route them. A target
+// whose excess over the cap has no expert of nonzero weight to go to
+// (hot:E:1 with top-k > 1) has no such split; an even one stands in.
 func countsFor(d Distribution, c Config) ([]int, error) {
 	shares := Shares(d.Weights(0), c.TopK)
-	return CappedCounts(fixedDist{d.Name(), shares}, c.Tokens, c.TopK)
+	counts, err := CappedCounts(fixedDist{d.Name(), shares}, c.Tokens, c.TopK)
+	if errors.Is(err, ErrCountsCannotFit) {
+		return evenCounts(c.Tokens*c.TopK, c.Experts), nil
+	}
+	return counts, err
+}
+
+// evenCounts splits rows evenly, the remainder to the first experts.
+func evenCounts(rows, experts int) []int {
+	c := make([]int, experts)
+	for i := range c {
+		c[i] = rows / experts
+		if i < rows%experts {
+			c[i]++
+		}
+	}
+	return c
 }
 
 func timeBackend(ctx context.Context, c Config, name string, open func(string) (kernels.Backend, error), fixed *kernels.Assignment, steps int) (float64, error) {

@@ -27,14 +27,7 @@ func PlanFit(backend string, c Config, avail uint64) (Fit, error) {
 	}
 	counts, err := countsFor(d, c)
 	if err != nil {
-		// Only the padded backend's plan depends on the load, and only a
-		// weightless distribution has no capped counts: take even ones.
-		rows := c.Tokens * c.TopK
-		counts = make([]int, c.Experts)
-		for i := range counts {
-			counts[i] = rows / c.Experts
-		}
-		counts[0] += rows % c.Experts
+		return Fit{}, fmt.Errorf("memory model: %w", err)
 	}
 	need, err := Peak(backend, c, counts)
 	if err != nil {

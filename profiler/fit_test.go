@@ -1,6 +1,7 @@
 package profiler
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/moetop/moetop/kernels"
@@ -42,20 +43,21 @@ func TestPlanFitRefusesWhatTheModelSaysCannotFit(t *testing.T) {
 	}
 }
 
-func TestPlanFitOfAWeightlessLoadUsesEvenCounts(t *testing.T) {
+func TestALoadWithNoCappedCountsIsTakenEvenly(t *testing.T) {
 	// hot:0:1 with top-k 2 leaves no other expert any weight to take the
-	// excess over the cap: no capped counts exist, and the padded plan is
-	// taken at an even load instead of failing.
+	// excess over the cap: no capped split exists, and the calibration and
+	// the memory model take an even load instead of failing.
 	c := Config{Tokens: 64, Hidden: 8, FFN: 16, Experts: 4, TopK: 2, DType: kernels.BF16, Routing: "hot:0:1"}
 	d, _ := ParseRouting(c.Routing, c.Experts, c.TopK)
-	if _, err := countsFor(d, c); err == nil {
+	if _, err := CappedCounts(fixedDist{d.Name(), Shares(d.Weights(0), c.TopK)}, c.Tokens, c.TopK); err == nil {
 		t.Fatal("hot:0:1 at top-k 2 has capped counts; pick a load that has none")
 	}
-	f, err := PlanFit("padded", c, 1<<40)
-	if err != nil {
-		t.Fatal(err)
+	counts, err := countsFor(d, c)
+	if err != nil || fmt.Sprint(counts) != "[32 32 32 32]" {
+		t.Fatalf("counts %v, %v; want an even split of 128 rows", counts, err)
 	}
-	if !f.Fits() || f.Need == 0 {
-		t.Errorf("%+v", f)
+	f, err := PlanFit("padded", c, 1<<40)
+	if err != nil || !f.Fits() || f.Need == 0 {
+		t.Errorf("%+v, %v", f, err)
 	}
 }
