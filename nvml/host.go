@@ -68,6 +68,17 @@ func (h *HostSource) Close() error {
 	return nil
 }
 
+// HostMemory reads the host's total and available memory from
+// /proc/meminfo: the one place moetop reads it, for the host sampler and
+// for the check that a CPU layer fits before it is prepared.
+func HostMemory() (total, available uint64, err error) {
+	m, err := readMeminfo("/proc/meminfo")
+	if err != nil {
+		return 0, 0, err
+	}
+	return m["MemTotal"], m["MemAvailable"], nil
+}
+
 // readMeminfo returns /proc/meminfo's fields in bytes.
 func readMeminfo(path string) (map[string]uint64, error) {
 	f, err := os.Open(path)
