@@ -79,11 +79,12 @@ func chooseBackend(ctx context.Context, name string, cfg profiler.Config, caps k
 		return nil, "", err
 	}
 	if named {
+		// A backend this machine cannot run is an input to change (exit 2).
 		if err := reg.Check(caps, cfg.Shape()); err != nil {
 			if reg.NeedsGPU && !caps.GPU {
-				return nil, "", fmt.Errorf("%v (use --backend %s)", err, strings.Join(kernels.HostNames(), " or "))
+				return nil, "", usagef("%v (use --backend %s)", err, strings.Join(kernels.HostNames(), " or "))
 			}
-			return nil, "", err
+			return nil, "", usagef("%v", err)
 		}
 		if b, err = openBackend(name); err != nil {
 			return nil, "", fmt.Errorf("backend %s: %w", name, err)

@@ -157,6 +157,11 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	running := be.Info().Name
+	fit, err := checkFit(running, cfg)
+	if err != nil {
+		be.Close()
+		return err
+	}
 	poller := startSampler(ctx, running, f.interval)
 	defer poller.Close() // NVML shuts down after the sampler's last read
 	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, Caps: caps, MinSampleMS: float64(f.window) / 1e6}
@@ -177,6 +182,15 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		} else {
 			fmt.Fprintf(stderr, "moetop: no read-bandwidth ceiling: %s\n", oneLine(err.Error()))
 		}
+	}
+	// Prepared before anything is created (a log, a listener), so that a
+	// layer that cannot start leaves nothing behind.
+	if err := loop.Prepare(ctx); err != nil {
+		be.Close()
+		if ctx.Err() != nil {
+			return nil // stopped while preparing
+		}
+		return prepareFailed(err, fit)
 	}
 	var sinks []stream.Sink
 	if listen != "" {
@@ -209,10 +223,10 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}()
 	}
 	if f.record != "" {
-		return record(ctx, loop, f, maxBytes, h, sinks, stderr)
+		return record(ctx, loop, f, maxBytes, h, fit, sinks, stderr)
 	}
 	if f.steps > 0 || f.duration > 0 || !isTerminal(stdout) {
-		return watch(ctx, loop, f.steps, sinks, stdout)
+		return watch(ctx, loop, f.steps, fit, sinks, stdout)
 	}
 	return view(ctx, loop, h, cycle(running, caps, cfg), sinks, stdout)
 }
@@ -328,7 +342,7 @@ func drive(ctx context.Context, loop *profiler.Loop, steps int, sinks ...stream.
 // least every second, so a run stopped by Ctrl-C or SIGTERM (which cancel
 // ctx) ends with a valid log up to the last completed step.
 func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int64, h stream.Header,
-	sinks []stream.Sink, stderr io.Writer) error {
+	fit profiler.Fit, sinks []stream.Sink, stderr io.Writer) error {
 	rec, err := recording.CreateRecorder(f.record, maxBytes, f.force, h)
 	if errors.Is(err, recording.ErrExists) {
 		loop.Backend.Close()
@@ -359,13 +373,23 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 	if cerr := rec.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		if err := stats.noStep(fit); err != nil {
+			return err
+		}
+	}
 	parts := ""
 	if rec.Parts() > 1 {
 		parts = fmt.Sprintf(" (%d files)", rec.Parts())
 	}
-	fmt.Fprintf(stderr, "moetop: recorded %d steps in %s to %s%s (%s, %s): step p50 %.3f ms, %.3f TFLOP/s\n",
-		stats.steps, time.Since(h.Start).Round(time.Millisecond), f.record, parts, loop.Backend.Info().Name, loop.Config,
-		stream.Percentile(stats.stepMS, 0.5), stream.Percentile(stats.tflops, 0.5))
+	run := fmt.Sprintf("in %s to %s%s (%s, %s)", time.Since(h.Start).Round(time.Millisecond), f.record, parts,
+		loop.Backend.Info().Name, loop.Config)
+	if stats.steps == 0 && err == nil {
+		fmt.Fprintf(stderr, "moetop: recorded no steps %s: stopped before the first step completed\n", run)
+	} else if stats.steps > 0 {
+		fmt.Fprintf(stderr, "moetop: recorded %d steps%s %s: step p50 %.3f ms, %.3f TFLOP/s\n", stats.steps,
+			stats.skippedNote(), run, stats.stepMS.Percentile(0.5), stats.tflops.Percentile(0.5))
+	}
 	return err
 }
 
@@ -381,6 +405,10 @@ func sizeString(b int64) string {
 
 // watch prints a line per second: the view where there is no terminal to
 // draw on, or when the run is bounded by --steps or --duration.
-func watch(ctx context.Context, loop *profiler.Loop, steps int, sinks []stream.Sink, stdout io.Writer) error {
-	return drive(ctx, loop, steps, append(sinks, watchLine(stdout))...)
+func watch(ctx context.Context, loop *profiler.Loop, steps int, fit profiler.Fit, sinks []stream.Sink, stdout io.Writer) error {
+	stats := &statsSink{}
+	if err := drive(ctx, loop, steps, append(sinks, stats, watchLine(stdout))...); err != nil {
+		return err
+	}
+	return stats.noStep(fit)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/moetop/moetop/profiler"
 	"github.com/moetop/moetop/recording"
 	"github.com/moetop/moetop/stream"
 )
@@ -32,11 +33,12 @@ func (r *recordSink) Observe(s stream.Sample) error {
 	return nil
 }
 
-// statsSink keeps what the run's closing line reports.
+// statsSink keeps what the run's closing line reports, in memory that
+// does not grow with the steps.
 type statsSink struct {
 	steps, skipped int
 	ooms           int
-	stepMS, tflops []float64
+	stepMS, tflops quantiles
 }
 
 func (st *statsSink) Observe(s stream.Sample) error {
@@ -50,9 +52,32 @@ func (st *statsSink) Observe(s stream.Sample) error {
 		return nil
 	}
 	st.steps += max(1, s.Steps) // a window stands for several steps
-	st.stepMS = append(st.stepMS, s.StepMS)
-	st.tflops = append(st.tflops, s.TFLOPS)
+	st.stepMS.Add(s.StepMS)
+	st.tflops.Add(s.TFLOPS)
 	return nil
+}
+
+// noStep is the run's verdict when steps ran and none completed (every
+// one skipped, out of memory), as bad input (exit code 2): there are no
+// step times to report, and the user must change the layer or backend.
+func (st *statsSink) noStep(f profiler.Fit) error {
+	if st.steps > 0 || st.skipped == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("no step completed: all %d steps were skipped (%d out-of-memory events)", st.skipped, st.ooms)
+	if f.Backend != "" {
+		msg += fmt.Sprintf("; the memory model expected --tokens %d to fit the %s backend (up to %d), but the steps could not allocate: try fewer --tokens or another --backend",
+			f.Config.Tokens, f.Backend, f.MaxTokens)
+	}
+	return usageError{msg}
+}
+
+// skippedNote says how many steps were skipped, for the closing line.
+func (st *statsSink) skippedNote() string {
+	if st.skipped == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d more skipped, %d out-of-memory events)", st.skipped, st.ooms)
 }
 
 // throttled calls print with a sample at most once per every.
