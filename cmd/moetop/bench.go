@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/moetop/moetop/bench"
 	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/kernels/cuda"
+	"github.com/moetop/moetop/profiler"
 )
 
 const benchUsage = `moetop bench: time the expert GEMMs on fixed loads.
@@ -76,6 +78,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			if c.TopK > c.Experts {
 				return usagef("case %s: top-k %d is more than its %d experts", c.Name, c.TopK, c.Experts)
+			}
+			if err := benchLoadFits(c, d); err != nil {
+				return err
 			}
 		}
 	}
@@ -155,6 +160,21 @@ func defaultBenchBackends(caps kernels.Caps, stderr io.Writer) string {
 	host := strings.Join(kernels.HostNames(), ",")
 	fmt.Fprintf(stderr, "moetop: %s; benchmarking %s\n", caps.NoGPU, host)
 	return host
+}
+
+// benchLoadFits refuses, before anything runs, a distribution that has no
+// load a router could give the case (profiler.ErrCountsCannotFit: hot:E:1
+// at top-k > 1 would put more rows on E than there are tokens).
+func benchLoadFits(c bench.Case, dist string) error {
+	d, err := profiler.ParseRouting(dist, c.Experts, c.TopK)
+	if err != nil {
+		return usagef("invalid --dist %q for case %s: %v", dist, c.Name, err)
+	}
+	if _, err := profiler.CappedCounts(d, c.Tokens, c.TopK); errors.Is(err, profiler.ErrCountsCannotFit) {
+		why := strings.TrimPrefix(err.Error(), profiler.ErrCountsCannotFit.Error()+": ")
+		return usagef("invalid --dist %q for case %s: no router gives that load at top-k %d (%s)", dist, c.Name, c.TopK, why)
+	}
+	return nil
 }
 
 func benchCases(grid string, quick bool, shapes []string) ([]bench.Case, error) {

@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
+	"time"
 
 	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/profiler"
@@ -105,6 +107,13 @@ func (f *layerFlags) config(fs *flag.FlagSet, base profiler.Config) (profiler.Co
 	}
 	c.Seed, c.CapacityFactor = f.seed, f.capacity
 	if err := c.Validate(); err != nil {
+		var fe *profiler.FieldError
+		if errors.As(err, &fe) && fe.Field == "ffn" && set["hidden"] && !set["ffn"] {
+			// The user gave --hidden, not --ffn: it is the ffn that hidden
+			// implies that is wrong, and --hidden is theirs to change.
+			return c, usagef("invalid --hidden %d: the --ffn it implies (4 × hidden = %d) is wrong: %s; give a smaller --hidden or set --ffn",
+				c.Hidden, c.FFN, fe.Msg)
+		}
 		return c, usagef("%v", flagNames(err))
 	}
 	return c, nil
@@ -130,7 +139,7 @@ func parse(fs *flag.FlagSet, args []string, help string, stdout io.Writer) error
 			printDefaults(fs, stdout)
 			return errHelp
 		}
-		return usagef("%v; run '%s --help'", err, fs.Name())
+		return flagError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		if fs.Name() == "moetop" {
@@ -139,6 +148,62 @@ func parse(fs *flag.FlagSet, args []string, help string, stdout io.Writer) error
 		return usagef("unexpected argument %q; run '%s --help'", fs.Arg(0), fs.Name())
 	}
 	return nil
+}
+
+// The flag package's own errors, to be said in moetop's words.
+var (
+	flagUndefined = regexp.MustCompile(`^flag provided but not defined: -+(.*)$`)
+	flagNoValue   = regexp.MustCompile(`^flag needs an argument: -+(.*)$`)
+	flagBadValue  = regexp.MustCompile(`^invalid (?:boolean )?value ("(?:[^"\\]|\\.)*") for (?:flag )?-+(.*?): (.*)$`)
+)
+
+// flagError phrases an error of fs.Parse as moetop's one line: the flag,
+// the value given and what it takes, for every kind of flag.
+func flagError(fs *flag.FlagSet, err error) error {
+	help := fmt.Sprintf("run '%s --help'", fs.Name())
+	msg := err.Error()
+	if m := flagUndefined.FindStringSubmatch(msg); m != nil {
+		return usagef("unknown flag --%s; %s", m[1], help)
+	}
+	if m := flagNoValue.FindStringSubmatch(msg); m != nil {
+		return usagef("--%s needs a value; %s", m[1], help)
+	}
+	m := flagBadValue.FindStringSubmatch(msg)
+	if m == nil {
+		return usagef("%s; %s", oneLine(msg), help)
+	}
+	value, name, why := m[1], m[2], m[3]
+	want := why // a flag of our own type: its Set's error says it
+	if fl := fs.Lookup(name); fl != nil {
+		if g, ok := fl.Value.(flag.Getter); ok {
+			want = wantOf(g.Get(), why)
+		}
+	}
+	return usagef("invalid --%s %s; %s", name, value, want)
+}
+
+// wantOf says what a flag of v's type takes; why is the flag package's
+// reason ("parse error", "value out of range").
+func wantOf(v any, why string) string {
+	var want string
+	switch v.(type) {
+	case int, int64:
+		want = "want a whole number"
+	case uint, uint64:
+		want = "want a whole number, 0 or more"
+	case float64:
+		want = "want a number"
+	case bool:
+		return "want true or false (or the flag alone for true)"
+	case time.Duration:
+		return "want a duration such as 500ms, 30s or 10m"
+	default:
+		return why
+	}
+	if strings.Contains(why, "range") {
+		return "out of range; " + want + " that fits 64 bits"
+	}
+	return want
 }
 
 func printDefaults(fs *flag.FlagSet, w io.Writer) {

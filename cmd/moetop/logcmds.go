@@ -41,7 +41,7 @@ func fileArg(fs *flag.FlagSet, args []string, help string, stdout io.Writer) (st
 			printDefaults(fs, stdout)
 			return "", errHelp
 		}
-		return "", usagef("%v; run '%s --help'", err, fs.Name())
+		return "", flagError(fs, err)
 	}
 	if file == "" && fs.NArg() > 0 {
 		file = fs.Arg(0)

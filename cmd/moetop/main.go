@@ -6,11 +6,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -24,10 +26,39 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go onSignals(sigs, cancel, time.Second, os.Stderr, os.Exit)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(sigs)
 	os.Exit(code)
+}
+
+// onSignals ends the run on the first SIGINT or SIGTERM: ctx is cancelled,
+// and every command stops at its next look at it (within a second on the
+// CPU; after the kernel in flight on a GPU), leaving a valid log. If the
+// run is still going after grace it says so, and a second signal ends the
+// process at once, with the shell's code for the signal (130 for Ctrl-C).
+func onSignals(sigs <-chan os.Signal, cancel context.CancelFunc, grace time.Duration, stderr io.Writer, exit func(int)) {
+	<-sigs
+	cancel()
+	select {
+	case s := <-sigs:
+		exit(signalCode(s))
+		return
+	case <-time.After(grace):
+		fmt.Fprintln(stderr, "moetop: stopping after the work in flight; send the signal again (Ctrl-C) to quit now")
+	}
+	exit(signalCode(<-sigs))
+}
+
+// signalCode is 128 + the signal's number, as a shell reports it.
+func signalCode(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
+	return 130
 }
 
 // run dispatches a command line and returns the exit code.
@@ -39,8 +70,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "help":
-		fmt.Fprint(stdout, rootUsage)
-		return 0
+		// help CMD is CMD --help; help alone is the root's.
+		if len(args) > 1 && args[1] != "help" {
+			return run(ctx, []string{args[1], "--help"}, stdout, stderr)
+		}
+		return run(ctx, []string{"--help"}, stdout, stderr)
 	case "check":
 		err = runCheck(ctx, args[1:], stdout, stderr)
 	case "bench":
@@ -57,13 +91,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runPlacement(ctx, args[1:], stdout, stderr)
 	case "devices":
 		err = runDevices(ctx, args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintf(stdout, "moetop %s\n", version)
-		return 0
+	case "version", "--version", "-version":
+		err = runVersion(args[1:], stdout)
 	default:
 		err = runLive(ctx, args, stdout, stderr)
 	}
 	return report(err, stderr)
+}
+
+const versionUsage = `moetop version: print moetop's version.
+
+Usage:
+  moetop version
+  moetop --version
+`
+
+func runVersion(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("moetop version", flag.ContinueOnError)
+	if err := parse(fs, args, versionUsage, stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "moetop %s\n", version)
+	return nil
 }
 
 // report turns an error into an exit code, printing one line.
