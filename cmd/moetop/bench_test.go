@@ -68,6 +68,9 @@ func TestBenchRejectsBadInput(t *testing.T) {
 		{"bench", "--shape", "x:1:2:3"}, {"bench", "--shape", "x:0:2:3:4:1"}, {"bench", "--format", "xml"},
 		{"bench", "--reps", "0"}, {"bench", "--grid", "/nonexistent.csv"}, {"bench", "--dist", "drift"},
 		{"bench", "--shape", "x:8:8:8:2:3", "--backends", "cpu"}, {"bench", "--backends", "tpu"}, {"bench", "--dtypes", "int4"},
+		// No router gives expert 0 more rows than there are tokens.
+		{"bench", "--shape", "x:64:16:64:4:2", "--dist", "hot:0:1", "--backends", "cpu"},
+		{"bench", "--shape", "x:64:16:64:4:2", "--dist", "hot:7:0.5", "--backends", "cpu"},
 	} {
 		code, _, stderr := runCLI(t, args...)
 		if code != 2 || strings.Count(stderr, "\n") != 1 {
