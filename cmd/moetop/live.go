@@ -38,7 +38,7 @@ Usage:
   moetop bench [flags]                time the expert GEMMs on fixed loads
   moetop placement LOG --redundant R  a rebalanced expert placement from a recording of --ep N
   moetop devices [--json]             one NVML reading of every GPU
-  moetop help | version
+  moetop help [CMD] | version | --version
 
 Examples:
   moetop --experts 64 --top-k 8 --routing zipf:1.2
