@@ -28,6 +28,9 @@ func TestEveryKindOfFlagErrorIsOneLineInMoetopsWords(t *testing.T) {
 		{"check's whole number", []string{"check", "--cases", "1.5"}, []string{"--cases", "whole number"}},
 		{"summary's boolean", []string{"summary", "x.jsonl", "--json=2"}, []string{"--json", "true or false"}},
 		{"export's boolean", []string{"export", "x.jsonl", "--force=no"}, []string{"--force", "true or false"}},
+		{"summary's flag after the file", []string{"summary", "--json", "x.jsonl", "--frobnicate"}, []string{"unknown flag --frobnicate"}},
+		{"trace import's unknown flag", []string{"trace", "import", "--layers", "x"}, []string{"unknown flag --layers", "moetop trace import --help"}},
+		{"placement's whole number", []string{"placement", "x.jsonl", "--ranks", "x"}, []string{"--ranks", "whole number"}},
 		{"devices' unknown flag", []string{"devices", "--all"}, []string{"unknown flag --all", "moetop devices --help"}},
 		{"version's unknown flag", []string{"version", "--short"}, []string{"unknown flag --short"}},
 		{"the implied ffn of a huge hidden blames --hidden",
@@ -66,7 +69,8 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {"-h"}, {"help"}, {"check", "--help"}, {"bench", "--help"}, {"summary", "--help"},
 		{"export", "--help"}, {"devices", "--help"}, {"version", "--help"}, {"help", "bench"}, {"help", "export"},
-		{"summary", "x.jsonl", "--help"},
+		{"summary", "x.jsonl", "--help"}, {"models", "--help"}, {"trace", "--help"}, {"trace", "import", "--help"},
+		{"placement", "--help"}, {"help", "placement"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			code, out, stderr := runCLI(t, args...)

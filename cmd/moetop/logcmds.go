@@ -35,17 +35,27 @@ func fileArg(fs *flag.FlagSet, args []string, help string, stdout io.Writer) (st
 		file, args = args[0], args[1:]
 	}
 	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
+	parse := func(args []string) error {
+		err := fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, help)
 			printDefaults(fs, stdout)
-			return "", errHelp
+			return errHelp
 		}
-		return "", flagError(fs, err)
+		if err != nil {
+			return flagError(fs, err)
+		}
+		return nil
+	}
+	if err := parse(args); err != nil {
+		return "", err
 	}
 	if file == "" && fs.NArg() > 0 {
+		// The FILE came between flags: the flags after it count too.
 		file = fs.Arg(0)
-		fs.Parse(fs.Args()[1:])
+		if err := parse(fs.Args()[1:]); err != nil {
+			return "", err
+		}
 	}
 	if fs.NArg() > 0 {
 		return "", usagef("unexpected argument %q; run '%s --help'", fs.Arg(0), fs.Name())

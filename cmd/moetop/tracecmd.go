@@ -53,7 +53,7 @@ func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error 
 			printDefaults(fs, stdout)
 			return errHelp
 		}
-		return usagef("%v; run 'moetop trace import --help'", err)
+		return flagError(fs, err)
 	}
 	files := fs.Args()
 	switch {
