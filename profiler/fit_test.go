@@ -56,7 +56,7 @@ func TestALoadWithNoCappedCountsIsTakenEvenly(t *testing.T) {
 	if err != nil || fmt.Sprint(counts) != "[32 32 32 32]" {
 		t.Fatalf("counts %v, %v; want an even split of 128 rows", counts, err)
 	}
-	f, err := PlanFit("padded", c, 1<<40)
+	f, err := PlanFit("test-padded", c, 1<<40)
 	if err != nil || !f.Fits() || f.Need == 0 {
 		t.Errorf("%+v, %v", f, err)
 	}
