@@ -69,7 +69,7 @@ func TestRecordingSinksKeepTheHeapFlat(t *testing.T) {
 		t.Errorf("the live heap grew by %d B over %d steps (%.1f B a step); a long recording must stay flat",
 			grew, last-first, float64(grew)/float64(last-first))
 	}
-	if p50 := stats.stepMS.Percentile(0.5); !(p50 > 0) {
+	if p50 := stats.stepMS.Quantile(0.5); !(p50 > 0) {
 		t.Errorf("step p50 %g ms", p50)
 	}
 }

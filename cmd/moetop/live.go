@@ -388,7 +388,7 @@ func record(ctx context.Context, loop *profiler.Loop, f liveFlags, maxBytes int6
 		fmt.Fprintf(stderr, "moetop: recorded no steps %s: stopped before the first step completed\n", run)
 	} else if stats.steps > 0 {
 		fmt.Fprintf(stderr, "moetop: recorded %d steps%s %s: step p50 %.3f ms, %.3f TFLOP/s\n", stats.steps,
-			stats.skippedNote(), run, stats.stepMS.Percentile(0.5), stats.tflops.Percentile(0.5))
+			stats.skippedNote(), run, stats.stepMS.Quantile(0.5), stats.tflops.Quantile(0.5))
 	}
 	return err
 }

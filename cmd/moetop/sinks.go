@@ -38,7 +38,7 @@ func (r *recordSink) Observe(s stream.Sample) error {
 type statsSink struct {
 	steps, skipped int
 	ooms           int
-	stepMS, tflops quantiles
+	stepMS, tflops stream.Quantiles
 }
 
 func (st *statsSink) Observe(s stream.Sample) error {
