@@ -16,7 +16,8 @@ var epLayer = []string{"--backend", "cpu", "--experts", "16", "--top-k", "2", "-
 
 func TestExpertParallelRunRecordsEachRank(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "ep.jsonl")
-	code, _, stderr := runCLI(t, append([]string{"--ep", "2", "--steps", "4", "--record", log}, epLayer...)...)
+	// --window 0: a sample per step, however short (a fast step would fold).
+	code, _, stderr := runCLI(t, append([]string{"--ep", "2", "--steps", "4", "--window", "0", "--record", log}, epLayer...)...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
