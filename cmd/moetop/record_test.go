@@ -146,3 +146,13 @@ func TestShortStepsAreWindowed(t *testing.T) {
 		t.Errorf("summary --json counts %s; want 200 steps", out)
 	}
 }
+
+func TestRowsLineStaysShortForManyExperts(t *testing.T) {
+	if got := rowsLine([]int{1, 2, 3}); got != "[1 2 3]" {
+		t.Errorf("few experts: %q", got)
+	}
+	many := make([]int, 65536)
+	if got := rowsLine(many); len(got) > 80 || !strings.Contains(got, "65520 more experts") {
+		t.Errorf("65536 experts: %q", got)
+	}
+}

@@ -98,9 +98,19 @@ func (t *throttled) Observe(s stream.Sample) error {
 // watchLine is the line-per-second view for a run with no terminal.
 func watchLine(w io.Writer) stream.Sink {
 	return &throttled{every: time.Second, print: func(s stream.Sample) {
-		fmt.Fprintf(w, "step %d  %.2f ms  %.3f TFLOP/s  imbalance %.2f  rows %v\n",
-			s.Step, s.StepMS, s.TFLOPS, s.Imbalance, s.Rows)
+		fmt.Fprintf(w, "step %d  %.2f ms  %.3f TFLOP/s  imbalance %.2f  rows %s\n",
+			s.Step, s.StepMS, s.TFLOPS, s.Imbalance, rowsLine(s.Rows))
 	}}
+}
+
+// rowsLine is the experts' rows for a line of text: all of a few experts,
+// the first 16 of many, and how many more.
+func rowsLine(rows []int) string {
+	const show = 16
+	if len(rows) <= show {
+		return fmt.Sprint(rows)
+	}
+	return fmt.Sprintf("%v… (%d more experts)", rows[:show], len(rows)-show)
 }
 
 // forward hands samples to a consumer on another goroutine (the TUI),
