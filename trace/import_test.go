@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,7 +24,7 @@ func TestImportSGLangStatDump(t *testing.T) {
 	}
 	// 6 passes × 4 layers × 8 experts; layer 0 is dense (zeros), passes 4
 	// and 5 an unfilled ring buffer.
-	if tr.Steps() != 4 || !equalInts(tr.LayerIDs, []int{1, 2, 3}) || tr.Experts != 8 {
+	if tr.Steps() != 4 || !slices.Equal(tr.LayerIDs, []int{1, 2, 3}) || tr.Experts != 8 {
 		t.Fatalf("got %d steps, layers %v, %d experts; want 4, [1 2 3], 8", tr.Steps(), tr.LayerIDs, tr.Experts)
 	}
 	for _, c := range []struct{ pass, row, expert int }{{0, 0, 0}, {2, 1, 5}, {3, 2, 7}} {

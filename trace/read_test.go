@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,23 +55,11 @@ func TestReadAcceptsBothVersions(t *testing.T) {
 			if got := tr.At(tc.at[0], tc.at[1])[tc.at[2]]; got != tc.want {
 				t.Errorf("count at %v = %g, want %g", tc.at, got, tc.want)
 			}
-			if !equalInts(tr.LayerIDs, tc.layerIDs) || tr.TopK != tc.topK || tr.Source != tc.wantSourceText {
+			if !slices.Equal(tr.LayerIDs, tc.layerIDs) || tr.TopK != tc.topK || tr.Source != tc.wantSourceText {
 				t.Errorf("layers %v top-k %d source %q", tr.LayerIDs, tr.TopK, tr.Source)
 			}
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestReadErrorsAreOneLineInUserWords(t *testing.T) {
@@ -165,7 +154,7 @@ func TestWriteThenReadGivesTheSameTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Steps() != 3 || !equalInts(got.LayerIDs, tr.LayerIDs) || got.TopK != 2 || got.Source != "round trip" {
+	if got.Steps() != 3 || !slices.Equal(got.LayerIDs, tr.LayerIDs) || got.TopK != 2 || got.Source != "round trip" {
 		t.Fatalf("read back %d steps, layers %v, top-k %d, source %q", got.Steps(), got.LayerIDs, got.TopK, got.Source)
 	}
 	for s := range 3 {

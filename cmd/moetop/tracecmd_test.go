@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,21 +40,9 @@ func TestImportedTraceReplaysEveryLayerInTurn(t *testing.T) {
 		return nil
 	})
 	// The fixture's dump keeps layers 1, 2 and 3 (layer 0 routed nothing).
-	if want := []int{1, 2, 3, 1, 2, 3}; !equalInts(layers, want) {
+	if want := []int{1, 2, 3, 1, 2, 3}; !slices.Equal(layers, want) {
 		t.Errorf("layers stepped %v, want %v", layers, want)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestTraceCommandBadInput(t *testing.T) {
