@@ -7,14 +7,27 @@ import "C"
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/moetop/moetop/kernels"
 )
 
-// Our own grouped GEMM (hopper.cu), wgmma fed by TMA, one persistent
-// launch per GEMM over every expert, the activation fused into its
-// epilogue. It runs on Hopper only (sm_90a instructions), bf16 and fp16.
+// The hopper backend: our own grouped GEMM (hopper.cu), wgmma fed by TMA,
+// one persistent launch per GEMM over every expert, the activation fused
+// into gemm1. It runs on Hopper only (sm_90a instructions), bf16 and fp16.
+
+func init() {
+	register(kernels.Registration{
+		Name:     "hopper",
+		Doc:      "our wgmma + TMA grouped GEMM for Hopper, activation fused (bf16, fp16)",
+		Order:    60,
+		Plan:     hopperPlan,
+		Supports: hopperSupports,
+	}, func() runner { return &hopperRunner{} })
+}
 
 //go:embed hopper.cu
 var hopperSource string
@@ -29,6 +42,11 @@ var hopperProgram = Program{
 	Kernels:      hopperKernels(),
 }
 
+// UnverifiedHopperEnv must be 1 for the hopper backend to run: it has been
+// compiled (NVRTC and ptxas check every instruction) but not yet run on a
+// GPU against the CPU reference.
+const UnverifiedHopperEnv = "MOETOP_UNVERIFIED_HOPPER"
+
 // hopperConfig is one tile configuration of the kernel: 128 rows (two
 // wgmma m64 halves for the one consumer warpgroup) × BN columns, a ring of
 // Stages k-blocks of 64.
@@ -37,6 +55,9 @@ type hopperConfig struct{ BN, Stages int }
 const (
 	hopperBM, hopperBK = 128, 64
 	hopperThreads      = 256 // a producer and a consumer warpgroup
+	// hopperMaxExperts bounds the schedule's shared memory (4 bytes an
+	// expert, beside a ring of up to 160 KiB, under Hopper's 227 KiB).
+	hopperMaxExperts = 8192
 )
 
 // hopperDefault is what the backend runs; hopperConfigs are every
@@ -95,6 +116,39 @@ func hopperAct(a kernels.Activation) (int, error) {
 		return hopperActSiLU, nil
 	}
 	return 0, fmt.Errorf("the %v activation is not fused into the kernel yet", a)
+}
+
+// hopperSupports refuses what the kernel cannot run, saying why. Until a
+// GPU run has checked it against the CPU reference, it also refuses
+// unless UnverifiedHopperEnv is 1, so that auto and check pass it over.
+func hopperSupports(c kernels.Caps, s kernels.Shape) error {
+	if c.Major != 9 || c.Minor != 0 {
+		return fmt.Errorf("needs a Hopper GPU (sm_90) for wgmma and TMA; this device is sm_%d%d", c.Major, c.Minor)
+	}
+	if os.Getenv(UnverifiedHopperEnv) != "1" {
+		return errors.New("not yet checked against the CPU reference on a GPU; set " + UnverifiedHopperEnv + "=1 to try it")
+	}
+	switch {
+	case s.DType != kernels.BF16 && s.DType != kernels.FP16:
+		return fmt.Errorf("%v stays on cuBLAS: the kernel multiplies bf16 and fp16 only", s.DType)
+	case s.Hidden%8 != 0 || s.FFN%8 != 0:
+		return fmt.Errorf("hidden %d and ffn %d must be multiples of 8: TMA reads rows in multiples of 16 bytes", s.Hidden, s.FFN)
+	case s.Experts > hopperMaxExperts:
+		return fmt.Errorf("%d experts: the kernel's schedule holds at most %d", s.Experts, hopperMaxExperts)
+	}
+	_, err := hopperAct(s.Act)
+	return err
+}
+
+// hopperPlan: the dense rows and the handle of the router's GEMM. The
+// weights keep their size: Prepare rewrites w1 and w2 in place in the
+// kernel's layout (each expert's N × K, transposed), and no buffer is
+// padded: a tile that straddles an expert's end computes the next expert's
+// rows and masks their stores (the waste is time, not memory), and TMA
+// reads zeros past the weights' edges.
+func hopperPlan(s kernels.Shape, _ []int) ([]kernels.Buffer, error) {
+	b := append(gpuCommon(s), kernels.DenseRows(s, uint64(s.DType.Size()))...)
+	return append(b, kernels.Workspaces(1), kernels.Handles(1)), nil
 }
 
 // hopperGEMM is one prepared launch of the grouped GEMM:
@@ -166,3 +220,89 @@ func (d *Device) Multiprocessors() (int, error) {
 	err := check("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)", C.call_cuDeviceGetAttribute(&v, 16, d.dev))
 	return int(v), err
 }
+
+// hopperRunner is the backend's runner: both GEMMs prepared once per shape.
+type hopperRunner struct {
+	gemms [2]*hopperGEMM
+}
+
+// setup loads the kernels, rewrites the weights in the kernel's layout
+// and prepares both launches. The counts and offsets the kernel reads are
+// those the permute step leaves in the index buffer each step.
+func (h *hopperRunner) setup(b *Backend) error {
+	s := b.s
+	act, err := hopperAct(s.Act)
+	if err != nil {
+		return err
+	}
+	m, err := b.dev.Load(hopperProgram)
+	if err != nil {
+		return err
+	}
+	if err := h.fillWeights(b, m); err != nil {
+		return err
+	}
+	sms, err := b.dev.Multiprocessors()
+	if err != nil {
+		return err
+	}
+	idx := DevicePtr(b.bufs[kernels.BufIndex])
+	counts, offsets := idx, idx+DevicePtr(4*s.Experts)
+	buf := func(id kernels.BufferID) DevicePtr { return DevicePtr(b.bufs[id]) }
+	for i, o := range []hopperOperands{
+		{A: buf(kernels.BufPermutedX), W: buf(kernels.BufW1), Out: buf(kernels.BufH), N: s.FFN, K: s.Hidden, Act: act},
+		{A: buf(kernels.BufH), W: buf(kernels.BufW2), Out: buf(kernels.BufY), N: s.Hidden, K: s.FFN, Act: hopperActNone},
+	} {
+		o.DType, o.Counts, o.Offsets, o.Rows, o.Experts = s.DType, counts, offsets, s.Rows(), s.Experts
+		if h.gemms[i], err = newHopperGEMM(m, hopperDefault, o, sms, streamOf(b.stream)); err != nil {
+			return fmt.Errorf("gemm%d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// fillWeights writes w1 and w2 again, each expert's matrix transposed
+// (N × K) with the same values kernels.Fill gives the CPU reference.
+func (h *hopperRunner) fillWeights(b *Backend, m *Module) error {
+	s := b.s
+	f, err := m.Function("hopper_fill_t_" + hopperSuffix(s.DType))
+	if err != nil {
+		return err
+	}
+	n := s.Experts * s.Hidden * s.FFN
+	cfg := LaunchConfig{Grid: D(min(blocks(n, 256), 1<<16)), Block: D(256), Stream: streamOf(b.stream)}
+	for _, w := range []struct {
+		buf    kernels.BufferID
+		k, n   int
+		tensor uint32
+		scale  float32
+	}{
+		{kernels.BufW1, s.Hidden, s.FFN, kernels.TensorW1, kernels.ScaleW1(s.Hidden)},
+		{kernels.BufW2, s.FFN, s.Hidden, kernels.TensorW2, kernels.ScaleW2(s.FFN)},
+	} {
+		args := new(Args).Ptr(DevicePtr(b.bufs[w.buf])).U64(uint64(s.Experts)).U64(uint64(w.k)).U64(uint64(w.n)).
+			U64(s.Seed).U32(w.tensor).F32(w.scale)
+		if err := f.Launch(cfg, args); err != nil {
+			return err
+		}
+	}
+	return check("cuStreamSynchronize(hopper weights)", C.call_cuStreamSynchronize(b.stream))
+}
+
+func (h *hopperRunner) gemm(b *Backend, second bool) error {
+	g := h.gemms[0]
+	if second {
+		g = h.gemms[1]
+	}
+	return g.launch()
+}
+
+// fusesActivation: gemm1's epilogue applies the activation, so the step
+// launches no activation kernel.
+func (h *hopperRunner) fusesActivation() bool { return true }
+
+func (h *hopperRunner) buffers() []kernels.BufferID                   { return nil }
+func (h *hopperRunner) expertTimes(*Backend) ([]time.Duration, error) { return nil, nil }
+
+// teardown forgets the launches; the module lives as long as the device.
+func (h *hopperRunner) teardown(*Backend) { h.gemms = [2]*hopperGEMM{} }

@@ -1,21 +1,25 @@
 package cuda
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/moetop/moetop/kernels"
 )
 
-// GPU tests of the Hopper grouped GEMM, in the order to read their
-// failures: the weight generator, one dense GEMM against the host, then
-// the grouped GEMM with empty and ragged experts against the host. They
-// skip without an sm_90 device (the kernels are sm_90a code, which runs on
-// nothing else).
+// GPU tests of the hopper backend, in the order to read their failures:
+// the weight generator, one dense GEMM against the host, the grouped GEMM
+// with empty and ragged experts against the host, then the whole layer
+// against the CPU reference. They skip without an sm_90 device (the
+// kernels are sm_90a code, which runs on nothing else). The kernel tests
+// need no MOETOP_UNVERIFIED_HOPPER; the backend test opens the gate
+// itself, since checking the backend is what the gate waits for.
 
 // hopperDevice opens device 0 if it is sm_90, and loads the kernels.
 func hopperDevice(t testing.TB) (*Device, *Module) {
@@ -272,5 +276,45 @@ func TestHopperGroupedGEMMMatchesTheHost(t *testing.T) {
 	)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { runGEMMCase(t, d, m, c) })
+	}
+}
+
+// The backend through kernels.Check, as `moetop check --backends hopper`
+// runs it: random shapes it takes, experts starved of rows, and a
+// qwen3-moe-like layer at a few tokens.
+func TestHopperBackendMatchesCPUReference(t *testing.T) {
+	d, _ := hopperDevice(t)
+	t.Setenv(UnverifiedHopperEnv, "1")
+	caps := d.Caps()
+	reg, _ := kernels.Lookup("hopper")
+	b := open(t, "hopper")
+	rng := rand.New(rand.NewPCG(12, 34))
+	cases, refused := kernels.AcceptedCases(rng, reg, caps, []kernels.DType{kernels.BF16, kernels.FP16}, 12)
+	if len(refused) > 0 {
+		t.Fatalf("bf16 or fp16 refused: %v", refused)
+	}
+	for _, act := range []kernels.Activation{kernels.GELU, kernels.SiLU} {
+		cases = append(cases, kernels.CheckCase{Backend: "hopper", Starve: 5, Shape: kernels.Shape{Tokens: 512, Hidden: 2048,
+			FFN: 768, Experts: 128, TopK: 8, DType: kernels.BF16, Act: act, Seed: 3}})
+	}
+	zeroRows := 0
+	for _, c := range cases {
+		r := kernels.Check(context.Background(), b, c, rng)
+		if !r.Pass() {
+			t.Errorf("%+v: rel err %.3g (tol %.0e), logits err %.3g, router mismatches %d, err %v",
+				c.Shape, r.RelErr, r.Tolerance, r.LogitsErr, r.RouterMismatches, r.Err)
+		}
+		zeroRows += r.ZeroRowExperts
+	}
+	if zeroRows == 0 {
+		t.Error("no case had an expert with zero rows")
+	}
+	// The activation is in gemm1: the act phase runs nothing.
+	res, err := b.Step(context.Background(), kernels.StepInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act := res.Phases[kernels.PhaseAct]; act > 50*time.Microsecond {
+		t.Errorf("act phase took %v; the activation should be fused into gemm1", act)
 	}
 }
