@@ -306,3 +306,41 @@ func (h *hopperRunner) expertTimes(*Backend) ([]time.Duration, error) { return n
 
 // teardown forgets the launches; the module lives as long as the device.
 func (h *hopperRunner) teardown(*Backend) { h.gemms = [2]*hopperGEMM{} }
+
+// timeLaunches runs launch reps times on stream between two events and
+// returns the mean time of one run: the microbenchmark's clock (test files
+// cannot call C). The caller has entered the device.
+func timeLaunches(stream Stream, reps int, launch func() error) (time.Duration, error) {
+	if reps < 1 {
+		return 0, fmt.Errorf("timing %d runs", reps)
+	}
+	s := C.moetop_stream(C.uintptr_t(stream))
+	var start, stop C.CUevent
+	if err := check("cuEventCreate", C.call_cuEventCreate(&start, 0)); err != nil {
+		return 0, err
+	}
+	defer C.call_cuEventDestroy_v2(start)
+	if err := check("cuEventCreate", C.call_cuEventCreate(&stop, 0)); err != nil {
+		return 0, err
+	}
+	defer C.call_cuEventDestroy_v2(stop)
+	if err := check("cuEventRecord", C.call_cuEventRecord(start, s)); err != nil {
+		return 0, err
+	}
+	for range reps {
+		if err := launch(); err != nil {
+			return 0, err
+		}
+	}
+	if err := check("cuEventRecord", C.call_cuEventRecord(stop, s)); err != nil {
+		return 0, err
+	}
+	if err := check("cuEventSynchronize", C.call_cuEventSynchronize(stop)); err != nil {
+		return 0, err
+	}
+	var ms C.float
+	if err := check("cuEventElapsedTime", C.call_cuEventElapsedTime(&ms, start, stop)); err != nil {
+		return 0, err
+	}
+	return time.Duration(float64(ms) * 1e6 / float64(reps)), nil
+}

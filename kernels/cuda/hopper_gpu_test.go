@@ -318,3 +318,93 @@ func TestHopperBackendMatchesCPUReference(t *testing.T) {
 		t.Errorf("act phase took %v; the activation should be fused into gemm1", act)
 	}
 }
+
+// BenchmarkHopperGEMM times each compiled configuration's kernel alone on
+// the qwen3-moe-like layer (8192 tokens, hidden 2048, ffn 768, 128
+// experts, top-8), gemm1 (silu fused) and gemm2, with the loads bench
+// uses, in TFLOP/s of the real rows:
+//
+//	go test -run '^$' -bench HopperGEMM ./kernels/cuda
+func BenchmarkHopperGEMM(b *testing.B) {
+	d, m := hopperDevice(b)
+	s := kernels.Shape{Tokens: 8192, Hidden: 2048, FFN: 768, Experts: 128, TopK: 8, DType: kernels.BF16}
+	rows := s.Rows()
+	sms, err := d.Multiprocessors()
+	if err != nil {
+		b.Fatal(err)
+	}
+	alloc := func(n int) DevicePtr {
+		p, err := d.Alloc(n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { d.Free(p) })
+		return p
+	}
+	x, h, y := alloc(2*rows*s.Hidden), alloc(2*rows*s.FFN), alloc(2*rows*s.Hidden)
+	w1, w2 := alloc(2*s.Experts*s.Hidden*s.FFN), alloc(2*s.Experts*s.FFN*s.Hidden)
+	fill, err := m.Function("hopper_fill_t_bf16")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, f := range []struct {
+		p             DevicePtr
+		experts, k, n int
+	}{{x, 1, s.Hidden, rows}, {h, 1, s.FFN, rows}, {w1, s.Experts, s.Hidden, s.FFN}, {w2, s.Experts, s.FFN, s.Hidden}} {
+		args := new(Args).Ptr(f.p).U64(uint64(f.experts)).U64(uint64(f.k)).U64(uint64(f.n)).U64(1).U32(uint32(10 + i)).
+			F32(1 / float32(math.Sqrt(float64(f.k))))
+		if err := fill.Launch(LaunchConfig{Grid: D(4096), Block: D(256)}, args); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, routing := range []string{"uniform", "zipf:1.2", "seed-uneven"} {
+		counts := fixedCounts(b, routing, s)
+		offsets := make([]int, len(counts))
+		for e := 1; e < len(counts); e++ {
+			offsets[e] = offsets[e-1] + counts[e-1]
+		}
+		cb, ob := make([]byte, 4*len(counts)), make([]byte, 4*len(counts))
+		for e := range counts {
+			binary.LittleEndian.PutUint32(cb[4*e:], uint32(counts[e]))
+			binary.LittleEndian.PutUint32(ob[4*e:], uint32(offsets[e]))
+		}
+		cp, op := alloc(len(cb)), alloc(len(ob))
+		if err := d.Upload(cp, cb); err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Upload(op, ob); err != nil {
+			b.Fatal(err)
+		}
+		for _, cfg := range hopperConfigs {
+			for _, g := range []struct {
+				name      string
+				a, w, out DevicePtr
+				n, k, act int
+			}{
+				{"gemm1", x, w1, h, s.FFN, s.Hidden, hopperActSiLU},
+				{"gemm2", h, w2, y, s.Hidden, s.FFN, hopperActNone},
+			} {
+				name := fmt.Sprintf("%s/%dx%d_s%d/%s", routing, hopperBM, cfg.BN, cfg.Stages, g.name)
+				b.Run(name, func(b *testing.B) {
+					k, err := newHopperGEMM(m, cfg, hopperOperands{DType: s.DType, A: g.a, W: g.w, Out: g.out, Counts: cp,
+						Offsets: op, Rows: rows, Experts: s.Experts, N: g.n, K: g.k, Act: g.act}, sms, 0)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := k.launch(); err != nil { // warm-up, and the first launch's errors
+						b.Fatal(err)
+					}
+					if err := d.Synchronize(); err != nil {
+						b.Fatal(err)
+					}
+					b.ResetTimer()
+					per, err := timeLaunches(0, b.N, k.launch)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.ReportMetric(2*float64(rows)*float64(g.n)*float64(g.k)/per.Seconds()/1e12, "TFLOP/s")
+				})
+			}
+		}
+	}
+}
