@@ -103,6 +103,13 @@ type gemmCase struct {
 // host GEMM of the same rounded inputs; a row past the last must stay as
 // poisoned (NaN), proving the stores are masked.
 func runGEMMCase(t *testing.T, d *Device, m *Module, c gemmCase) {
+	// A subtest runs on a goroutine (an OS thread) of its own, where the
+	// context must be made current again for the launch.
+	leave, err := d.Enter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leave()
 	rng := rand.New(rand.NewPCG(uint64(len(c.name)), uint64(c.n*c.k)))
 	experts := len(c.counts)
 	offsets := make([]int, experts)
@@ -386,6 +393,11 @@ func BenchmarkHopperGEMM(b *testing.B) {
 			} {
 				name := fmt.Sprintf("%s/%dx%d_s%d/%s", routing, hopperBM, cfg.BN, cfg.Stages, g.name)
 				b.Run(name, func(b *testing.B) {
+					leave, err := d.Enter() // a goroutine of its own: make the context current
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer leave()
 					k, err := newHopperGEMM(m, cfg, hopperOperands{DType: s.DType, A: g.a, W: g.w, Out: g.out, Counts: cp,
 						Offsets: op, Rows: rows, Experts: s.Experts, N: g.n, K: g.k, Act: g.act}, sms, 0)
 					if err != nil {
