@@ -12,7 +12,7 @@
 #                  without it, bench and hybrid time moetop alone
 #     --baseline BIN  another moetop build to time beside this one (regress)
 #     PART         check live bench report overhead hybrid device1 oomsample
-#                  regress, or all (= check live bench, the default)
+#                  regress hopper, or all (= check live bench, the default)
 set -u
 usage() { sed -n '/^#   usage:/,/^#.*(= check/s/^# \{0,1\}//p' "$0"; }
 
@@ -28,8 +28,8 @@ while [ $# -gt 0 ]; do
     --peer=*) PEER=${1#--peer=}; shift;;
     --baseline) [ $# -ge 2 ] || { echo "gpu-run: --baseline needs a moetop binary" >&2; exit 2; }; BASELINE=$2; shift 2;;
     -h|--help) usage; exit 0;;
-    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|all) parts+=("$1"); shift;;
-    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
+    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|hopper|all) parts+=("$1"); shift;;
+    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, hopper, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
   esac
 done
 [ ${#parts[@]} -gt 0 ] || parts=(all)
@@ -208,6 +208,36 @@ for (name, dist, be, which), tf in sorted(best.items()):
 PY
 }
 
+run_hopper() {
+  step "hopper: our grouped GEMM's tests, its SASS, moetop check, the kernel alone, then beside the others"
+  # The tests in the order to read their failures: weights, dense GEMM,
+  # grouped GEMM, the backend against the CPU reference.
+  (cd kernels/cuda && MOETOP_HOPPER_CUBIN="$DIR/hopper.cubin" ../../bin/cuda.test -test.run Hopper -test.v -test.count=1 2>&1) \
+    > "$DIR/hopper-test.log"
+  grep -E "^(--- |ok|FAIL|PASS)|registers|got .*want|values off" "$DIR/hopper-test.log" | head -60
+  objdump=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
+  if [ -x "$objdump" ] && [ -f "$DIR/hopper.cubin" ]; then
+    "$objdump" -sass "$DIR/hopper.cubin" > "$DIR/hopper.sass"
+    echo "SASS: $(grep -c HGMMA "$DIR/hopper.sass") HGMMA, $(grep -c UTMALDG "$DIR/hopper.sass") UTMALDG," \
+      "$(grep -cE '\b(LDL|STL)\b' "$DIR/hopper.sass") local loads/stores (want 0)"
+  fi
+  # MOETOP_UNVERIFIED_HOPPER=1: the backend refuses to run without it until
+  # a run like this one has checked it.
+  MOETOP_UNVERIFIED_HOPPER=1 bin/moetop check --backends hopper --dtypes bf16,fp16 --cases 12 > "$DIR/check-hopper.txt" 2>&1
+  echo "check exit $?"; tail -3 "$DIR/check-hopper.txt"; grep FAIL "$DIR/check-hopper.txt" | head -10
+  (cd kernels/cuda && ../../bin/cuda.test -test.run '^$' -test.bench HopperGEMM -test.benchtime 20x 2>&1) \
+    | tee "$DIR/hopper-bench.txt" | grep -E "Benchmark|ok|FAIL"
+  shapes=(--shape qwen3-moe:8192:2048:768:128:8 --shape olmoe:16384:2048:1024:64:8 --shape dsv3:4096:7168:2048:256:8
+          --shape dsv3-decode:128:7168:2048:256:8 --shape mixtral:8192:4096:14336:8:2)
+  MOETOP_UNVERIFIED_HOPPER=1 bin/moetop bench "${shapes[@]}" --dist uniform,seed-uneven,zipf:1.2 \
+    --backends hopper,grouped,loop,streams,padded,hybrid --format json --out "$DIR/moetop-bench.json" 2> "$DIR/moetop-bench.log"
+  tail -6 "$DIR/moetop-bench.log"
+  if have_peer; then
+    python3 "$PEER" "${shapes[@]}" --dist uniform --dist seed-uneven --dist zipf:1.2 --json "$DIR/peer.json" > "$DIR/peer.log" 2>&1
+    python3 scripts/compare.py "$DIR/moetop-bench.json" "$DIR/peer.json" | tee "$DIR/compare.txt"
+  fi
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -221,7 +251,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,t
 for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
-    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;;
+    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; hopper) run_hopper;;
     all) run_check; run_live; run_bench;;
   esac
 done

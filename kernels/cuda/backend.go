@@ -486,6 +486,9 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 	steps := []func() error{
 		func() error { return b.gemm(false) },
 		func() error {
+			if f, ok := b.run.(fusedActivation); ok && f.fusesActivation() {
+				return nil // gemm1 applied it
+			}
 			n := hRows * s.FFN
 			return b.mod.launch("act_"+sfx, min(blocks(n, 256), 1<<16), 256, b.stream, argPtr(b.bufs[kernels.BufH]),
 				argU64(uint64(n)), argInt(int(s.Act)))
@@ -530,6 +533,10 @@ func roundUp(n, m int) int { return (n + m - 1) / m * m }
 // routeBlock is the router kernel's threads per block: one thread per
 // token, each with MAX_TOP_K candidates in local memory (512 bytes at 64).
 const routeBlock = 128
+
+// fusedActivation is a runner whose gemm1 applies the activation in its
+// epilogue: the act phase then runs nothing and times ~0.
+type fusedActivation interface{ fusesActivation() bool }
 
 // graphed is a runner whose GEMMs can be captured in a CUDA graph.
 type graphed interface{ graphable() bool }

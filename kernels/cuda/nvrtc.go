@@ -79,8 +79,16 @@ type Compiler func(CompileRequest) ([]byte, error)
 
 // CompileNVRTC compiles with NVRTC, which needs no GPU: only libnvrtc.
 func CompileNVRTC(req CompileRequest) (cubin []byte, err error) {
+	cubin, _, err = CompileNVRTCLog(req)
+	return cubin, err
+}
+
+// CompileNVRTCLog is CompileNVRTC that also returns NVRTC's log of a
+// compile that succeeded: its warnings, and with "--ptxas-options=-v"
+// ptxas's registers, spills and stack per kernel.
+func CompileNVRTCLog(req CompileRequest) (cubin []byte, log string, err error) {
 	if err := LoadNVRTC(""); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	src := C.CString(req.Source)
 	defer C.free(unsafe.Pointer(src))
@@ -88,11 +96,11 @@ func CompileNVRTC(req CompileRequest) (cubin []byte, err error) {
 	defer C.free(unsafe.Pointer(name))
 	var prog C.nvrtcProgram
 	if err := checkNVRTC("nvrtcCreateProgram", C.call_nvrtcCreateProgram(&prog, src, name, 0, nil, nil)); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer func() {
 		if derr := checkNVRTC("nvrtcDestroyProgram", C.call_nvrtcDestroyProgram(&prog)); derr != nil && err == nil {
-			cubin, err = nil, derr
+			cubin, log, err = nil, "", derr
 		}
 	}()
 	copts := make([]*C.char, len(req.Options)+1) // +1: never an empty array
@@ -104,22 +112,26 @@ func CompileNVRTC(req CompileRequest) (cubin []byte, err error) {
 	if cerr != nil {
 		log, lerr := programLog(prog)
 		if lerr != nil {
-			return nil, errors.Join(cerr, lerr)
+			return nil, "", errors.Join(cerr, lerr)
 		}
-		return nil, fmt.Errorf("%w: %s", cerr, log)
+		return nil, "", fmt.Errorf("%w: %s", cerr, log)
 	}
 	var n C.size_t
 	if err := checkNVRTC("nvrtcGetCUBINSize", C.call_nvrtcGetCUBINSize(prog, &n)); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("nvrtcGetCUBINSize: no CUBIN (options %v name a virtual architecture?)", req.Options)
+		return nil, "", fmt.Errorf("nvrtcGetCUBINSize: no CUBIN (options %v name a virtual architecture?)", req.Options)
 	}
 	out := make([]byte, int(n))
 	if err := checkNVRTC("nvrtcGetCUBIN", C.call_nvrtcGetCUBIN(prog, (*C.char)(unsafe.Pointer(&out[0])))); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return out, nil
+	log, err = programLog(prog)
+	if err != nil {
+		return nil, "", err
+	}
+	return out, log, nil
 }
 
 // programLog is NVRTC's log of the program's compilation, trimmed.

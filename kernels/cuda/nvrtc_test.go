@@ -65,6 +65,7 @@ func TestNVRTCBuildsCUBINsWithTheKernels(t *testing.T) {
 		{"layer.cu compiles for sm_90", layerProgram, 9, 0},
 		{"layer.cu compiles for sm_80", layerProgram, 8, 0},
 		{"the read-bandwidth kernel compiles for sm_90", bandwidthProgram, 9, 0},
+		{"the Hopper grouped GEMM compiles for sm_90a", hopperProgram, 9, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := &Builder{} // memory only: compiles every time

@@ -105,9 +105,16 @@ func TestCheckPlanNamesWhatIsMissing(t *testing.T) {
 	}
 }
 
+// withEverything is a Hopper GPU whose cuBLAS has the grouped GEMM, with
+// the hopper backend allowed: every GPU backend can run there.
+func withEverything(t *testing.T) kernels.Caps {
+	t.Setenv(UnverifiedHopperEnv, "1")
+	return kernels.Caps{GPU: true, GroupedGEMM: true, Major: 9, Minor: 0}
+}
+
 func TestGPUBackendsRegisterWhatTheyNeed(t *testing.T) {
-	gpu := kernels.Caps{GPU: true, GroupedGEMM: true}
-	old := kernels.Caps{GPU: true}
+	gpu := withEverything(t)
+	old := kernels.Caps{GPU: true, Major: 9, Minor: 0}
 	for _, name := range kernels.GPUNames() {
 		r, _ := kernels.Lookup(name)
 		if r.Doc == "" || !r.NeedsGPU {
@@ -285,7 +292,7 @@ func TestPaddedDoesNotFitWhereOthersDo(t *testing.T) {
 	const total = 80 << 30
 	own, _ := profiler.Peak("grouped", c, counts)
 	free := uint64(total) - own - 1<<30
-	m := profiler.Model(c, counts, "grouped", kernels.Caps{GPU: true, GroupedGEMM: true}, free, total)
+	m := profiler.Model(c, counts, "grouped", withEverything(t), free, total)
 	if len(m.Backends) != len(kernels.GPUNames()) {
 		t.Fatalf("the model predicts for %d backends, want every GPU backend's %d", len(m.Backends), len(kernels.GPUNames()))
 	}
