@@ -112,7 +112,7 @@ func TestTCPRankThatClosesEndsTheOthersCleanly(t *testing.T) {
 	if errs := allReduceOn(m, -1); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
-	m[0].Close()
+	go m[0].Close() // Close waits for the others to leave
 	done := make(chan []error, 1)
 	go func() { done <- allReduceOn(m, 0) }()
 	select {
