@@ -218,7 +218,7 @@ func Join(ctx context.Context, cfg JoinConfig) (*Session, error) {
 	if cfg.JoinTimeout <= 0 {
 		cfg.JoinTimeout = cfg.Timeout
 	}
-	s := &Session{rank: cfg.Rank, world: cfg.World, timeout: cfg.Timeout, grace: min(cfg.Timeout, 2*time.Second),
+	s := &Session{rank: cfg.Rank, world: cfg.World, timeout: cfg.Timeout, grace: graceFor(cfg.Timeout),
 		spec: cfg.Spec, addr: cfg.Addr, done: make(chan struct{}), events: make(chan ctlEvent, 4*cfg.World)}
 	var err error
 	if cfg.Rank == 0 {
@@ -660,9 +660,13 @@ func (s *Session) Abort(cause error) {
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
+		// The mesh and the control connections drain side by side, so
+		// that leaving takes one grace at most, not two.
+		var mesh sync.WaitGroup
 		if s.mesh != nil {
-			s.mesh.Close()
+			mesh.Go(func() { s.mesh.Close() })
 		}
+		defer mesh.Wait()
 		select {
 		case <-s.done:
 		default:

@@ -26,6 +26,7 @@ type ProcBackend struct {
 
 	shape kernels.Shape
 	rank  *Rank
+	steps int
 }
 
 // Info names the backend after the reference its rank runs, as CPUBackend
@@ -75,8 +76,12 @@ func (b *ProcBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.S
 		return kernels.StepResult{}, errors.New("ep: a fixed routing is not supported across ranks")
 	}
 	b.rank.cfg.Bias = in.Bias
+	step := b.steps
+	b.steps++
 	res, err := b.rank.Step(ctx)
-	if err == nil {
+	if err != nil {
+		err = fmt.Errorf("step %d: %w", step, err)
+	} else {
 		rep := reportOf(res, b.shape)
 		rep.Bias = biasPrint(in.Bias)
 		var reps []Report

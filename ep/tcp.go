@@ -48,6 +48,12 @@ type TCP struct {
 	finished  chan struct{}
 }
 
+// graceFor is how long a rank that leaves or aborts waits for its last
+// frames to reach the peers and theirs to arrive: long enough for any
+// network, short against the timeout, so that a run with a hung rank ends
+// soon after the timeout names it.
+func graceFor(timeout time.Duration) time.Duration { return min(timeout/2, time.Second) }
+
 // opBye asks a writer to say goodbye and stop.
 const opBye = "bye"
 
@@ -56,7 +62,7 @@ const opBye = "bye"
 func newTCP(rank int, conns []net.Conn, timeout time.Duration) *TCP {
 	n := len(conns)
 	t := &TCP{conns: conns, outs: make([]chan msg, n), ins: make([]chan msg, n), left: make([]error, n),
-		grace: min(timeout, 2*time.Second), done: make(chan struct{}), finished: make(chan struct{})}
+		grace: graceFor(timeout), done: make(chan struct{}), finished: make(chan struct{})}
 	t.comm = comm{rank: rank, n: n, timeout: timeout, out: make([]chan<- msg, n), in: make([]<-chan msg, n),
 		done: t.done, cause: func() error { return t.cause }, abort: t.abort, gone: t.gone}
 	for p := range n {
