@@ -37,7 +37,7 @@ func (f *epFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.ranks, "ep", 0, "run the layer expert-parallel over N ranks, each holding --tokens tokens (0: off)")
 	fs.StringVar(&f.placement, "placement", "", "with --ep: JSON `FILE` of expert → [ranks] (replicas allowed; default: contiguous blocks)")
 	fs.DurationVar(&f.timeout, "ep-timeout", 30*time.Second, "with --ep: how long a rank waits for the others before the run ends (processes also wait at least 1m for every rank to join)")
-	fs.IntVar(&f.rank, "rank", 0, "one process per rank: this process's rank, 0 … N−1; rank 0 shows and records the run, the others run headless (default: $RANK)")
+	fs.IntVar(&f.rank, "rank", 0, "one process per rank: this process's rank, 0 … N−1; rank 0 shows, records and ends the run (its --steps, --duration), the others run headless until it does (default: $RANK)")
 	fs.IntVar(&f.world, "world", 0, "one process per rank: how many processes (ranks) the run has, = --ep (default: $WORLD_SIZE, else --ep)")
 	fs.StringVar(&f.coordinator, "coordinator", "", fmt.Sprintf("one process per rank: `HOST:PORT` where rank 0 listens and the others connect (default: $MASTER_ADDR or 127.0.0.1, port %d: moetop's own port, since a launcher such as torchrun holds $MASTER_PORT for its store)", ep.DefaultPort))
 }
@@ -250,12 +250,14 @@ func (f *epFlags) describe(h *stream.Header, be kernels.Backend) {
 // alone shows, records and serves the run.
 func (f *epFlags) headless() bool { return f.multi && f.rank > 0 }
 
-// follow runs a headless rank until the run ends, with a line when it
-// does. Rank 0 ending the run is this rank's normal end.
-func (f *epFlags) follow(ctx context.Context, loop *profiler.Loop, steps int, stderr io.Writer) error {
+// follow runs a headless rank until rank 0 ends the run, with a line when
+// it does. Its own --steps and --duration do not apply: a launcher gives
+// every rank the same command line, and a rank that stopped on its own
+// clock would break the run for the others.
+func (f *epFlags) follow(ctx context.Context, loop *profiler.Loop, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "moetop: rank %d of %d joined; running headless (rank 0 shows and records the run)\n", f.rank, f.world)
 	n := 0
-	err := drive(ctx, loop, steps, observer(func(s stream.Sample) { n += max(1, s.Steps) }))
+	err := drive(ctx, loop, 0, observer(func(s stream.Sample) { n += max(1, s.Steps) }))
 	switch {
 	case errors.Is(err, ep.ErrEnded):
 		fmt.Fprintf(stderr, "moetop: rank %d of %d: the run ended after %d steps (%s)\n", f.rank, f.world, n, oneLine(err.Error()))

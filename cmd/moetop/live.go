@@ -142,7 +142,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if f.duration > 0 {
+	if f.duration > 0 && !f.ep.headless() { // rank 0 ends a run of one process per rank
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
@@ -167,7 +167,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer poller.Close() // NVML shuts down after the sampler's last read
 	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, Caps: caps, MinSampleMS: float64(f.window) / 1e6}
 	if f.ep.headless() {
-		return f.ep.follow(ctx, loop, f.steps, stderr)
+		return f.ep.follow(ctx, loop, stderr)
 	}
 	h := header(loop, reason)
 	f.ep.describe(&h, be)
