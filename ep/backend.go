@@ -71,21 +71,41 @@ func (b *CPUBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.St
 	if err != nil {
 		return kernels.StepResult{}, err
 	}
-	res := kernels.StepResult{Rows: make([]int, b.shape.Experts)}
-	for _, r := range ranks {
-		for e, n := range r.ExpertRows {
+	reps := make([]Report, len(ranks))
+	for i, r := range ranks {
+		reps[i] = reportOf(r, b.shape)
+	}
+	return resultOf(b.shape, reps), nil
+}
+
+// reportOf is what rank r tells the others of its step.
+func reportOf(r *RankResult, s kernels.Shape) Report {
+	d := r.Phases.Durations()
+	ns := make([]int64, len(d))
+	for i := range d {
+		ns[i] = int64(d[i])
+	}
+	sent, saved := r.SentBytes(s.Hidden, s.DType.Size())
+	return Report{Rank: r.Rank, PhasesNS: ns, RecvTokens: r.RecvTokens, RecvRows: r.RecvRows,
+		SentBytes: sent, SavedBytes: saved, ExpertRows: r.ExpertRows}
+}
+
+// resultOf is the whole step from every rank's report, in rank order:
+// rows per expert over all ranks and each rank's phases and traffic.
+func resultOf(s kernels.Shape, reps []Report) kernels.StepResult {
+	res := kernels.StepResult{Rows: make([]int, s.Experts)}
+	for _, r := range reps {
+		for e, n := range r.ExpertRows[:min(len(r.ExpertRows), s.Experts)] {
 			res.Rows[e] += n
 		}
-		d := r.Phases.Durations()
-		ph := make([]kernels.NamedPhase, len(d))
-		for i := range d {
-			ph[i] = kernels.NamedPhase{Name: PhaseNames[i], Time: d[i]}
+		ph := make([]kernels.NamedPhase, min(len(r.PhasesNS), len(PhaseNames)))
+		for i := range ph {
+			ph[i] = kernels.NamedPhase{Name: PhaseNames[i], Time: time.Duration(r.PhasesNS[i])}
 		}
-		sent, saved := r.SentBytes(b.shape.Hidden, b.shape.DType.Size())
 		res.Devices = append(res.Devices, kernels.DeviceStep{Device: r.Rank, Phases: ph,
-			RecvTokens: r.RecvTokens, RecvRows: r.RecvRows, SentBytes: sent, SavedBytes: saved})
+			RecvTokens: r.RecvTokens, RecvRows: r.RecvRows, SentBytes: r.SentBytes, SavedBytes: r.SavedBytes})
 	}
-	return res, nil
+	return res
 }
 
 // Close releases the ranks.

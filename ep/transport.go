@@ -16,6 +16,12 @@ var (
 	// ErrMismatch means ranks disagree on a collective: a different call, or
 	// a buffer whose size the receiver did not expect.
 	ErrMismatch = errors.New("ranks disagree")
+	// ErrEnded means a rank that others still needed left the run cleanly:
+	// its run ended (rank 0's --steps or --duration, a signal, a quit).
+	ErrEnded = errors.New("run ended")
+	// ErrPeerLost means a rank's connection closed without a goodbye: its
+	// process died or was killed, or the network between the two failed.
+	ErrPeerLost = errors.New("rank lost")
 )
 
 // Rows is what dispatch carries from one rank to another: token rows and, for

@@ -1,16 +1,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/moetop/moetop/ep"
 	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/profiler"
 	"github.com/moetop/moetop/stream"
+	"github.com/moetop/moetop/tui"
 )
 
 // epFlags are the expert-parallel flags of the live run.
@@ -18,64 +24,255 @@ type epFlags struct {
 	ranks     int
 	placement string
 	timeout   time.Duration
+
+	// One process per rank (multi is set by check once rank and world
+	// are known, from flags or the launcher's variables).
+	rank, world int
+	coordinator string
+	localRank   int // LOCAL_RANK, -1 when unset: the GPU the rank will drive
+	multi       bool
 }
 
 func (f *epFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.ranks, "ep", 0, "run the layer expert-parallel over N ranks, each holding --tokens tokens (0: off)")
 	fs.StringVar(&f.placement, "placement", "", "with --ep: JSON `FILE` of expert → [ranks] (replicas allowed; default: contiguous blocks)")
-	fs.DurationVar(&f.timeout, "ep-timeout", 30*time.Second, "with --ep: how long a rank waits for the others before the run ends")
+	fs.DurationVar(&f.timeout, "ep-timeout", 30*time.Second, "with --ep: how long a rank waits for the others before the run ends (processes also wait at least 1m for every rank to join)")
+	fs.IntVar(&f.rank, "rank", 0, "one process per rank: this process's rank, 0 … N−1; rank 0 shows, records and ends the run (its --steps, --duration), the others run headless until it does (default: $RANK)")
+	fs.IntVar(&f.world, "world", 0, "one process per rank: how many processes (ranks) the run has, = --ep (default: $WORLD_SIZE, else --ep)")
+	fs.StringVar(&f.coordinator, "coordinator", "", fmt.Sprintf("one process per rank: `HOST:PORT` where rank 0 listens and the others connect (default: $MASTER_ADDR or 127.0.0.1, port %d: moetop's own port, since a launcher such as torchrun holds $MASTER_PORT for its store)", ep.DefaultPort))
 }
 
-// check validates the flags against each other before anything is opened.
-func (f *epFlags) check() error {
+// check validates the flags against each other before anything is opened,
+// and resolves a multi-process run from the flags or, when --ep runs
+// under a launcher, from RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR.
+func (f *epFlags) check(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	switch {
 	case f.ranks < 0:
 		return usagef("invalid --ep %d; want 0 (off) or the number of ranks", f.ranks)
-	case f.ranks == 0 && f.placement != "":
-		return usagef("--placement needs --ep N")
 	case f.timeout <= 0:
 		return usagef("invalid --ep-timeout %s; want a positive duration such as 30s", f.timeout)
+	}
+	launcher := f.ranks > 0 && os.Getenv("RANK") != "" && os.Getenv("WORLD_SIZE") != ""
+	if set["rank"] || set["world"] || set["coordinator"] || launcher {
+		if err := f.resolve(set); err != nil {
+			return err
+		}
+	}
+	if f.ranks == 0 && f.placement != "" {
+		return usagef("--placement needs --ep N")
 	}
 	return nil
 }
 
+// resolve fills rank, world, coordinator and localRank for a run of one
+// process per rank.
+func (f *epFlags) resolve(set map[string]bool) error {
+	given := "--coordinator"
+	for _, n := range []string{"world", "rank"} {
+		if set[n] {
+			given = "--" + n
+		}
+	}
+	need := usagef("%s needs --rank and --world (or RANK and WORLD_SIZE from a launcher such as torchrun)", given)
+	envInt := func(name string) (int, bool, error) {
+		v := os.Getenv(name)
+		if v == "" {
+			return 0, false, nil
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return 0, false, usagef("%s=%q from the launcher is not a whole number", name, v)
+		}
+		return n, true, nil
+	}
+	if !set["rank"] {
+		r, ok, err := envInt("RANK")
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return need
+		}
+		f.rank = r
+	}
+	if !set["world"] {
+		w, ok, err := envInt("WORLD_SIZE")
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			f.world = w
+		case f.ranks > 0:
+			f.world = f.ranks
+		default:
+			return need
+		}
+	}
+	switch {
+	case f.world < 1:
+		return usagef("invalid --world %d; want the number of processes, at least 1", f.world)
+	case f.rank < 0 || f.rank >= f.world:
+		return usagef("invalid --rank %d for a world of %d; want 0 … %d", f.rank, f.world, f.world-1)
+	case f.ranks == 0:
+		f.ranks = f.world
+	case f.ranks != f.world:
+		return usagef("--ep %d with a world of %d processes: each process is one rank, so --ep must equal --world (or leave --ep out)", f.ranks, f.world)
+	}
+	if !set["coordinator"] {
+		host := os.Getenv("MASTER_ADDR")
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		f.coordinator = net.JoinHostPort(host, strconv.Itoa(ep.DefaultPort))
+	}
+	_, port, err := net.SplitHostPort(f.coordinator)
+	p, perr := strconv.Atoi(port)
+	switch {
+	case err != nil || perr != nil || p < 0 || p > 65535:
+		return usagef("invalid --coordinator %q; want HOST:PORT, such as node0:%d", f.coordinator, ep.DefaultPort)
+	case p == 0 && f.rank > 0:
+		return usagef("invalid --coordinator %q for rank %d: the other ranks need the port rank 0 listens on", f.coordinator, f.rank)
+	}
+	f.localRank = -1
+	if lr, ok, err := envInt("LOCAL_RANK"); err != nil {
+		return err
+	} else if ok {
+		if lr < 0 {
+			return usagef("LOCAL_RANK=%d from the launcher is not a local rank", lr)
+		}
+		f.localRank = lr
+	}
+	f.multi = true
+	return nil
+}
+
 // backend opens the expert-parallel layer. Its ranks run the CPU
-// reference over an in-process transport; over GPUs (NCCL) expert
-// parallelism is not built yet, and a run that asks for a GPU backend is
-// told so rather than silently moved to the CPU.
-func (f *epFlags) backend(name string, cfg profiler.Config) (kernels.Backend, string, error) {
-	if ref, _ := kernels.Reference(); name != ref.Name && name != "auto" {
+// reference, all in this process over an in-process transport, or one
+// rank per process over TCP (multi); over GPUs (NCCL) expert parallelism
+// is not built yet, and a run that asks for a GPU backend is told so
+// rather than silently moved to the CPU.
+func (f *epFlags) backend(ctx context.Context, name string, cfg profiler.Config, stderr io.Writer) (kernels.Backend, string, error) {
+	ref, _ := kernels.Reference()
+	if name != ref.Name && name != "auto" {
 		return nil, "", usagef("--ep runs on the CPU reference for now (expert parallelism over GPUs through NCCL is not built yet); use --backend %s", ref.Name)
 	}
 	if f.ranks > cfg.Experts {
 		return nil, "", usagef("invalid --ep %d; want at most one rank per expert (%d experts)", f.ranks, cfg.Experts)
 	}
-	b := &ep.CPUBackend{Ranks: f.ranks, Timeout: f.timeout}
+	var p *ep.Placement
 	if f.placement != "" {
-		p, err := ep.ReadPlacement(f.placement, cfg.Experts, f.ranks)
+		var err error
+		p, err = ep.ReadPlacement(f.placement, cfg.Experts, f.ranks)
 		if errors.Is(err, ep.ErrBadPlacement) || errors.Is(err, os.ErrNotExist) {
 			return nil, "", usagef("%v", err)
 		}
 		if err != nil {
 			return nil, "", err
 		}
-		b.Placement = p
 	}
-	return b, fmt.Sprintf("expert-parallel over %d ranks on the CPU reference", f.ranks), nil
+	if !f.multi {
+		return &ep.CPUBackend{Ranks: f.ranks, Timeout: f.timeout, Placement: p},
+			fmt.Sprintf("expert-parallel over %d ranks on the CPU reference", f.ranks), nil
+	}
+	return f.join(ctx, ref.Name, cfg, p, stderr)
 }
+
+// join makes this process its rank of the run.
+func (f *epFlags) join(ctx context.Context, backend string, cfg profiler.Config, p *ep.Placement, stderr io.Writer) (kernels.Backend, string, error) {
+	agreed := p
+	if agreed == nil {
+		var err error
+		if agreed, err = ep.Contiguous(cfg.Experts, f.world); err != nil {
+			return nil, "", usagef("%v", err)
+		}
+	}
+	spec := ep.Spec{World: f.world, Version: version, Backend: backend, Layer: cfg.Layer()}
+	for e := range agreed.Experts() {
+		spec.Placement = append(spec.Placement, agreed.Replicas(e))
+	}
+	host, _ := os.Hostname()
+	jc := ep.JoinConfig{Rank: f.rank, World: f.world, Addr: f.coordinator, Spec: spec, Host: host, LocalRank: f.localRank,
+		Timeout: f.timeout, JoinTimeout: max(f.timeout, time.Minute), Mesh: true}
+	if f.rank == 0 {
+		ln, err := ep.Listen(f.coordinator)
+		if err != nil {
+			return nil, "", err
+		}
+		jc.Listener = ln
+		fmt.Fprintf(stderr, "moetop: rank 0 of %d: coordinator listening on %s; waiting for %d more rank(s)\n",
+			f.world, ln.Addr(), f.world-1)
+	} else {
+		fmt.Fprintf(stderr, "moetop: rank %d of %d: joining the coordinator at %s\n", f.rank, f.world, f.coordinator)
+	}
+	sess, err := ep.Join(ctx, jc)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, "", errInterrupted
+	case errors.Is(err, ep.ErrMismatch):
+		return nil, "", usagef("%v", err)
+	case err != nil:
+		return nil, "", err
+	}
+	var hosts []string
+	for _, peer := range sess.Peers() {
+		hosts = append(hosts, peer.Host)
+	}
+	return &ep.ProcBackend{Session: sess, Placement: p},
+		fmt.Sprintf("expert-parallel over %d processes on the CPU reference (hosts %s)", f.world, strings.Join(hosts, ", ")), nil
+}
+
+// errInterrupted is a run stopped (by a signal) before it started.
+var errInterrupted = errors.New("interrupted while joining the run")
 
 // describe records the run's ranks and placement in the header, so that a
 // recording can be rebalanced later (moetop placement).
 func (f *epFlags) describe(h *stream.Header, be kernels.Backend) {
-	b, ok := be.(*ep.CPUBackend)
-	if !ok {
+	var p *ep.Placement
+	switch b := be.(type) {
+	case *ep.CPUBackend:
+		h.Ranks, p = b.Ranks, b.Placement
+	case *ep.ProcBackend:
+		h.Ranks, p = b.Session.World(), b.Placement
+	default:
 		return
 	}
-	h.Ranks = b.Ranks
-	if p := b.Placement; p != nil {
+	if p != nil {
 		h.Placement = make([][]int, p.Experts())
 		for e := range h.Placement {
 			h.Placement[e] = append([]int(nil), p.Replicas(e)...)
 		}
 	}
+}
+
+// headless is a rank other than 0 of a run of one process per rank: rank 0
+// alone shows, records and serves the run.
+func (f *epFlags) headless() bool { return f.multi && f.rank > 0 }
+
+// follow runs a headless rank until rank 0 ends the run, with a line when
+// it does. Its own --steps and --duration do not apply: a launcher gives
+// every rank the same command line, and a rank that stopped on its own
+// clock would break the run for the others.
+func (f *epFlags) follow(ctx context.Context, loop *profiler.Loop, stderr io.Writer) error {
+	fmt.Fprintf(stderr, "moetop: rank %d of %d joined; running headless (rank 0 shows and records the run)\n", f.rank, f.world)
+	n := 0
+	err := drive(ctx, loop, 0, observer(func(s stream.Sample) { n += max(1, s.Steps) }))
+	switch {
+	case errors.Is(err, ep.ErrEnded):
+		fmt.Fprintf(stderr, "moetop: rank %d of %d: the run ended after %d steps (%s)\n", f.rank, f.world, n, oneLine(err.Error()))
+		return nil
+	case err == nil:
+		fmt.Fprintf(stderr, "moetop: rank %d of %d: done after %d steps\n", f.rank, f.world, n)
+	}
+	return err
+}
+
+// fixedControl answers the view's keys in a run of one process per rank:
+// the other processes cannot follow a change of layer, backend or pace
+// made on rank 0.
+type fixedControl struct{}
+
+func (fixedControl) Do(tui.Request) (string, error) {
+	return "", errors.New("not available with one process per rank: every rank keeps the layer it started with")
 }

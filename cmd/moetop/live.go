@@ -45,6 +45,7 @@ Examples:
   moetop --record run.jsonl.zst --duration 10m --listen :9464
   moetop --replay run.jsonl.zst
   moetop --ep 4 --backend cpu --record ep.jsonl   expert parallel over 4 ranks
+  moetop --ep 2 --rank R --coordinator HOST:PORT --backend cpu   one process per rank
 `
 
 // liveFlags are the root command's flags.
@@ -126,7 +127,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if err := f.ep.check(); err != nil {
+	if err := f.ep.check(fs); err != nil {
 		return err
 	}
 	var caps kernels.Caps // no GPU asked for: a host backend was named
@@ -141,7 +142,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if f.duration > 0 {
+	if f.duration > 0 && !f.ep.headless() { // rank 0 ends a run of one process per rank
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
@@ -149,7 +150,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var be kernels.Backend
 	var reason string
 	if f.ep.ranks > 0 {
-		be, reason, err = f.ep.backend(f.backend, cfg)
+		be, reason, err = f.ep.backend(ctx, f.backend, cfg, stderr)
 	} else {
 		be, reason, err = chooseBackend(ctx, f.backend, cfg, caps, stderr)
 	}
@@ -165,6 +166,9 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	poller := startSampler(ctx, running, f.interval)
 	defer poller.Close() // NVML shuts down after the sampler's last read
 	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, Caps: caps, MinSampleMS: float64(f.window) / 1e6}
+	if f.ep.headless() {
+		return f.ep.follow(ctx, loop, stderr)
+	}
 	h := header(loop, reason)
 	f.ep.describe(&h, be)
 	if dense, ok := kernels.DenseBackend(onGPU(running)); ok {
@@ -227,6 +231,9 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if f.steps > 0 || f.duration > 0 || !isTerminal(stdout) {
 		return watch(ctx, loop, f.steps, fit, sinks, stdout)
+	}
+	if f.ep.multi {
+		return show(ctx, loop, h, fixedControl{}, sinks, stdout)
 	}
 	return view(ctx, loop, h, cycle(running, caps, cfg), sinks, stdout)
 }

@@ -62,19 +62,23 @@ func colorProfile() {
 // loop is stopped and its backend closed before it returns. The backend
 // key cycles through backends.
 func view(ctx context.Context, loop *profiler.Loop, header stream.Header, backends []string, sinks []stream.Sink, stdout io.Writer) error {
+	live, changes := profiler.NewLive(loop.Config, header.Backend, backends, openBackend)
+	loop.Changes = changes
+	return show(ctx, loop, header, liveControl{live}, append([]stream.Sink{observer(live.Observe)}, sinks...), stdout)
+}
+
+// show runs the TUI over the loop with ctl carrying out its keys.
+func show(ctx context.Context, loop *profiler.Loop, header stream.Header, ctl tui.Controller, sinks []stream.Sink, stdout io.Writer) error {
 	colorProfile()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	live, changes := profiler.NewLive(loop.Config, header.Backend, backends, openBackend)
-	loop.Changes = changes
 	src := &liveSource{header: header, samples: make(chan stream.Sample, 64)}
 	runErr := make(chan error, 1)
 	go func() {
 		defer close(src.samples)
-		sinks = append([]stream.Sink{observer(live.Observe)}, sinks...)
 		runErr <- drive(ctx, loop, 0, append(sinks, forward(ctx, src.samples))...)
 	}()
-	p := tea.NewProgram(tui.New(src, liveControl{live}), tea.WithAltScreen(), tea.WithContext(ctx),
+	p := tea.NewProgram(tui.New(src, ctl), tea.WithAltScreen(), tea.WithContext(ctx),
 		tea.WithOutput(stdout))
 	_, err := p.Run()
 	cancel()

@@ -10,7 +10,7 @@ import (
 )
 
 // onAll runs fn on every rank at once and returns their errors in rank order.
-func onAll(ranks []*Fake, fn func(f *Fake) error) []error {
+func onAll(ranks []Transport, fn func(f Transport) error) []error {
 	errs := make([]error, len(ranks))
 	var wg sync.WaitGroup
 	for i, f := range ranks {
@@ -24,11 +24,33 @@ func onAll(ranks []*Fake, fn func(f *Fake) error) []error {
 	return errs
 }
 
-func TestFakeDeliversEveryExchange(t *testing.T) {
-	const n = 3
-	ranks := NewFake(n, 10*time.Second)
+// transports are the communicators every transport test runs on: the
+// in-process fake and the TCP mesh over loopback.
+var transports = []struct {
+	name string
+	make func(t *testing.T, n int, timeout time.Duration) []Transport
+}{
+	{"in process", func(_ *testing.T, n int, timeout time.Duration) []Transport { return Transports(NewFake(n, timeout)) }},
+	{"over TCP", func(t *testing.T, n int, timeout time.Duration) []Transport {
+		m := tcpMesh(t, n, timeout)
+		tr := make([]Transport, n)
+		for i, x := range m {
+			tr[i] = x
+		}
+		return tr
+	}},
+}
+
+func TestTransportsDeliverEveryExchange(t *testing.T) {
+	for _, tt := range transports {
+		t.Run(tt.name, func(t *testing.T) { deliversEveryExchange(t, tt.make(t, 3, 10*time.Second)) })
+	}
+}
+
+func deliversEveryExchange(t *testing.T, ranks []Transport) {
+	n := len(ranks)
 	ctx := context.Background()
-	errs := onAll(ranks, func(f *Fake) error {
+	errs := onAll(ranks, func(f Transport) error {
 		r := f.Rank()
 		// Rank r sends rank d vectors of d+1 values, all tagged 10r+d.
 		counts := make([][]int32, n)
@@ -97,31 +119,31 @@ func TestFakeSendsCopies(t *testing.T) {
 }
 
 // Failures must end every rank within the bound: never a hang.
-func TestFakeEndsEveryRankOnFailure(t *testing.T) {
+func TestTransportsEndEveryRankOnFailure(t *testing.T) {
 	cases := []struct {
 		name string
 		// call is what rank r does; want what every rank's error wraps.
-		call func(ctx context.Context, f *Fake) error
+		call func(ctx context.Context, f Transport) error
 		want error
 		// must fail; the others may finish a collective whose own messages
 		// all arrived, but their next call fails.
 		must []int
 	}{
-		{"a rank that never arrives", func(ctx context.Context, f *Fake) error {
+		{"a rank that never arrives", func(ctx context.Context, f Transport) error {
 			if f.Rank() == 2 {
 				return nil
 			}
 			_, err := f.AllReduce(ctx, 1)
 			return err
 		}, ErrTimeout, []int{0, 1}},
-		{"ranks calling different collectives", func(ctx context.Context, f *Fake) error {
+		{"ranks calling different collectives", func(ctx context.Context, f Transport) error {
 			if f.Rank() == 1 {
 				return f.Combine(ctx, make([][]float32, 3), make([][]float32, 3))
 			}
 			_, err := f.AllReduce(ctx, 1)
 			return err
 		}, ErrMismatch, []int{0, 1, 2}},
-		{"a buffer of a size its receiver did not expect", func(ctx context.Context, f *Fake) error {
+		{"a buffer of a size its receiver did not expect", func(ctx context.Context, f Transport) error {
 			send := [][]float32{{1}, {1}, {1}}
 			recv := [][]float32{{0}, {0}, {0}}
 			if f.Rank() == 0 {
@@ -129,7 +151,7 @@ func TestFakeEndsEveryRankOnFailure(t *testing.T) {
 			}
 			return f.Combine(ctx, send, recv)
 		}, ErrMismatch, []int{2}},
-		{"a rank that aborts", func(ctx context.Context, f *Fake) error {
+		{"a rank that aborts", func(ctx context.Context, f Transport) error {
 			if f.Rank() == 0 {
 				f.Abort(errors.New("rank 0 ran out of memory"))
 			}
@@ -137,33 +159,45 @@ func TestFakeEndsEveryRankOnFailure(t *testing.T) {
 			return err
 		}, ErrAborted, []int{0, 1, 2}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ranks := NewFake(3, 300*time.Millisecond)
-			done := make(chan []error, 1)
-			go func() {
-				done <- onAll(ranks, func(f *Fake) error { return tc.call(context.Background(), f) })
-			}()
-			select {
-			case errs := <-done:
-				for _, r := range tc.must {
-					if err := errs[r]; !errors.Is(err, tc.want) && !errors.Is(err, ErrAborted) {
-						t.Errorf("rank %d: got %v, want %v", r, err, tc.want)
-					}
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("ranks still waiting after 20s")
-			}
-			// The communicator stays broken: a later call fails at once.
-			if _, err := ranks[0].AllReduce(context.Background(), 1); !errors.Is(err, ErrAborted) {
-				t.Errorf("a call after the failure: got %v, want ErrAborted", err)
-			}
-		})
+	for _, tt := range transports {
+		for _, tc := range cases {
+			t.Run(tt.name+": "+tc.name, func(t *testing.T) {
+				ranks := tt.make(t, 3, 300*time.Millisecond)
+				endsEveryRank(t, ranks, tc.call, tc.want, tc.must)
+			})
+		}
 	}
 }
 
-func TestFakeHonoursTheContext(t *testing.T) {
-	ranks := NewFake(2, time.Minute)
+func endsEveryRank(t *testing.T, ranks []Transport, call func(context.Context, Transport) error, want error, must []int) {
+	t.Helper()
+	done := make(chan []error, 1)
+	go func() {
+		done <- onAll(ranks, func(f Transport) error { return call(context.Background(), f) })
+	}()
+	select {
+	case errs := <-done:
+		for _, r := range must {
+			if err := errs[r]; !errors.Is(err, want) && !errors.Is(err, ErrAborted) {
+				t.Errorf("rank %d: got %v, want %v", r, err, want)
+			}
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("ranks still waiting after 20s")
+	}
+	// The communicator stays broken: a later call fails at once.
+	if _, err := ranks[0].AllReduce(context.Background(), 1); !errors.Is(err, ErrAborted) {
+		t.Errorf("a call after the failure: got %v, want ErrAborted", err)
+	}
+}
+
+func TestTransportsHonourTheContext(t *testing.T) {
+	for _, tt := range transports {
+		t.Run(tt.name, func(t *testing.T) { honoursTheContext(t, tt.make(t, 2, time.Minute)) })
+	}
+}
+
+func honoursTheContext(t *testing.T, ranks []Transport) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
