@@ -35,22 +35,30 @@ var sizes = [][2]int{{80, 24}, {120, 40}, {160, 48}, {200, 60}}
 
 func TestGolden(t *testing.T) {
 	type run struct {
-		name string
-		src  func() Source
+		name  string
+		src   func() Source
+		sizes [][2]int
+		// titles are those the smallest and the other sizes must show.
+		small, large []string
 	}
+	four := []string{"Expert load", "Kernel time", "GPU", "Memory"}
+	two := [][2]int{{80, 24}, {160, 48}}
 	runs := []run{
-		{"8experts", func() Source { return newFake(8, 40) }},
-		{"128experts", func() Source { return newFake(128, 40) }},
-		{"cpu", func() Source { return newFakeCPU(40) }},
+		{"8experts", func() Source { return newFake(8, 40) }, sizes, four, four},
+		{"128experts", func() Source { return newFake(128, 40) }, sizes, four, four},
+		// The host panels differ from the GPU's in their first rows only.
+		{"cpu", func() Source { return newFakeCPU(40) }, sizes[:2], four, four},
+		{"roofline", func() Source { return newFakeRoofline(40) }, two, four, four},
 	}
 	for _, r := range runs {
-		for _, sz := range sizes {
-			if r.name == "cpu" && sz[0] > 120 { // the host panels differ from the GPU's in their first rows only
-				continue
-			}
+		for _, sz := range r.sizes {
 			t.Run(fmt.Sprintf("%s_%dx%d", r.name, sz[0], sz[1]), func(t *testing.T) {
 				v := finalView(t, r.src(), sz[0], sz[1])
-				checkFrame(t, v, sz[0], sz[1])
+				titles := r.large
+				if sz[0] == MinWidth {
+					titles = r.small
+				}
+				checkFrame(t, v, sz[0], sz[1], titles...)
 				golden.RequireEqual(t, []byte(trimLines(v)))
 			})
 		}
@@ -67,12 +75,12 @@ func trimLines(v string) string {
 	return strings.Join(lines, "\n")
 }
 
-// checkFrame asserts what every frame must be: the four panels and the
+// checkFrame asserts what every frame must be: the panels named and the
 // mode on screen, no line wider than the terminal, no more lines than it
 // has, and no band left with rows blank across the whole screen.
-func checkFrame(t *testing.T, v string, w, h int) {
+func checkFrame(t *testing.T, v string, w, h int, titles ...string) {
 	t.Helper()
-	for _, title := range []string{"Expert load", "Kernel time", "GPU", "Memory", "LIVE"} {
+	for _, title := range append(titles, "LIVE") {
 		if !strings.Contains(v, title) {
 			t.Errorf("no %q in the view", title)
 		}
