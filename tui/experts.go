@@ -6,8 +6,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/charmbracelet/bubbles/progress"
 	"github.com/charmbracelet/lipgloss"
+	"github.com/moetop/moetop/stream"
 )
 
 // expertsPanel is "Expert load": rows per expert as bars with counts, or a
@@ -23,12 +23,19 @@ func (p *expertsPanel) Rows(s *state, w int) (need, want int) {
 		return 2, 2
 	}
 	n := len(s.last.Rows)
-	body := n
-	if n > 16 { // many experts: a grid, every expert a cell
-		body = gridLines(n, w) + 2
+	grid := gridLines(n, w) + 2
+	if expertRanks(s.header, n) != nil {
+		grid++ // the line of each rank's experts
+	}
+	body, want := n, n
+	switch {
+	case n > 16: // many experts: a grid, every expert a cell
+		body, want = grid, grid
+	case n > 8: // a bar each where there is room, else the grid
+		body = min(n, grid)
 	}
 	need = 1 + body + len(p.summary(s, w)) + 1
-	return need, need + 3
+	return need, need - body + want + 3
 }
 
 // gridLines is the fewest lines of cells that show n experts at width w.
@@ -98,11 +105,16 @@ func (p *expertsPanel) View(s *state) string {
 	case len(l.rows) == 0:
 		body = []string{labelStyle.Render("no experts in this step")}
 	case len(l.rows) <= room-1: // one bar per expert and a line of history
-		body = p.bars(l)
+		body = p.bars(l, expertRanks(s.header, len(l.rows)))
 	default:
 		// The grid takes up to two thirds of the rows; the history
 		// the rest.
-		body = p.grid(l, max(gridLines(len(l.rows), p.w)+2, (room-1)*2/3))
+		ranks := expertRanks(s.header, len(l.rows))
+		extra := 0
+		if ranks != nil {
+			extra = 1
+		}
+		body = p.grid(l, max(gridLines(len(l.rows), p.w)+2+extra, (room-1)*2/3), ranks)
 	}
 	lines := append(body, summary...)
 	if hist := room - len(body); hist > 0 && p.w > 10 {
@@ -112,13 +124,98 @@ func (p *expertsPanel) View(s *state) string {
 	return panel(title, p.w, p.h, strings.Join(lines, "\n"))
 }
 
-func (p *expertsPanel) bars(l load) []string {
+// bars is a line per expert; under expert parallelism each names the
+// ranks that hold the expert.
+func (p *expertsPanel) bars(l load, ranks [][]int) []string {
 	label := len(fmt.Sprint(len(l.rows)-1)) + 1
-	barW := max(4, p.w-label-1-8-7)
-	bar := progress.New(progress.WithSolidFill(barColor), progress.WithoutPercentage(), progress.WithWidth(barW))
+	rankW := 0
+	for _, rs := range ranks {
+		rankW = max(rankW, min(8, lipgloss.Width(rankMark(rs)))+1)
+	}
+	barW := max(4, p.w-label-rankW-1-8-7)
 	out := make([]string, len(l.rows))
 	for e, r := range l.rows {
-		out[e] = fmt.Sprintf("%-*s %s %7s %6s", label, fmt.Sprintf("e%d", e), bar.ViewAs(l.frac(e)), fmtCount(r), fmtPct(l.share(e)))
+		mark := ""
+		if ranks != nil {
+			mark = fmt.Sprintf(" %-*s", rankW-1, truncate(rankMark(ranks[e]), rankW-1))
+		}
+		out[e] = fmt.Sprintf("%-*s%s %s %7s %6s", label, fmt.Sprintf("e%d", e), labelStyle.Render(mark), fill(l.frac(e), barW),
+			fmtCount(r), fmtPct(l.share(e)))
+	}
+	return out
+}
+
+// maxMarkedRanks bounds the ranks a run may have for the view to work out
+// each expert's: past it, contiguous blocks are not worth drawing.
+const maxMarkedRanks = 1 << 16
+
+// expertRanks is the ranks holding each of n experts under expert
+// parallelism: the header's placement where it covers the experts, else
+// contiguous blocks (rank r holds experts r·n/N up to (r+1)·n/N, as the
+// workload splits them); nil when the run is not expert parallel.
+func expertRanks(h stream.Header, n int) [][]int {
+	if n <= 0 {
+		return nil
+	}
+	if len(h.Placement) == n {
+		return h.Placement
+	}
+	if h.Ranks <= 0 || h.Ranks > maxMarkedRanks {
+		return nil
+	}
+	out := make([][]int, n)
+	for e := range out {
+		// The last rank whose block starts at or before e.
+		out[e] = []int{min(h.Ranks-1, ((e+1)*h.Ranks-1)/n)}
+	}
+	return out
+}
+
+// rankMark names an expert's ranks: "r2", or "r0,3" for replicas.
+func rankMark(rs []int) string {
+	if len(rs) == 0 {
+		return "r?"
+	}
+	parts := make([]string, 0, min(len(rs), 4))
+	for _, r := range rs[:min(len(rs), 4)] {
+		parts = append(parts, fmt.Sprint(r))
+	}
+	m := "r" + strings.Join(parts, ",")
+	if len(rs) > 4 {
+		m += "…"
+	}
+	return m
+}
+
+// rankExperts is one entry per rank for the grid's line of ranks: the
+// experts it holds as a range ("r1 e32–63") or, when they are not one
+// range, how many.
+func rankExperts(ranks [][]int) []string {
+	held := map[int][]int{}
+	var order []int
+	for e, rs := range ranks {
+		for _, r := range rs {
+			if _, ok := held[r]; !ok {
+				order = append(order, r)
+			}
+			held[r] = append(held[r], e)
+		}
+		if len(order) > 256 { // more than a line can show
+			break
+		}
+	}
+	sort.Ints(order)
+	var out []string
+	for _, r := range order {
+		es := held[r]
+		switch {
+		case len(es) == 1:
+			out = append(out, fmt.Sprintf("r%d e%d", r, es[0]))
+		case es[len(es)-1]-es[0] == len(es)-1:
+			out = append(out, fmt.Sprintf("r%d e%d–%d", r, es[0], es[len(es)-1]))
+		default:
+			out = append(out, fmt.Sprintf("r%d %d experts", r, len(es)))
+		}
 	}
 	return out
 }
@@ -130,11 +227,14 @@ var shades = []rune("·░▒▓█")
 // over the busiest expert's, a legend, and the busiest few by name. Lines
 // start at a round expert number (e0, e32, e64 …) so a cell is easy to
 // find; cells are two columns wide when that still fits.
-func (p *expertsPanel) grid(l load, lines int) []string {
+func (p *expertsPanel) grid(l load, lines int, ranks [][]int) []string {
 	n := len(l.rows)
 	label := gridLabel(n)
 	usable := max(1, p.w-label)
 	cellRows := max(1, lines-2) // the legend and the busiest experts
+	if ranks != nil {
+		cellRows = max(1, cellRows-1) // and each rank's experts
+	}
 	per, cw := 0, 1
 	for _, c := range []int{2, 1} {
 		q := 1
@@ -194,6 +294,9 @@ func (p *expertsPanel) grid(l load, lines int) []string {
 		top = append(top, fmt.Sprintf("e%d %s", e, fmtCount(l.rows[e])))
 	}
 	out = append(out, joinFitting("busiest  ", top, "  ", p.w))
+	if ranks != nil {
+		out = append(out, labelStyle.Render(joinFitting("ranks  ", rankExperts(ranks), "  ", p.w)))
+	}
 	return out
 }
 

@@ -117,7 +117,22 @@ func (r *bytesReader) sample() stream.Sample {
 		if name == "" {
 			name = r.str()
 		}
-		s.Phases = append(s.Phases, stream.PhaseTime{Phase: name, Device: r.count(5) - 1, MS: r.float()})
+		ph := stream.PhaseTime{Phase: name, Device: r.count(5) - 1, MS: r.float()}
+		if r.byte()%2 == 0 { // counted work, and at times a start of its own (an overlapping phase)
+			ph.Bytes, ph.FLOPs = r.float(), r.float()
+			if r.byte()%3 == 0 {
+				ph.StartMS = r.f64p()
+			}
+		}
+		s.Phases = append(s.Phases, ph)
+	}
+	if r.byte()%3 == 0 {
+		l := r.int()
+		s.LayerIndex = &l
+	}
+	for range r.count(10) {
+		s.Ranks = append(s.Ranks, stream.RankStat{Rank: r.count(6) - 1, RecvTokens: r.int(), RecvRows: r.int(),
+			SentBytes: int64(r.int()), SavedBytes: int64(r.int())})
 	}
 	for range r.count(4) {
 		m := stream.Memory{Device: r.count(4) - 1, Host: r.byte()%2 == 0, TotalBytes: r.u64(), FreeBytes: r.u64(),
@@ -148,6 +163,28 @@ func (r *bytesReader) sample() stream.Sample {
 	return s
 }
 
+// header builds a run's header from the bytes: any ceilings, any number
+// of ranks, a placement that may not match the experts or name ranks that
+// do not exist, devices in any order.
+func (r *bytesReader) header() stream.Header {
+	h := newFake(8, 1).header
+	h.DenseGEMMTFLOPS, h.ReadGBps, h.Ranks = r.float(), r.float(), r.int()
+	if r.byte()%2 == 0 {
+		h.Placement = [][]int{}
+		for range r.count(20) {
+			var rs []int
+			for range r.count(4) {
+				rs = append(rs, r.int())
+			}
+			h.Placement = append(h.Placement, rs)
+		}
+	}
+	for range r.count(5) {
+		h.Devices = append(h.Devices, stream.DeviceID{Rank: r.int(), NVML: r.count(6) - 1})
+	}
+	return h
+}
+
 // fuzzSamples reads data as one JSON sample line when it is one (what a
 // log holds; JSON has no NaN, but any other number), and otherwise builds
 // a sample from its bytes (NaN and Inf included).
@@ -171,6 +208,9 @@ func FuzzView(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"step":1,"rows":[5,-3],"step_ms":-4,"imbalance":1e308,"tflops":-2,"phases":[{"phase":"gemm1","device":0,"ms":-1}]}`))
 	f.Add([]byte(`{"rows":[],"config":{"experts":128},"expert_ms":[1e308,-1e308],"memory":[{"total_bytes":1,"used_bytes":18446744073709551615}]}`))
+	f.Add([]byte(`{"step":2,"layer":7,"rows":[9,0,3,4],"phases":[{"phase":"gemm1","device":0,"ms":1,"bytes":3e9,"flops":1e12},` +
+		`{"phase":"shared","device":0,"ms":2,"start_ms":-5,"flops":1e300},{"phase":"wait","device":1,"ms":1e308}],` +
+		`"ranks":[{"rank":1,"recv_rows":-4,"sent_bytes":9e18},{"rank":0,"recv_rows":7}]}`))
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add([]byte(strings.Repeat("\x00\x01\x7f\xff\x80", 60)))
 	f.Fuzz(checkView)
@@ -196,16 +236,23 @@ func checkView(t *testing.T, data []byte) {
 	for _, s := range samples {
 		m.st.add(s)
 	}
-	for _, sz := range [][2]int{{80, 24}, {160, 48}} {
-		next, _ := m.Update(tea.WindowSizeMsg{Width: sz[0], Height: sz[1]})
-		m = next.(Model)
-		frameFits(t, m.View(), sz[0], sz[1])
-	}
-	for _, p := range []component{m.experts, m.kernel, m.gpu, m.memory} {
-		for _, sz := range [][2]int{{0, 0}, {1, 1}, {2, 3}, {39, 12}, {80, 24}} {
-			p.Rows(m.st, sz[0])
-			p.SetSize(sz[0], sz[1])
-			frameFits(t, p.View(m.st), sz[0], sz[1])
+	// Under the run's own header, and under one made of the bytes (any
+	// ceilings, ranks and placement) with the help and its legend open on
+	// the large screen.
+	for i, h := range []stream.Header{hdr, (&bytesReader{b: data}).header()} {
+		m.st.header = h
+		for _, sz := range [][2]int{{80, 24}, {160, 48}} {
+			m.help.ShowAll = i == 1 && sz[0] > MinWidth
+			next, _ := m.Update(tea.WindowSizeMsg{Width: sz[0], Height: sz[1]})
+			m = next.(Model)
+			frameFits(t, m.View(), sz[0], sz[1])
+		}
+		for _, p := range []component{m.experts, m.kernel, m.gpu, m.memory, m.ranks, m.heat} {
+			for _, sz := range [][2]int{{0, 0}, {1, 1}, {2, 3}, {39, 12}, {80, 24}} {
+				p.Rows(m.st, sz[0])
+				p.SetSize(sz[0], sz[1])
+				frameFits(t, p.View(m.st), sz[0], sz[1])
+			}
 		}
 	}
 	m.header.SetSize(1, 2)

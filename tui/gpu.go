@@ -61,6 +61,9 @@ func (p *gpuPanel) content(s *state, w int) (title string, ms []metric, notes []
 		}
 		return "GPU", nil, []string{warnStyle.Render(msg)}
 	}
+	if len(g.Devices) > 1 {
+		return p.several(s, g)
+	}
 	d := g.Devices[0]
 	if d.Err != "" {
 		notes = append(notes, warnStyle.Render("error: "+clean(d.Err)))
@@ -76,10 +79,47 @@ func (p *gpuPanel) content(s *state, w int) (title string, ms []metric, notes []
 		{"temp", na(d.TempC, "%d °C"), s.temp},
 		{"sm clock", na(d.SMClockMHz, "%d MHz"), s.smClock},
 	}
-	if len(g.Devices) > 1 {
-		notes = append(notes, labelStyle.Render(fmt.Sprintf("device 0 of %d", len(g.Devices))))
-	}
 	return "GPU · " + deviceName(g), ms, notes
+}
+
+// several is the panel of a run on several GPUs: a line per device with
+// its readings and a history of its utilisation, the columns named in a
+// first note.
+func (p *gpuPanel) several(s *state, g *stream.Snapshot) (title string, ms []metric, notes []string) {
+	rank := map[int]int{} // NVML index → rank, where the header says
+	for _, d := range s.header.Devices {
+		rank[d.NVML] = d.Rank
+	}
+	for i, d := range g.Devices {
+		label := fmt.Sprintf("#%d", d.Index)
+		if r, ok := rank[d.Index]; ok {
+			label = fmt.Sprintf("r%d", r)
+		}
+		hist := newRing(1)
+		if i < len(s.devUtil) {
+			hist = s.devUtil[i]
+		}
+		power := "n/a"
+		if d.PowerW != nil {
+			power = num("%.0f", *d.PowerW) + "W"
+		}
+		ms = append(ms, metric{label, fmt.Sprintf("%4s %4s %5s %4s %5s", na(d.UtilPct, "%d%%"), na(d.MemUtilPct, "%d%%"),
+			power, na(d.TempC, "%d°"), na(d.SMClockMHz, "%d")), hist})
+		if d.Err != "" {
+			notes = append(notes, warnStyle.Render(label+" error: "+clean(d.Err)))
+		}
+	}
+	title = fmt.Sprintf("GPU · %d devices", len(g.Devices))
+	name := g.Devices[0].Name
+	for _, d := range g.Devices {
+		if d.Name != name {
+			name = ""
+		}
+	}
+	if name != "" {
+		title = fmt.Sprintf("GPU · %d × %s", len(g.Devices), clean(name))
+	}
+	return title, ms, notes
 }
 
 func pctSuffix(v *float64) string {
@@ -96,15 +136,30 @@ func wattSuffix(v *float64) string {
 	return " W"
 }
 
+// multi says whether the panel shows a line per device.
+func multi(s *state) bool { return s.gpu != nil && s.gpu.Host == nil && len(s.gpu.Devices) > 1 }
+
 func (p *gpuPanel) Rows(s *state, w int) (need, want int) {
 	_, ms, notes := p.content(s, w)
 	need = 1 + len(ms) + min(1, len(notes))
-	return need, 1 + len(ms) + len(notes)
+	if multi(s) {
+		need++ // the columns' names
+	}
+	return need, need - min(1, len(notes)) + len(notes)
 }
 
 func (p *gpuPanel) View(s *state) string {
 	title, ms, notes := p.content(s, p.w)
-	const labelW = 10
+	labelW := 10
+	var head []string
+	if multi(s) { // a line per device under the columns' names
+		labelW = 0
+		for _, m := range ms {
+			labelW = max(labelW, min(6, lipgloss.Width(m.label))+1)
+		}
+		head = []string{labelStyle.Render(truncate(fmt.Sprintf("%-*s%4s %4s %5s %4s %5s  util", labelW, "", "util", "mem",
+			"power", "temp", "MHz"), p.w))}
+	}
 	valueW := 0
 	for _, m := range ms {
 		valueW = max(valueW, lipgloss.Width(m.value))
@@ -113,7 +168,7 @@ func (p *gpuPanel) View(s *state) string {
 	chartW := p.w - labelW - valueW - 1        // one column between a value and its chart
 	// Notes come first where the panel is short (an error outranks a
 	// history); rows to spare make each history taller, up to four rows.
-	room := p.h - 1 - len(ms)
+	room := p.h - 1 - len(head) - len(ms)
 	notes = notes[:min(len(notes), max(0, room))]
 	// A reading with no history (n/a) keeps one row; the others share
 	// the rest.
@@ -127,9 +182,9 @@ func (p *gpuPanel) View(s *state) string {
 	if charted > 0 {
 		per = max(1, min(4, 1+(room-len(notes))/charted))
 	}
-	var lines []string
+	lines := head
 	for _, m := range ms {
-		text := fmt.Sprintf("%-*s%-*s", labelW, m.label, valueW, truncate(m.value, valueW))
+		text := fmt.Sprintf("%-*s%-*s", labelW, truncate(m.label, labelW-1), valueW, truncate(m.value, valueW))
 		rows := per
 		if len(m.hist.values()) == 0 {
 			rows = 1

@@ -16,8 +16,8 @@ import (
 // GB/s, and where the header has the card's ceilings, % of the phase's
 // roofline with the bound it is under. Phases that overlap (a shared
 // expert on its own stream) are drawn where they ran in the step, not as
-// shares that add up to more than it. A step over several devices adds
-// one line of each device's total.
+// shares that add up to more than it. A step over several devices without
+// the ranks panel adds one line of each device's total.
 type kernelPanel struct{ w, h int }
 
 func (p *kernelPanel) SetSize(w, h int) { p.w, p.h = w, h }
@@ -343,10 +343,11 @@ func (p *kernelPanel) slowest(s *state) string {
 }
 
 // devices is one line of each device's step total when a step ran on
-// several (ranks under expert parallelism), slowest marked; "" on one.
+// several, slowest marked; "" on one, and where the ranks panel shows
+// each rank.
 func (p *kernelPanel) devices(s *state, w int) string {
 	devs := s.last.Phases.Devices()
-	if len(devs) < 2 {
+	if len(devs) < 2 || len(s.last.Ranks) > 0 {
 		return ""
 	}
 	slowest := devs[0]

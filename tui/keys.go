@@ -51,3 +51,40 @@ func (k keyMap) FullHelp() [][]key.Binding {
 	}
 	return [][]key.Binding{{k.Pause, k.Backend, k.Routing}, {k.TokensUp, k.TokensDown, k.Reset}, {k.SkewDown, k.SkewUp}, {k.Help, k.Quit}}
 }
+
+// legend explains, under the full help, the marks and figures that the
+// panels on screen use, as plain lines of at most w cells.
+func legend(s *state, w int) []string {
+	var items []string
+	if !s.hasLast {
+		return nil
+	}
+	ph := phases(s)
+	roof, overlap := false, false
+	for _, x := range ph {
+		_, ok := x.Roofline(s.header.DenseGEMMTFLOPS, s.header.ReadGBps)
+		roof = roof || ok
+		overlap = overlap || x.StartMS != nil
+	}
+	if roof {
+		items = append(items,
+			"roofline: a phase's least time at the card's ceilings, max(FLOPs ÷ dense FLOP/s, bytes ÷ read GB/s), over its time; mem or comp names the ceiling that sets it",
+			"100%*: faster than the roofline allows (a cache served what the floor counts as memory traffic), shown as 100%")
+	}
+	if overlap {
+		items = append(items, "‖: the phase ran beside those named; with overlapping phases each bar is where the phase ran in the step, and the step is wall time")
+	}
+	if len(s.last.Ranks) > 0 {
+		items = append(items,
+			"ranks GB/s: bytes a rank sent to other ranks ÷ its dispatch time; for an even all-to-all this is nccl-tests' bus bandwidth, algbw × (n−1)/n",
+			"balancedness: mean ÷ max of the rows the ranks ran (1: even); ▲ straggler: the rank busy longest, whom the others wait for")
+	}
+	if s.last.LayerIndex != nil && len(s.heat) > 0 {
+		items = append(items, "layers × experts: each layer's newest load, an expert shaded by its rows over the layer's mean (the balanced share); a cell over several experts or layers shows the busiest")
+	}
+	var out []string
+	for _, it := range items {
+		out = append(out, wrapWords(it, w)...)
+	}
+	return out
+}

@@ -1,31 +1,63 @@
 package tui
 
-// split shares a grid of total rows between the top band (expert load,
-// kernel time) and the bottom band (GPU, memory), given what each needs to
-// show its essentials and wants to show everything at a chart's nominal
-// height. Rows go, in order: to both bands' needs; to the bottom's wants
-// (the memory table's header, the OOM details: text before charts); to the
-// top's wants; and what is left two to the top for each one to the
-// bottom, where the panels stretch their charts into them. When even the
-// needs do not fit, the bands share the rows in proportion to them.
-func split(total, topNeed, topWant, botNeed, botWant int) (top, bot int) {
+// band is a row of panels: the rows it needs to show its essentials, the
+// rows it wants to show everything, and its weight in rows left over.
+type band struct{ need, want, spare int }
+
+// share gives total rows to bands, top to bottom: first each band's need
+// (in proportion to them when they do not all fit), then wants in the
+// order wantOrder names the bands, then what is left by the bands' spare
+// weights, the remainder to the first band. The heights add up to total.
+//
+// The view asks for its wants text first and charts last: a middle band's
+// list of ranks or layers, then the bottom's memory table and OOM details,
+// then the top's; the rest goes two to the top (expert load, kernel time)
+// for each one to the bottom, where the panels stretch their charts.
+func share(total int, bands []band, wantOrder []int) []int {
 	total = max(0, total)
-	topNeed, botNeed = max(1, topNeed), max(1, botNeed)
-	topWant, botWant = max(topNeed, topWant), max(botNeed, botWant)
-	if topNeed+botNeed >= total {
-		top = total * topNeed / (topNeed + botNeed)
-		return top, total - top
+	h := make([]int, len(bands))
+	if len(bands) == 0 {
+		return h
 	}
-	top, bot = topNeed, botNeed
-	spare := total - top - bot
-	give := func(n *int, want int) {
-		g := min(spare, max(0, want-*n))
-		*n += g
+	need := 0
+	for i := range bands {
+		bands[i].need = max(1, bands[i].need)
+		bands[i].want = max(bands[i].need, bands[i].want)
+		need += bands[i].need
+	}
+	if need >= total {
+		given := 0
+		for i, b := range bands[1:] {
+			h[i+1] = total * b.need / need
+			given += h[i+1]
+		}
+		h[0] = total - given
+		return h
+	}
+	spare := total - need
+	for i, b := range bands {
+		h[i] = b.need
+	}
+	for _, i := range wantOrder {
+		if i < 0 || i >= len(bands) {
+			continue
+		}
+		g := min(spare, bands[i].want-h[i])
+		h[i] += g
 		spare -= g
 	}
-	give(&bot, botWant)
-	give(&top, topWant)
-	bot += spare / 3
-	top = total - bot
-	return top, bot
+	weights := 0
+	for _, b := range bands {
+		weights += max(0, b.spare)
+	}
+	given := 0
+	if weights > 0 {
+		for i, b := range bands[1:] {
+			g := spare * max(0, b.spare) / weights
+			h[i+1] += g
+			given += g
+		}
+	}
+	h[0] += spare - given
+	return h
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/charmbracelet/bubbles/progress"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/moetop/moetop/stream"
 )
@@ -23,11 +22,14 @@ func (p *memoryPanel) SetSize(w, h int) { p.w, p.h = w, h }
 // line, the table's header and the OOM events' details go first.
 type memLines struct {
 	summary, short []string // the free/headroom lines, and their one-line short form
-	ranks          string   // every device's free memory under expert parallelism
-	header         string
-	rows           []string
-	oomCount       string
-	ooms           []string
+	// devs is a line per device where the run has several, in place of
+	// the gauge and the summary; devHead names their columns.
+	devs     []string
+	devHead  string
+	header   string
+	rows     []string
+	oomCount string
+	ooms     []string
 }
 
 func (p *memoryPanel) lines(s *state, w int) memLines {
@@ -48,11 +50,7 @@ func (p *memoryPanel) lines(s *state, w int) memLines {
 	}
 	out.short = []string{"free " + fmtBytes(float64(m.FreeBytes)) + "  " + headroom}
 	if len(s.mems) > 1 {
-		var items []string
-		for _, d := range s.mems {
-			items = append(items, fmt.Sprintf("%d %s", d.Device, fmtBytes(float64(d.FreeBytes))))
-		}
-		out.ranks = joinFitting(labelStyle.Render(fmt.Sprintf("%d ranks free ", len(s.mems))), items, "  ", w)
+		out.devHead, out.devs = deviceLines(s.mems, w)
 	}
 	// One row per backend the memory model predicts for, whatever their
 	// names: the column is as wide as the longest (up to a bound, for a
@@ -74,6 +72,49 @@ func (p *memoryPanel) lines(s *state, w int) memLines {
 		out.oomCount = warnStyle.Render(fmt.Sprintf("OOM events: %d", len(out.ooms)))
 	}
 	return out
+}
+
+// deviceLines are a line per device of the run: its used memory as a
+// gauge, used of total, and headroom (LOW under 10% of the total), the
+// gauge giving way first; head names the columns.
+func deviceLines(mems []stream.Memory, w int) (head string, lines []string) {
+	labelW := 0
+	for _, m := range mems {
+		labelW = max(labelW, min(6, len(fmt.Sprint(m.Device))+1)+1)
+	}
+	const (
+		cUsed = iota
+		cHead
+		cGauge
+	)
+	widths := fitCols(w, labelW, []col{cUsed: {w: 20}, cHead: {w: 14}, cGauge: {w: 6, flex: true}})
+	head = fmt.Sprintf("%-*s", labelW, "")
+	if g := widths[cGauge]; g > 0 {
+		head += fmt.Sprintf(" %-*s", g-1, "used")
+	}
+	head = labelStyle.Render(head + cell("of total", widths[cUsed]) + cell("headroom", widths[cHead]))
+	for _, m := range mems {
+		var b strings.Builder
+		b.WriteString(fmt.Sprintf("%-*s", labelW, truncate(fmt.Sprintf("r%d", m.Device), labelW-1)))
+		if g := widths[cGauge]; g > 0 {
+			frac := 0.0
+			if m.TotalBytes > 0 {
+				frac = float64(m.UsedBytes) / float64(m.TotalBytes)
+			}
+			b.WriteString(" " + fill(frac, g-1))
+		}
+		b.WriteString(cell(fmtBytes(float64(m.UsedBytes))+" / "+fmtBytes(float64(m.TotalBytes)), widths[cUsed]))
+		if hw := widths[cHead]; hw > 0 {
+			hr := fmtBytes(float64(m.HeadroomBytes))
+			if m.TotalBytes > 0 && float64(m.HeadroomBytes) < 0.1*float64(m.TotalBytes) {
+				b.WriteString(warnStyle.Render(cell(hr+" LOW", hw)))
+			} else {
+				b.WriteString(cell(hr, hw))
+			}
+		}
+		lines = append(lines, b.String())
+	}
+	return head, lines
 }
 
 func backendRow(bm stream.BackendMemory, running string, nameW int) string {
@@ -101,8 +142,8 @@ func (p *memoryPanel) Rows(s *state, w int) (need, want int) {
 	if l.oomCount != "" {
 		fixed++
 	}
-	if l.ranks != "" {
-		fixed++
+	if len(l.devs) > 0 { // the title, a line per device, their columns' names and the table's
+		return 1 + len(l.devs) + fixed, 1 + 1 + len(l.devs) + 1 + fixed + min(5, len(l.ooms))
 	}
 	need = 2 + 1 + fixed // title, gauge, the short summary
 	want = 2 + len(l.summary) + 1 + fixed + min(5, len(l.ooms))
@@ -118,31 +159,38 @@ func (p *memoryPanel) View(s *state) string {
 	if m.Host {
 		title += " · host"
 	}
-	gauge := progress.New(progress.WithSolidFill(barColor), progress.WithoutPercentage(), progress.WithWidth(max(4, p.w-27)))
-	frac := 0.0
-	if m.TotalBytes > 0 {
-		frac = clamp01(float64(m.UsedBytes) / float64(m.TotalBytes))
-	}
-	lines := []string{fmt.Sprintf("used %s %s / %s", gauge.ViewAs(frac), fmtBytes(float64(m.UsedBytes)), fmtBytes(float64(m.TotalBytes)))}
 	l := p.lines(s, p.w)
-	room := p.h - 2 // title and the gauge
 	fixed := len(l.rows)
 	if l.oomCount != "" {
 		fixed++
 	}
-	if l.ranks != "" {
-		fixed++
-	}
-	summary := l.summary
-	if room < len(summary)+fixed {
-		summary = l.short
-	}
-	lines = append(lines, summary...)
-	if l.ranks != "" {
-		lines = append(lines, l.ranks)
-	}
-	if room >= len(summary)+1+fixed {
-		lines = append(lines, l.header)
+	var lines []string
+	if len(l.devs) > 0 {
+		// The backends' table and the history are the first device's.
+		title += fmt.Sprintf(" · %d devices · table and chart of r0", len(l.devs))
+		room := p.h - 1 - len(l.devs) - fixed
+		if room >= 1 {
+			lines = append(lines, l.devHead)
+		}
+		lines = append(lines, l.devs...)
+		if room >= 2 {
+			lines = append(lines, l.header)
+		}
+	} else {
+		frac := 0.0
+		if m.TotalBytes > 0 {
+			frac = clamp01(float64(m.UsedBytes) / float64(m.TotalBytes))
+		}
+		lines = []string{fmt.Sprintf("used %s %s / %s", fill(frac, max(4, p.w-27)), fmtBytes(float64(m.UsedBytes)), fmtBytes(float64(m.TotalBytes)))}
+		room := p.h - 2 // title and the gauge
+		summary := l.summary
+		if room < len(summary)+fixed {
+			summary = l.short
+		}
+		lines = append(lines, summary...)
+		if room >= len(summary)+1+fixed {
+			lines = append(lines, l.header)
+		}
 	}
 	lines = append(lines, l.rows...)
 	if l.oomCount != "" {
@@ -152,7 +200,11 @@ func (p *memoryPanel) View(s *state) string {
 	}
 	// Rows to spare show how memory in use moved.
 	if spare := p.h - 1 - len(lines); spare >= 3 {
-		lines = append(lines, labelStyle.Render("used"), chart(s.memUsed.values(), p.w, spare-1))
+		label := "used"
+		if len(l.devs) > 0 {
+			label = "r0 used"
+		}
+		lines = append(lines, labelStyle.Render(label), chart(s.memUsed.values(), p.w, spare-1))
 	}
 	return panel(title, p.w, p.h, strings.Join(lines, "\n"))
 }

@@ -83,7 +83,9 @@ type Model struct {
 
 	header                       *headerPanel
 	experts, kernel, gpu, memory component
-	statusUntil                  time.Time
+	// ranks and heat show when the newest step has ranks or a layer.
+	ranks, heat component
+	statusUntil time.Time
 	// applying counts accepted changes no sample has shown yet; while
 	// there are any, the status says "applying …".
 	applying int
@@ -96,7 +98,7 @@ func New(src Source, ctl Controller) Model {
 	st.header, st.mode = src.Header(), src.Mode()
 	m := Model{st: st, ctl: ctl, in: &inbox{}, keys: newKeys(src.Mode() == "REPLAY"), help: help.New(),
 		header: &headerPanel{}, experts: &expertsPanel{}, kernel: &kernelPanel{}, gpu: &gpuPanel{},
-		memory: &memoryPanel{}, now: time.Now}
+		memory: &memoryPanel{}, ranks: &ranksPanel{}, heat: &heatPanel{}, now: time.Now}
 	m.jump = textinput.New()
 	m.jump.Placeholder = "step number or time (1m30s)"
 	m.jump.Prompt = "go to: "
@@ -311,6 +313,11 @@ func (m Model) View() string {
 	// A status message or the jump prompt takes the footer's line; '?'
 	// still opens the full help.
 	footer := m.help.View(m.keys)
+	if m.help.ShowAll {
+		if l := legend(m.st, w); len(l) > 0 {
+			footer = labelStyle.Render(strings.Join(l, "\n")) + "\n" + footer
+		}
+	}
 	status := m.st.position
 	if m.st.status != "" {
 		st := m.st.status
@@ -333,22 +340,106 @@ func (m Model) View() string {
 		}
 	}
 	fh := lipgloss.Height(footer)
-	gridH := h - 2 - fh
-	lw := (w - 1) / 2
-	rw := w - 1 - lw
-	en, ew := m.experts.Rows(m.st, lw)
-	kn, kw := m.kernel.Rows(m.st, rw)
-	gn, gw := m.gpu.Rows(m.st, lw)
-	mn, mw := m.memory.Rows(m.st, rw)
-	topH, botH := split(gridH, max(en, kn), max(ew, kw), max(gn, mn), max(gw, mw))
-	m.experts.SetSize(lw, topH)
-	m.kernel.SetSize(rw, topH)
-	m.gpu.SetSize(lw, botH)
-	m.memory.SetSize(rw, botH)
-	top := lipgloss.JoinHorizontal(lipgloss.Top, m.experts.View(m.st), " ", m.kernel.View(m.st))
-	bottom := lipgloss.JoinHorizontal(lipgloss.Top, m.gpu.View(m.st), " ", m.memory.View(m.st))
-	out := lipgloss.JoinVertical(lipgloss.Left, m.header.View(m.st), top, bottom, footer)
+	out := lipgloss.JoinVertical(lipgloss.Left, m.header.View(m.st), m.grid(w, h-2-fh), footer)
 	return lipgloss.NewStyle().MaxWidth(w).MaxHeight(h).Render(out)
+}
+
+// row is a band of the grid: two panels side by side, or one (right nil)
+// across the width.
+type row struct{ left, right component }
+
+// rows lays the panels out in bands for a grid w wide and gridH tall:
+// expert load and kernel time on top, GPU and memory at the bottom, and,
+// between them, the ranks of an expert-parallel step and the layers of a
+// traced model (side by side when both show). When the bands' essentials
+// do not all fit, the GPU's place goes to the first of them: on a small
+// terminal the ranks or the layers say more about the step than the
+// card's readings do.
+func (m Model) rows(w, gridH int) []row {
+	top, bot := row{m.experts, m.kernel}, row{m.gpu, m.memory}
+	var extra []component
+	for _, c := range []component{m.ranks, m.heat} {
+		if need, _ := c.Rows(m.st, w); need > 0 {
+			extra = append(extra, c)
+		}
+	}
+	switch len(extra) {
+	case 0:
+		return []row{top, bot}
+	case 1:
+		all := []row{top, {left: extra[0]}, bot}
+		if m.needs(all, w) <= gridH {
+			return all
+		}
+	default:
+		all := []row{top, {extra[0], extra[1]}, bot}
+		if m.needs(all, w) <= gridH {
+			return all
+		}
+	}
+	return []row{top, {extra[0], m.memory}}
+}
+
+// halves are the widths of a band's two panels, with a column between.
+func halves(w int) (lw, rw int) {
+	lw = (w - 1) / 2
+	return lw, w - 1 - lw
+}
+
+// rowRows is what a band needs and wants: the most of its panels'.
+func (m Model) rowRows(r row, w int) (need, want int) {
+	if r.right == nil {
+		return r.left.Rows(m.st, w)
+	}
+	lw, rw := halves(w)
+	ln, lwant := r.left.Rows(m.st, lw)
+	rn, rwant := r.right.Rows(m.st, rw)
+	return max(ln, rn), max(lwant, rwant)
+}
+
+// needs is the rows the bands need together.
+func (m Model) needs(rows []row, w int) int {
+	n := 0
+	for _, r := range rows {
+		need, _ := m.rowRows(r, w)
+		n += max(1, need)
+	}
+	return n
+}
+
+// grid lays out and draws the panels' bands in w × gridH cells. Rows
+// beyond the needs go to a middle band's wants first (every layer or rank
+// it lists), then to the bottom's (text before charts), then to the
+// top's; what is left two to the top for each one to the bottom, where
+// the panels stretch their charts.
+func (m Model) grid(w, gridH int) string {
+	rows := m.rows(w, gridH)
+	bands := make([]band, len(rows))
+	for i, r := range rows {
+		need, want := m.rowRows(r, w)
+		bands[i] = band{need: need, want: want}
+	}
+	last := len(rows) - 1
+	bands[0].spare, bands[last].spare = 2, 1
+	var order []int
+	for i := 1; i < last; i++ {
+		order = append(order, i)
+	}
+	order = append(order, last, 0)
+	heights := share(gridH, bands, order)
+	var drawn []string
+	lw, rw := halves(w)
+	for i, r := range rows {
+		if r.right == nil {
+			r.left.SetSize(w, heights[i])
+			drawn = append(drawn, r.left.View(m.st))
+			continue
+		}
+		r.left.SetSize(lw, heights[i])
+		r.right.SetSize(rw, heights[i])
+		drawn = append(drawn, lipgloss.JoinHorizontal(lipgloss.Top, r.left.View(m.st), " ", r.right.View(m.st)))
+	}
+	return lipgloss.JoinVertical(lipgloss.Left, drawn...)
 }
 
 // Tick is a frame of the view's clock, for callers that drive Update

@@ -11,7 +11,7 @@ import (
 	"github.com/moetop/moetop/stream"
 )
 
-func TestSplit(t *testing.T) {
+func TestShareBetweenTwoBands(t *testing.T) {
 	for _, c := range []struct {
 		name                                      string
 		total, topNeed, topWant, botNeed, botWant int
@@ -24,9 +24,10 @@ func TestSplit(t *testing.T) {
 		{"no rows at all", 0, 5, 5, 5, 5, 0, 0},
 		{"nonsense asks still add up", 30, -3, -9, 0, 0, 20, 10},
 	} {
-		top, bot := split(c.total, c.topNeed, c.topWant, c.botNeed, c.botWant)
+		h := share(c.total, []band{{c.topNeed, c.topWant, 2}, {c.botNeed, c.botWant, 1}}, []int{1, 0})
+		top, bot := h[0], h[1]
 		if top != c.top || bot != c.bot {
-			t.Errorf("%s: split = %d, %d; want %d, %d", c.name, top, bot, c.top, c.bot)
+			t.Errorf("%s: share = %d, %d; want %d, %d", c.name, top, bot, c.top, c.bot)
 		}
 		if top+bot != max(0, c.total) {
 			t.Errorf("%s: %d + %d rows of %d", c.name, top, bot, c.total)

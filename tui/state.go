@@ -11,6 +11,16 @@ import (
 // historyLen is how many points the sparklines keep.
 const historyLen = 240
 
+// The heatmap keeps the newest rows of at most maxHeatLayers model layers
+// of at most maxHeatExperts experts each, whatever a trace or a damaged log
+// holds (the largest models have about a hundred layers of a few hundred
+// experts); maxDevices bounds the GPUs whose histories are kept.
+const (
+	maxHeatLayers  = 256
+	maxHeatExperts = 4096
+	maxDevices     = 64
+)
+
 // ring is a fixed-size history of readings.
 type ring struct {
 	v    []float64
@@ -69,6 +79,7 @@ type state struct {
 	util, memUtil, power      *ring
 	temp, smClock             *ring
 	memUsed                   *ring              // device 0's used bytes, from Sample.Memory
+	devUtil                   []*ring            // each GPU's utilisation, by its place in the reading
 	phaseSum                  map[string]float64 // device 0's, by phase
 	phaseCount                map[string]int     // finite times summed per phase
 	phaseN                    int
@@ -76,6 +87,14 @@ type state struct {
 	stepCounts                []int       // the steps each of stepTimes' samples stands for
 	expertMS                  []float64   // newest per-expert GEMM times (not every step has them)
 	events                    []stream.Event
+
+	// heat is the newest rows per expert of each model layer a layered
+	// trace replayed; heatAt when each was last seen, counted in layered
+	// steps (heatSeq), so that the layer seen longest ago gives way when
+	// there are too many.
+	heat    map[int][]int
+	heatAt  map[int]int
+	heatSeq int
 }
 
 func newState() *state {
@@ -90,6 +109,7 @@ func (s *state) reset() {
 		*r = newRing(historyLen)
 	}
 	s.phaseSum, s.phaseCount, s.phaseN = map[string]float64{}, map[string]int{}, 0
+	s.devUtil = nil
 	s.stepTimes, s.stepCounts = nil, nil
 	s.samples = 0
 	s.first = time.Time{}
@@ -100,6 +120,7 @@ func (s *state) add(x stream.Sample) {
 	if x.Reset {
 		s.reset()
 		s.events = nil
+		s.heat, s.heatAt = nil, nil // the layers' loads were of another time
 	}
 	if s.first.IsZero() {
 		s.first = x.Time
@@ -125,6 +146,9 @@ func (s *state) add(x stream.Sample) {
 		return
 	}
 	s.last, s.hasLast = x, true
+	if x.LayerIndex != nil {
+		s.addLayer(*x.LayerIndex, x.Rows)
+	}
 	if x.ExpertMS != nil {
 		s.expertMS = x.ExpertMS
 	}
@@ -148,6 +172,34 @@ func (s *state) add(x stream.Sample) {
 	}
 }
 
+// addLayer keeps rows as layer's newest load. A layer of another number of
+// experts than those kept starts the map afresh (a new trace or shape).
+func (s *state) addLayer(layer int, rows []int) {
+	rows = rows[:min(len(rows), maxHeatExperts)]
+	for _, old := range s.heat {
+		if len(old) != len(rows) {
+			s.heat, s.heatAt = nil, nil
+		}
+		break
+	}
+	if s.heat == nil {
+		s.heat, s.heatAt = map[int][]int{}, map[int]int{}
+	}
+	if _, ok := s.heat[layer]; !ok && len(s.heat) >= maxHeatLayers {
+		oldest, at := 0, math.MaxInt
+		for l, n := range s.heatAt {
+			if n < at || (n == at && l < oldest) {
+				oldest, at = l, n
+			}
+		}
+		delete(s.heat, oldest)
+		delete(s.heatAt, oldest)
+	}
+	s.heat[layer] = append(s.heat[layer][:0], rows...)
+	s.heatSeq++
+	s.heatAt[layer] = s.heatSeq
+}
+
 func (s *state) addGPU(g *stream.Snapshot) {
 	if g.Host != nil {
 		if g.Host.CPUUtilPct != nil {
@@ -160,6 +212,15 @@ func (s *state) addGPU(g *stream.Snapshot) {
 	}
 	if len(g.Devices) == 0 {
 		return
+	}
+	// Every GPU's utilisation, for the panel's line per device.
+	for len(s.devUtil) < min(len(g.Devices), maxDevices) {
+		s.devUtil = append(s.devUtil, newRing(historyLen))
+	}
+	for i, d := range g.Devices[:min(len(g.Devices), len(s.devUtil))] {
+		if d.UtilPct != nil {
+			s.devUtil[i].push(float64(*d.UtilPct))
+		}
 	}
 	d := g.Devices[0] // the backend runs on the first device it sees
 	push := func(r *ring, p *uint32) {

@@ -48,6 +48,10 @@ func TestGolden(t *testing.T) {
 		{"128experts", func() Source { return newFake(128, 40) }, sizes, four, four},
 		// The host panels differ from the GPU's in their first rows only.
 		{"cpu", func() Source { return newFakeCPU(40) }, sizes[:2], four, four},
+		// On a small terminal the ranks and the layers take the GPU's place.
+		{"ep4", func() Source { return newFakeEP(40) }, two,
+			[]string{"Expert load", "Kernel time", "Ranks", "Memory"}, append(four, "Ranks")},
+		{"trace", func() Source { return newFakeTrace(40) }, two, append(four, "Layers × experts"), append(four, "Layers × experts")},
 		{"roofline", func() Source { return newFakeRoofline(40) }, two, four, four},
 	}
 	for _, r := range runs {
