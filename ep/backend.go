@@ -103,7 +103,8 @@ func resultOf(s kernels.Shape, reps []Report) kernels.StepResult {
 			ph[i] = kernels.NamedPhase{Name: PhaseNames[i], Time: time.Duration(r.PhasesNS[i])}
 		}
 		res.Devices = append(res.Devices, kernels.DeviceStep{Device: r.Rank, Phases: ph,
-			RecvTokens: r.RecvTokens, RecvRows: r.RecvRows, SentBytes: r.SentBytes, SavedBytes: r.SavedBytes})
+			RecvTokens: r.RecvTokens, RecvRows: r.RecvRows, SentBytes: r.SentBytes, SavedBytes: r.SavedBytes,
+			Rows: r.ExpertRows})
 	}
 	return res
 }

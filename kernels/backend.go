@@ -109,8 +109,10 @@ type DeviceStep struct {
 	// Phases in step order.
 	Phases []NamedPhase
 	// RecvTokens is the token rows the device received (its own
-	// included); RecvRows the (token, expert) rows it ran: its GEMM load.
+	// included); RecvRows the (token, expert) rows it ran: its GEMM load;
+	// Rows those rows per expert (0 for experts it does not hold).
 	RecvTokens, RecvRows int
+	Rows                 []int
 	// SentBytes went to other devices in dispatch (and came back in
 	// combine); SavedBytes is what sending a token once per device, not
 	// once per expert, saved.

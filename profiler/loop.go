@@ -259,7 +259,7 @@ func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 	s.Phases = PhasesOf(res.Phases, 0)
 	s.StepMS = s.Phases.Total(0)
 	if res.Devices != nil {
-		fillDevices(s, res.Devices)
+		fillDevices(s, sh, res.Devices)
 	} else {
 		work := PhaseWork(dimsOf(sh), res.Rows)
 		for i := range s.Phases {
@@ -298,14 +298,23 @@ func dimsOf(sh kernels.Shape) LayerDims {
 }
 
 // fillDevices takes each device's phases and traffic; the step's wall
-// time is its slowest device's.
-func fillDevices(s *stream.Sample, devs []kernels.DeviceStep) {
+// time is its slowest device's. Each device's work is its own: its tokens
+// through the router, the rows it ran through its experts, and in
+// dispatch and combine the bytes it sent to the others.
+func fillDevices(s *stream.Sample, sh kernels.Shape, devs []kernels.DeviceStep) {
 	s.Phases, s.StepMS, s.Ranks = nil, 0, nil
 	for _, d := range devs {
+		work := map[string]Work{}
+		if d.Rows != nil {
+			work = PhaseWork(dimsOf(sh), d.Rows)
+		}
+		work[stream.PhaseDispatch] = Work{Bytes: float64(d.SentBytes)}
+		work[stream.PhaseCombine] = Work{Bytes: float64(d.SentBytes)}
 		total := 0.0
 		for _, p := range d.Phases {
 			ms := float64(p.Time) / 1e6
-			s.Phases = append(s.Phases, stream.PhaseTime{Phase: p.Name, Device: d.Device, MS: ms})
+			w := work[p.Name]
+			s.Phases = append(s.Phases, stream.PhaseTime{Phase: p.Name, Device: d.Device, MS: ms, Bytes: w.Bytes, FLOPs: w.FLOPs})
 			total += ms
 		}
 		s.StepMS = max(s.StepMS, total)

@@ -3,6 +3,7 @@ package profiler
 import (
 	"testing"
 
+	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/stream"
 )
 
@@ -79,5 +80,23 @@ func TestPhaseWorkMatchesThePeersAccounting(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestEachRankCarriesItsOwnWork(t *testing.T) {
+	sh := kernels.Shape{Tokens: 4, Hidden: 8, FFN: 16, Experts: 4, TopK: 2, DType: kernels.BF16}
+	var s stream.Sample
+	FillStep(&s, sh, kernels.StepResult{Rows: []int{3, 2, 2, 1}, Devices: []kernels.DeviceStep{
+		{Device: 0, Rows: []int{3, 2, 0, 0}, SentBytes: 64, Phases: []kernels.NamedPhase{{Name: "gemm1", Time: 1e6}, {Name: "dispatch", Time: 1e6}}},
+		{Device: 1, Rows: []int{0, 0, 2, 1}, SentBytes: 32, Phases: []kernels.NamedPhase{{Name: "gemm1", Time: 1e6}, {Name: "dispatch", Time: 1e6}}},
+	}})
+	want0 := PhaseWork(dimsOf(sh), []int{3, 2, 0, 0})[stream.PhaseGEMM1]
+	for _, p := range s.Phases {
+		switch {
+		case p.Device == 0 && p.Phase == "gemm1" && (p.FLOPs != want0.FLOPs || p.Bytes != want0.Bytes):
+			t.Errorf("rank 0 gemm1 %+v, want %+v (its own rows only)", p, want0)
+		case p.Device == 1 && p.Phase == "dispatch" && p.Bytes != 32:
+			t.Errorf("rank 1 dispatch moved %g bytes, want the 32 it sent", p.Bytes)
+		}
 	}
 }
