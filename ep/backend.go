@@ -98,9 +98,12 @@ func resultOf(s kernels.Shape, reps []Report) kernels.StepResult {
 		for e, n := range r.ExpertRows[:min(len(r.ExpertRows), s.Experts)] {
 			res.Rows[e] += n
 		}
-		ph := make([]kernels.NamedPhase, min(len(r.PhasesNS), len(PhaseNames)))
-		for i := range ph {
-			ph[i] = kernels.NamedPhase{Name: PhaseNames[i], Time: time.Duration(r.PhasesNS[i])}
+		ph := make([]kernels.NamedPhase, 0, len(PhaseNames))
+		for i := range min(len(r.PhasesNS), len(PhaseNames)) {
+			if PhaseNames[i] == kernels.PhaseShared && s.SharedWidth() == 0 {
+				continue // a layer without shared experts has no such phase
+			}
+			ph = append(ph, kernels.NamedPhase{Name: PhaseNames[i], Time: time.Duration(r.PhasesNS[i])})
 		}
 		res.Devices = append(res.Devices, kernels.DeviceStep{Device: r.Rank, Phases: ph,
 			RecvTokens: r.RecvTokens, RecvRows: r.RecvRows, SentBytes: r.SentBytes, SavedBytes: r.SavedBytes,

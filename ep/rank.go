@@ -35,6 +35,10 @@ type PhaseTimes struct {
 	GEMM1    time.Duration
 	Act      time.Duration
 	GEMM2    time.Duration
+	// Shared: the shared experts over the rank's own tokens (zero
+	// without them), whose output the rank adds to its tokens' combined
+	// rows.
+	Shared time.Duration
 	// Combine: the weighted sum of each received token's local experts, the
 	// transfer back, and the sum over ranks on the token's own rank.
 	Combine time.Duration
@@ -45,11 +49,11 @@ type PhaseTimes struct {
 }
 
 // PhaseNames are the phases in step order, as Durations lists them.
-var PhaseNames = [...]string{"router", "permute", "dispatch", "gemm1", "act", "gemm2", "wait", "combine"}
+var PhaseNames = [...]string{"router", "permute", "dispatch", "gemm1", "act", "gemm2", kernels.PhaseShared, "wait", "combine"}
 
 // Durations returns the phase times in the order of PhaseNames.
 func (p PhaseTimes) Durations() [len(PhaseNames)]time.Duration {
-	return [...]time.Duration{p.Router, p.Permute, p.Dispatch, p.GEMM1, p.Act, p.GEMM2, p.Wait, p.Combine}
+	return [...]time.Duration{p.Router, p.Permute, p.Dispatch, p.GEMM1, p.Act, p.GEMM2, p.Shared, p.Wait, p.Combine}
 }
 
 // Total is the sum of the phase times.
@@ -99,6 +103,9 @@ type Rank struct {
 	local   []int       // experts held, ascending
 	localOf map[int]int // expert → index in local
 	w1, w2  [][]float32 // per local expert
+	// sw1, sw2 are the shared experts' weights (nil: none); every rank
+	// holds them and runs them on its own tokens.
+	sw1, sw2 []float32
 }
 
 // NewRank prepares rank tr.Rank() of cfg.
@@ -119,6 +126,9 @@ func NewRank(cfg Config, tr Transport) (*Rank, error) {
 	case cfg.Bias != nil && len(cfg.Bias) != s.Experts:
 		return nil, fmt.Errorf("ep: router bias has %d values, want %d experts", len(cfg.Bias), s.Experts)
 	}
+	if err := s.Router.Check(s.Experts, s.TopK); err != nil {
+		return nil, fmt.Errorf("ep: %w", err)
+	}
 	r := tr.Rank()
 	rk := &Rank{cfg: cfg, tr: tr, rank: r, local: p.Local(r), localOf: map[int]int{},
 		x: kernels.InputRows(s, r*s.Tokens, s.Tokens), wg: kernels.RouterWeights(s)}
@@ -128,6 +138,7 @@ func NewRank(cfg Config, tr Transport) (*Rank, error) {
 		rk.w1 = append(rk.w1, w1)
 		rk.w2 = append(rk.w2, w2)
 	}
+	rk.sw1, rk.sw2 = kernels.SharedWeights(s)
 	return rk, nil
 }
 
@@ -265,14 +276,16 @@ func (rk *Rank) Step(ctx context.Context) (res *RankResult, err error) {
 	res.RecvRows = rows
 	lap(&ph.Permute)
 
-	hid := make([]float32, rows*f)
+	c1 := s.W1Cols()
+	hid := make([]float32, rows*c1)
 	for li := range L {
 		o, m := offs[li], counts[li]
-		kernels.MatMul(hid[o*f:], xp[o*h:], m, h, rk.w1[li], f)
+		kernels.MatMul(hid[o*c1:], xp[o*h:], m, h, rk.w1[li], c1)
 	}
 	s.DType.RoundSlice(hid)
 	lap(&ph.GEMM1)
-	kernels.Activate(hid, s.Act)
+	// Gated, the activation packs its rows × f output at the start of hid.
+	hid = kernels.ActivateRows(hid, rows, f, s.Act)
 	s.DType.RoundSlice(hid)
 	lap(&ph.Act)
 	if err := ctx.Err(); err != nil {
@@ -285,6 +298,13 @@ func (rk *Rank) Step(ctx context.Context) (res *RankResult, err error) {
 	}
 	s.DType.RoundSlice(y)
 	lap(&ph.GEMM2)
+
+	var shared []float32
+	if rk.sw1 != nil {
+		shared = make([]float32, T*h)
+		kernels.SharedForward(s, rk.x, T, rk.sw1, rk.sw2, make([]float32, T*s.Act.Columns(s.SharedWidth())), shared)
+		lap(&ph.Shared)
+	}
 
 	// One weighted sum per received token: what goes back is one row per
 	// (token, rank), stored in the layer's dtype as a GPU would send it.
@@ -325,6 +345,9 @@ func (rk *Rank) Step(ctx context.Context) (res *RankResult, err error) {
 				o[c] += v
 			}
 		}
+	}
+	for i, v := range shared {
+		out[i] += v
 	}
 	s.DType.RoundSlice(out)
 	res.Output = out

@@ -46,6 +46,18 @@ func TestRanksMatchTheSingleDeviceReference(t *testing.T) {
 			kernels.Shape{Tokens: 4, Hidden: 7, FFN: 3, Experts: 4, TopK: 4}, 2, [][]int{{1}, {0, 1}, {0}, {1}}, nil},
 		{"one token per rank",
 			kernels.Shape{Tokens: 1, Hidden: 3, FFN: 2, Experts: 6, TopK: 2}, 3, nil, nil},
+		{"gated swiglu experts over three ranks with a starved expert",
+			kernels.Shape{Tokens: 9, Hidden: 10, FFN: 7, Experts: 6, TopK: 2, Act: kernels.SwiGLU}, 3, nil, []int{4}},
+		{"gated geglu experts with replicas",
+			kernels.Shape{Tokens: 8, Hidden: 6, FFN: 5, Experts: 4, TopK: 3, Act: kernels.GeGLU}, 2,
+			[][]int{{0, 1}, {1}, {0}, {1, 0}}, nil},
+		{"shared experts run on every rank's own tokens",
+			kernels.Shape{Tokens: 7, Hidden: 9, FFN: 6, Experts: 4, TopK: 2, Act: kernels.SwiGLU, SharedExperts: 2, SharedFFN: 5}, 2, nil, nil},
+		{"deepseek's grouped sigmoid router across ranks",
+			kernels.Shape{Tokens: 6, Hidden: 8, FFN: 4, Experts: 8, TopK: 3, Act: kernels.SwiGLU, SharedExperts: 1,
+				Router: kernels.Router{Kind: kernels.SigmoidGrouped, Groups: 4, TopKGroups: 2, Scale: 2.5}}, 4, nil, nil},
+		{"softmax without renormalisation across ranks",
+			kernels.Shape{Tokens: 5, Hidden: 7, FFN: 6, Experts: 6, TopK: 2, Router: kernels.Router{Kind: kernels.SoftmaxNoNorm}}, 3, nil, nil},
 	}
 	for _, d := range []kernels.DType{kernels.FP32, kernels.BF16} {
 		for ci, tc := range cases {
@@ -246,6 +258,34 @@ func BenchmarkGroupStep(b *testing.B) {
 	for b.Loop() {
 		if _, err := g.Step(context.Background()); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// The backend's phases per rank name the shared experts only when the
+// layer has them.
+func TestCPUBackendReportsTheSharedPhaseWhenThereIsOne(t *testing.T) {
+	for _, shared := range []int{0, 1} {
+		s := kernels.Shape{Tokens: 4, Hidden: 6, FFN: 5, Experts: 4, TopK: 2, DType: kernels.FP32, Act: kernels.SwiGLU,
+			SharedExperts: shared}
+		b := &CPUBackend{Ranks: 2}
+		if err := b.Prepare(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		res, err := b.Step(context.Background(), kernels.StepInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range res.Devices {
+			n := 0
+			for _, p := range d.Phases {
+				if p.Name == kernels.PhaseShared {
+					n++
+				}
+			}
+			if n != shared {
+				t.Errorf("%d shared experts: rank %d has %d shared phases, want %d", shared, d.Device, n, shared)
+			}
 		}
 	}
 }

@@ -33,14 +33,48 @@ type Shape struct {
 	// CapacityFactor, when > 0, caps each expert's rows at
 	// ceil(CapacityFactor·rows/experts) on backends that pad (others ignore it).
 	CapacityFactor float64
+	// SharedExperts is the number of dense experts every token also goes
+	// through, each SharedFFN wide (0: FFN); together they are one FFN of
+	// SharedWidth with the routed experts' activation, whose output is
+	// added to the routed experts' (DeepSeek, Qwen2-MoE).
+	SharedExperts, SharedFFN int
+	// Router is how tokens choose experts.
+	Router Router
 }
 
 // Rows is the number of routed rows: every token goes to TopK experts.
 func (s Shape) Rows() int { return s.Tokens * s.TopK }
 
+// W1Cols is gemm1's output width: FFN, or 2·FFN for a gated activation
+// (the gate's columns, then the up projection's).
+func (s Shape) W1Cols() int { return s.Act.Columns(s.FFN) }
+
+// SharedWidth is the shared experts' FFN width all together (0: none).
+func (s Shape) SharedWidth() int {
+	if s.SharedExperts <= 0 {
+		return 0
+	}
+	f := s.SharedFFN
+	if f <= 0 {
+		f = s.FFN
+	}
+	return s.SharedExperts * f
+}
+
+// ExpertFLOPs counts the two expert GEMMs over rows routed rows:
+// 2·rows·hidden·(gemm1's columns + ffn), which is 4·rows·hidden·ffn, or
+// 6· gated.
+func (s Shape) ExpertFLOPs(rows int) float64 {
+	return 2 * float64(rows) * float64(s.Hidden) * float64(s.W1Cols()+s.FFN)
+}
+
 // GEMMFLOPs counts the two expert GEMMs of one step.
-func (s Shape) GEMMFLOPs() float64 {
-	return 4 * float64(s.Rows()) * float64(s.Hidden) * float64(s.FFN)
+func (s Shape) GEMMFLOPs() float64 { return s.ExpertFLOPs(s.Rows()) }
+
+// SharedFLOPs counts the shared experts' two GEMMs of one step (0: none).
+func (s Shape) SharedFLOPs() float64 {
+	w := s.SharedWidth()
+	return 2 * float64(s.Tokens) * float64(s.Hidden) * float64(s.Act.Columns(w)+w)
 }
 
 // RouterFLOPs counts the router GEMM of one step.
@@ -101,7 +135,23 @@ type StepResult struct {
 	// that one device has and another does not (dispatch, wait), and its
 	// wall time is its slowest device's.
 	Devices []DeviceStep
+	// Overlapped are phases that ran beside Phases, on a stream of their
+	// own (the shared experts), each with when it started after the
+	// step's start. Phases still add up to the step's wall time: the
+	// phase that waits for an overlapped one (combine, which adds the
+	// shared experts' output) includes the wait.
+	Overlapped []OverlappedPhase
 }
+
+// OverlappedPhase is a phase that overlaps the step's sequence.
+type OverlappedPhase struct {
+	Name        string
+	Start, Time time.Duration
+}
+
+// PhaseShared is the shared experts' phase (an OverlappedPhase on one
+// device; on an expert-parallel rank, one of its phases).
+const PhaseShared = "shared"
 
 // DeviceStep is one device's (rank's) share of a step.
 type DeviceStep struct {

@@ -38,8 +38,11 @@ func (r CheckResult) Pass() bool {
 const checkTopK = 64
 
 // RandomCases draws n shapes per backend and dtype: odd sizes, 1 to 256
-// experts, top-k up to 8 (one case in eight up to checkTopK), and an
-// expert starved of rows in most.
+// experts, top-k up to 8 (one case in eight up to checkTopK), every
+// activation, every router (with groups and a routed scale), shared
+// experts in one case in three, and an expert starved of rows in most.
+// The first four cases of a backend and dtype take each activation once
+// and the routers in turn, so that a short run still covers them all.
 func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []CheckCase {
 	var cs []CheckCase
 	for _, b := range backends {
@@ -51,7 +54,17 @@ func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []Che
 					k = 1 + rng.IntN(min(e, checkTopK))
 				}
 				s := Shape{Tokens: 1 + rng.IntN(300), Hidden: 1 + rng.IntN(200), FFN: 1 + rng.IntN(300),
-					Experts: e, TopK: k, DType: d, Act: Activation(rng.IntN(2)), Seed: rng.Uint64()}
+					Experts: e, TopK: k, DType: d, Act: Activation(rng.IntN(int(numActivations))), Seed: rng.Uint64()}
+				if i < int(numActivations) {
+					s.Act = Activation(i) // the first cases: each activation once
+				}
+				s.Router = randomRouter(rng, RouterKind((i+1)%int(numRouterKinds)), e, k)
+				if rng.IntN(3) == 0 {
+					s.SharedExperts = 1 + rng.IntN(2)
+					if rng.IntN(2) == 0 {
+						s.SharedFFN = 1 + rng.IntN(200)
+					}
+				}
 				starve := -1
 				if e > s.TopK && rng.IntN(4) != 0 {
 					starve = rng.IntN(e)
@@ -61,6 +74,30 @@ func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []Che
 		}
 	}
 	return cs
+}
+
+// randomRouter draws a router of kind for top-k of e experts: for the
+// grouped router a number of groups that divides e and enough kept groups
+// to hold k experts; a routed scale now and then.
+func randomRouter(rng *rand.Rand, kind RouterKind, e, k int) Router {
+	r := Router{Kind: kind}
+	if rng.IntN(3) == 0 {
+		r.Scale = []float32{0.5, 2.5}[rng.IntN(2)]
+	}
+	if kind != SigmoidGrouped {
+		return r
+	}
+	var divisors []int
+	for g := 1; g <= min(e, MaxGroups); g++ {
+		if e%g == 0 {
+			divisors = append(divisors, g)
+		}
+	}
+	r.Groups = divisors[rng.IntN(len(divisors))]
+	per := e / r.Groups
+	least := (k + per - 1) / per
+	r.TopKGroups = least + rng.IntN(r.Groups-least+1)
+	return r
 }
 
 // Check runs one case on b (already opened for c.Backend): prepare, poison
@@ -105,7 +142,7 @@ func Check(ctx context.Context, b Checkable, c CheckCase, rng *rand.Rand) (r Che
 	}
 	// The router must do exactly what Route does to the logits it was
 	// given (bar exp's last bits in the weights).
-	want := Route(logits, s.Tokens, s.Experts, s.TopK, bias)
+	want := s.Router.Route(logits, s.Tokens, s.Experts, s.TopK, bias)
 	for t := 0; t < s.Tokens; t++ {
 		for j := 0; j < s.TopK; j++ {
 			i := t*s.TopK + j

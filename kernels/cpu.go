@@ -20,7 +20,9 @@ type CPU struct {
 	x, wg, w1, w2 []float32
 	logits        []float32
 	xp, h, y, out []float32
-	last          Assignment
+	// The shared experts' weights and activations (nil: none).
+	sw1, sw2, sh, sy []float32
+	last             Assignment
 	// MemAvailable reports host bytes available; Prepare refuses shapes that
 	// do not fit so that an impossible size is an error, not a crash.
 	MemAvailable func() (uint64, error)
@@ -78,24 +80,34 @@ func (c *CPU) Prepare(ctx context.Context, s Shape) error {
 				need>>20, avail>>20, ErrOutOfMemory)
 		}
 	}
-	t, h, f, e, r := s.Tokens, s.Hidden, s.FFN, s.Experts, s.Rows()
+	if err := s.Router.Check(s.Experts, s.TopK); err != nil {
+		return fmt.Errorf("cpu backend: %w", err)
+	}
+	t, h, f, e, r, c1 := s.Tokens, s.Hidden, s.FFN, s.Experts, s.Rows(), s.W1Cols()
 	c.x = make([]float32, t*h)
 	c.wg = make([]float32, h*e)
-	c.w1 = make([]float32, e*h*f)
+	c.w1 = make([]float32, e*h*c1)
 	c.w2 = make([]float32, e*f*h)
 	c.logits = make([]float32, t*e)
 	c.xp = make([]float32, r*h)
-	c.h = make([]float32, r*f)
+	c.h = make([]float32, r*c1)
 	c.y = make([]float32, r*h)
 	c.out = make([]float32, t*h)
-	for _, fl := range []struct {
+	type tensor struct {
 		dst    []float32
 		tensor uint32
 		scale  float32
-	}{
+	}
+	fills := []tensor{
 		{c.x, TensorX, ScaleX()}, {c.wg, TensorRouter, ScaleRouter(h)},
 		{c.w1, TensorW1, ScaleW1(h)}, {c.w2, TensorW2, ScaleW2(f)},
-	} {
+	}
+	if w := s.SharedWidth(); w > 0 {
+		c.sw1, c.sw2 = make([]float32, h*s.Act.Columns(w)), make([]float32, w*h)
+		c.sh, c.sy = make([]float32, t*s.Act.Columns(w)), make([]float32, t*h)
+		fills = append(fills, tensor{c.sw1, TensorSharedW1, ScaleW1(h)}, tensor{c.sw2, TensorSharedW2, ScaleW2(w)})
+	}
+	for _, fl := range fills {
 		// Gigabytes of weights take seconds to fill: look at ctx between
 		// blocks so that a quit does not wait for them.
 		err := inBlocks(ctx, len(fl.dst), 4*elemBlock, func(lo, hi int) {
@@ -196,12 +208,20 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 		return StepResult{}, ErrNotPrepared
 	}
 	s := c.s
-	t, h, f, e, k := s.Tokens, s.Hidden, s.FFN, s.Experts, s.TopK
+	t, h, f, e, k, c1 := s.Tokens, s.Hidden, s.FFN, s.Experts, s.TopK, s.W1Cols()
 	var res StepResult
 	if in.Bias != nil && len(in.Bias) != e {
 		return res, fmt.Errorf("router bias has %d values, want %d experts", len(in.Bias), e)
 	}
 	mark := time.Now()
+	// The shared experts run beside the routed ones, as on a GPU's second
+	// stream; every return waits for them (they look at ctx too), so that
+	// the next step cannot find them still writing.
+	var shared *sharedRun
+	if c.sy != nil {
+		shared = c.startShared(ctx, mark)
+		defer shared.wait()
+	}
 	lap := func(p Phase) {
 		now := time.Now()
 		res.Phases[p] = now.Sub(mark)
@@ -223,7 +243,7 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 		}
 		a = Assignment{IDs: make([]int32, t*k), Weights: make([]float32, t*k)}
 		err := inBlocks(ctx, t, max(1, elemBlock/e), func(lo, hi int) {
-			b := Route(c.logits[lo*e:hi*e], hi-lo, e, k, in.Bias)
+			b := s.Router.Route(c.logits[lo*e:hi*e], hi-lo, e, k, in.Bias)
 			copy(a.IDs[lo*k:], b.IDs)
 			copy(a.Weights[lo*k:], b.Weights)
 		})
@@ -268,7 +288,7 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 		}
 		return nil
 	}
-	if err := experts(h, f, c.xp, c.w1, c.h); err != nil {
+	if err := experts(h, c1, c.xp, c.w1, c.h); err != nil {
 		return res, err
 	}
 	if err := c.round(ctx, c.h); err != nil {
@@ -276,11 +296,12 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 	}
 	lap(PhaseGEMM1)
 
-	err = inBlocks(ctx, len(c.h), elemBlock, func(lo, hi int) { Activate(c.h[lo:hi], s.Act) })
-	if err != nil {
+	// Gated, the activation packs its rows × f output at the start of h
+	// (row blocks in order: see ActivateRows).
+	if err := activateInBlocks(ctx, c.h, s.Rows(), f, s.Act); err != nil {
 		return res, err
 	}
-	if err := c.round(ctx, c.h); err != nil {
+	if err := c.round(ctx, c.h[:s.Rows()*f]); err != nil {
 		return res, err
 	}
 	lap(PhaseAct)
@@ -301,6 +322,21 @@ func (c *CPU) Step(ctx context.Context, in StepInput) (StepResult, error) {
 	})
 	if err != nil {
 		return res, err
+	}
+	if shared != nil {
+		p, err := shared.wait()
+		if err != nil {
+			return res, err
+		}
+		res.Overlapped = []OverlappedPhase{p}
+		err = inBlocks(ctx, len(c.sy), elemBlock, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				c.out[i] += c.sy[i]
+			}
+		})
+		if err != nil {
+			return res, err
+		}
 	}
 	if err := c.round(ctx, c.out); err != nil {
 		return res, err

@@ -13,57 +13,163 @@ import (
 // refLayer is the layer's semantics written out plainly in float64, with no
 // code shared with the backend beyond Fill: the oracle for the oracle.
 func refLayer(s Shape, bias []float32) (out []float64, counts []int) {
-	t, h, f, e, k := s.Tokens, s.Hidden, s.FFN, s.Experts, s.TopK
+	t, h, e, k := s.Tokens, s.Hidden, s.Experts, s.TopK
 	at := func(tensor uint32, i int, scale float32) float64 {
 		return float64(Fill(s.Seed, tensor, uint64(i), scale))
 	}
 	counts = make([]int, e)
 	out = make([]float64, t*h)
 	for tok := 0; tok < t; tok++ {
+		x := make([]float64, h)
+		for i := range x {
+			x[i] = at(TensorX, tok*h+i, ScaleX())
+		}
 		logits := make([]float64, e)
 		for ex := 0; ex < e; ex++ {
 			for i := 0; i < h; i++ {
-				logits[ex] += at(TensorX, tok*h+i, ScaleX()) * at(TensorRouter, i*e+ex, ScaleRouter(h))
-			}
-			if bias != nil {
-				logits[ex] += float64(bias[ex])
+				logits[ex] += x[i] * at(TensorRouter, i*e+ex, ScaleRouter(h))
 			}
 		}
-		idx := make([]int, e)
-		for i := range idx {
-			idx[i] = i
-		}
-		sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
-		chosen := idx[:k]
-		var z float64
-		for _, ex := range chosen {
-			z += math.Exp(logits[ex])
-		}
-		for _, ex := range chosen {
+		chosen, weights := refRoute(s.Router, logits, bias, k)
+		for j, ex := range chosen {
 			counts[ex]++
-			w := math.Exp(logits[ex]) / z
-			hid := make([]float64, f)
-			for j := 0; j < f; j++ {
-				for i := 0; i < h; i++ {
-					hid[j] += at(TensorX, tok*h+i, ScaleX()) * at(TensorW1, ex*h*f+i*f+j, ScaleW1(h))
-				}
-				x := hid[j]
-				if s.Act == SiLU {
-					hid[j] = x / (1 + math.Exp(-x))
-				} else {
-					hid[j] = 0.5 * x * (1 + math.Erf(x/math.Sqrt2))
-				}
+			y := refFFN(s, x, s.FFN, TensorW1, TensorW2, ex)
+			for i := range y {
+				out[tok*h+i] += weights[j] * y[i]
 			}
-			for i := 0; i < h; i++ {
-				var y float64
-				for j := 0; j < f; j++ {
-					y += hid[j] * at(TensorW2, ex*f*h+j*h+i, ScaleW2(f))
-				}
-				out[tok*h+i] += w * y
+		}
+		if w := s.SharedWidth(); w > 0 {
+			y := refFFN(s, x, w, TensorSharedW1, TensorSharedW2, 0)
+			for i := range y {
+				out[tok*h+i] += y[i]
 			}
 		}
 	}
 	return out, counts
+}
+
+// refRoute is the router for one token in float64: the chosen experts and
+// their weights.
+func refRoute(r Router, logits []float64, bias []float32, k int) ([]int, []float64) {
+	e := len(logits)
+	b := func(i int) float64 {
+		if bias == nil {
+			return 0
+		}
+		return float64(bias[i])
+	}
+	// byValue lists candidates by v, largest first, ties to the lower index.
+	byValue := func(cand []int, v []float64) []int {
+		sort.SliceStable(cand, func(a, c int) bool { return v[cand[a]] > v[cand[c]] })
+		return cand
+	}
+	all := make([]int, e)
+	for i := range all {
+		all[i] = i
+	}
+	scale := 1.0
+	if r.Scale != 0 {
+		scale = float64(r.Scale)
+	}
+	var chosen []int
+	var w []float64
+	switch r.Kind {
+	case Softmax, SoftmaxNoNorm:
+		v := make([]float64, e)
+		for i := range v {
+			v[i] = logits[i] + b(i)
+		}
+		chosen = byValue(all, v)[:k]
+		var z float64
+		for _, i := range chosen {
+			z += math.Exp(v[i])
+		}
+		if r.Kind == SoftmaxNoNorm {
+			z = 0
+			for i := range v {
+				z += math.Exp(v[i])
+			}
+		}
+		for _, i := range chosen {
+			w = append(w, math.Exp(v[i])/z*scale)
+		}
+	case SigmoidGrouped:
+		g := max(1, r.Groups)
+		kept := g
+		if r.TopKGroups > 0 {
+			kept = r.TopKGroups
+		}
+		per := e / g
+		score, choice := make([]float64, e), make([]float64, e)
+		for i := range score {
+			score[i] = 1 / (1 + math.Exp(-logits[i]))
+			choice[i] = score[i] + b(i)
+		}
+		groupScore := make([]float64, g)
+		groups := make([]int, g)
+		for gi := range groups {
+			groups[gi] = gi
+			members := byValue(append([]int(nil), all[gi*per:(gi+1)*per]...), choice)
+			for _, i := range members[:min(2, per)] {
+				groupScore[gi] += choice[i]
+			}
+		}
+		var cand []int
+		for _, gi := range byValue(groups, groupScore)[:kept] {
+			cand = append(cand, all[gi*per:(gi+1)*per]...)
+		}
+		sort.Ints(cand)
+		chosen = byValue(cand, choice)[:k]
+		var z float64
+		for _, i := range chosen {
+			z += score[i]
+		}
+		for _, i := range chosen {
+			w = append(w, score[i]/z*scale)
+		}
+	}
+	return chosen, w
+}
+
+// refFFN is one expert (or the shared experts, f wide) on one token x:
+// gemm1 from tensor t1 at expert ex's offset, the activation (gated: gate
+// columns then up columns), gemm2 from tensor t2.
+func refFFN(s Shape, x []float64, f int, t1, t2 uint32, ex int) []float64 {
+	h := len(x)
+	cols := f
+	if s.Act == SwiGLU || s.Act == GeGLU {
+		cols = 2 * f
+	}
+	w1 := func(i, j int) float64 { return float64(Fill(s.Seed, t1, uint64(ex*h*cols+i*cols+j), ScaleW1(h))) }
+	w2 := func(j, i int) float64 { return float64(Fill(s.Seed, t2, uint64(ex*f*h+j*h+i), ScaleW2(f))) }
+	pre := make([]float64, cols)
+	for j := range pre {
+		for i := 0; i < h; i++ {
+			pre[j] += x[i] * w1(i, j)
+		}
+	}
+	silu := func(v float64) float64 { return v / (1 + math.Exp(-v)) }
+	gelu := func(v float64) float64 { return 0.5 * v * (1 + math.Erf(v/math.Sqrt2)) }
+	a := make([]float64, f)
+	for j := range a {
+		switch s.Act {
+		case GELU:
+			a[j] = gelu(pre[j])
+		case SiLU:
+			a[j] = silu(pre[j])
+		case SwiGLU:
+			a[j] = silu(pre[j]) * pre[f+j]
+		case GeGLU:
+			a[j] = gelu(pre[j]) * pre[f+j]
+		}
+	}
+	y := make([]float64, h)
+	for i := range y {
+		for j := range a {
+			y[i] += a[j] * w2(j, i)
+		}
+	}
+	return y
 }
 
 func relErr(got []float32, want []float64) float64 {
@@ -81,25 +187,52 @@ func relErr(got []float32, want []float64) float64 {
 
 func TestCPULayerMatchesFloat64Reference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	cases := []struct {
+	grouped := func(g, kept int, scale float32) Router {
+		return Router{Kind: SigmoidGrouped, Groups: g, TopKGroups: kept, Scale: scale}
+	}
+	type testCase struct {
 		name  string
 		shape Shape
 		// starve, when ≥ 0, gets a bias so low that the expert gets no rows.
 		starve int
-	}{
+	}
+	cases := []testCase{
 		{"odd sizes, gelu", Shape{Tokens: 37, Hidden: 23, FFN: 45, Experts: 5, TopK: 2, Act: GELU}, -1},
 		{"empty expert gets no rows", Shape{Tokens: 29, Hidden: 17, FFN: 33, Experts: 7, TopK: 3, Act: SiLU}, 4},
 		{"top-1 of 3", Shape{Tokens: 51, Hidden: 9, FFN: 13, Experts: 3, TopK: 1, Act: GELU}, 0},
 		{"every expert chosen", Shape{Tokens: 11, Hidden: 31, FFN: 19, Experts: 4, TopK: 4, Act: SiLU}, -1},
+		{"swiglu multiplies silu of the gate by the up projection",
+			Shape{Tokens: 23, Hidden: 19, FFN: 27, Experts: 5, TopK: 2, Act: SwiGLU}, 3},
+		{"geglu multiplies gelu of the gate by the up projection",
+			Shape{Tokens: 17, Hidden: 13, FFN: 9, Experts: 4, TopK: 3, Act: GeGLU}, -1},
+		{"swiglu with an odd ffn of 1", Shape{Tokens: 9, Hidden: 5, FFN: 1, Experts: 3, TopK: 2, Act: SwiGLU}, -1},
+		{"a shared expert adds a dense ffn over every token",
+			Shape{Tokens: 21, Hidden: 15, FFN: 11, Experts: 4, TopK: 2, Act: GELU, SharedExperts: 1}, 1},
+		{"two gated shared experts of their own width",
+			Shape{Tokens: 19, Hidden: 12, FFN: 10, Experts: 6, TopK: 2, Act: SwiGLU, SharedExperts: 2, SharedFFN: 7}, -1},
+		{"softmax without renormalisation keeps the full softmax's shares",
+			Shape{Tokens: 31, Hidden: 14, FFN: 12, Experts: 8, TopK: 3, Act: SiLU, Router: Router{Kind: SoftmaxNoNorm}}, 6},
+		{"softmax with a routed scale",
+			Shape{Tokens: 13, Hidden: 10, FFN: 8, Experts: 5, TopK: 2, Act: GELU, Router: Router{Scale: 2.5}}, -1},
+		{"grouped sigmoid keeps two of four groups",
+			Shape{Tokens: 41, Hidden: 16, FFN: 12, Experts: 16, TopK: 4, Act: SwiGLU, Router: grouped(4, 2, 2.5)}, 5},
+		{"grouped sigmoid with one expert per group",
+			Shape{Tokens: 27, Hidden: 11, FFN: 9, Experts: 6, TopK: 2, Act: GELU, Router: grouped(6, 3, 0)}, -1},
+		{"grouped sigmoid needing every kept expert",
+			Shape{Tokens: 15, Hidden: 9, FFN: 7, Experts: 8, TopK: 4, Act: SiLU, Router: grouped(4, 2, 0)}, -1},
+		{"sigmoid over one group is a plain sigmoid top-k",
+			Shape{Tokens: 25, Hidden: 13, FFN: 10, Experts: 7, TopK: 3, Act: GeGLU, Router: grouped(0, 0, 0)}, 2},
+		{"deepseek-like: swiglu, a shared expert, grouped sigmoid, scale 2.5",
+			Shape{Tokens: 33, Hidden: 24, FFN: 8, Experts: 32, TopK: 8, Act: SwiGLU, SharedExperts: 1,
+				Router: grouped(8, 4, 2.5)}, 11},
 	}
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		e := 2 + rng.IntN(14)
-		cases = append(cases, struct {
-			name   string
-			shape  Shape
-			starve int
-		}{"random shape", Shape{Tokens: 1 + rng.IntN(60), Hidden: 1 + rng.IntN(40), FFN: 1 + rng.IntN(50),
-			Experts: e, TopK: 1 + rng.IntN(min(e-1, 8)), Act: Activation(rng.IntN(2))}, rng.IntN(e)})
+		s := Shape{Tokens: 1 + rng.IntN(60), Hidden: 1 + rng.IntN(40), FFN: 1 + rng.IntN(50),
+			Experts: e, Act: Activation(rng.IntN(int(numActivations))), SharedExperts: rng.IntN(2)}
+		s.TopK = 1 + rng.IntN(min(e-1, 8))
+		s.Router = randomRouter(rng, RouterKind(i%int(numRouterKinds)), e, s.TopK)
+		cases = append(cases, testCase{"random shape", s, rng.IntN(e)})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,8 +268,16 @@ func TestCPULayerMatchesFloat64Reference(t *testing.T) {
 					t.Errorf("expert %d: %d rows, reference %d", ex, res.Rows[ex], c)
 				}
 			}
-			if tc.starve >= 0 && res.Rows[tc.starve] != 0 {
+			if tc.starve >= 0 && counts[tc.starve] == 0 && res.Rows[tc.starve] != 0 {
 				t.Errorf("starved expert %d got %d rows", tc.starve, res.Rows[tc.starve])
+			}
+			if got := len(res.Overlapped); got != min(1, s.SharedExperts) {
+				t.Errorf("%d overlapped phases with %d shared experts, want the shared phase alone", got, s.SharedExperts)
+			}
+			for _, p := range res.Overlapped {
+				if p.Name != PhaseShared || p.Time <= 0 || p.Start < 0 || p.Start+p.Time > res.Total() {
+					t.Errorf("shared phase %+v does not lie within the step's %v", p, res.Total())
+				}
 			}
 		})
 	}

@@ -156,34 +156,69 @@ func HalfToFloat(h uint16) float32 {
 	return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
 }
 
-// Activation is the expert FFN's nonlinearity.
+// Activation is the expert FFN's nonlinearity. The gated forms (GLU
+// variants) make gemm1 twice as wide: each row of h holds the gate's F
+// columns then the up projection's F, and the activation writes
+// act(gate) ⊙ up, F columns, over the gate's half (see ActivateRows).
 type Activation int
 
 const (
 	GELU Activation = iota
 	SiLU
+	// SwiGLU is silu(x·Wg) ⊙ x·Wu: Mixtral, Qwen, DeepSeek, gpt-oss.
+	SwiGLU
+	// GeGLU is gelu(x·Wg) ⊙ x·Wu (erf GELU, as GELU).
+	GeGLU
+	numActivations
 )
 
+var activationNames = [numActivations]string{"gelu", "silu", "swiglu", "geglu"}
+
+// ActivationNames lists the accepted spellings, for help and errors.
+func ActivationNames() []string { return append([]string(nil), activationNames[:]...) }
+
 func (a Activation) String() string {
-	if a == SiLU {
-		return "silu"
+	if a < 0 || a >= numActivations {
+		return fmt.Sprintf("activation(%d)", int(a))
 	}
-	return "gelu"
+	return activationNames[a]
 }
 
-// ParseActivation reads gelu or silu.
-func ParseActivation(s string) (Activation, error) {
-	switch strings.ToLower(s) {
-	case "gelu":
-		return GELU, nil
-	case "silu":
-		return SiLU, nil
+// Valid says a is one of the known activations.
+func (a Activation) Valid() bool { return a >= 0 && a < numActivations }
+
+// Gated says the activation multiplies a gate by an up projection.
+func (a Activation) Gated() bool { return a == SwiGLU || a == GeGLU }
+
+// SiLUBased says the nonlinearity (of the gate, when gated) is SiLU, not GELU.
+func (a Activation) SiLUBased() bool { return a == SiLU || a == SwiGLU }
+
+// Columns is gemm1's output width for an FFN f wide: 2f when gated (gate
+// and up side by side), else f.
+func (a Activation) Columns(f int) int {
+	if a.Gated() {
+		return 2 * f
 	}
-	return 0, fmt.Errorf("unknown activation %q (want gelu or silu)", s)
+	return f
+}
+
+// ParseActivation reads an activation's name.
+func ParseActivation(s string) (Activation, error) {
+	for i, n := range activationNames {
+		if strings.EqualFold(s, n) {
+			return Activation(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown activation %q (want one of %s)", s, strings.Join(activationNames[:], ", "))
 }
 
 // MarshalText makes Activation a JSON string.
-func (a Activation) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+func (a Activation) MarshalText() ([]byte, error) {
+	if !a.Valid() {
+		return nil, fmt.Errorf("cannot marshal %v", a)
+	}
+	return []byte(a.String()), nil
+}
 
 // UnmarshalText reads a JSON string.
 func (a *Activation) UnmarshalText(b []byte) error {

@@ -37,19 +37,51 @@ func RouterWeights(s Shape) []float32 {
 	return wg
 }
 
-// ExpertWeights returns expert e's w1 (hidden × ffn) and w2 (ffn × hidden),
-// the slices of CPU.Prepare's w1 and w2 that belong to e.
+// ExpertWeights returns expert e's w1 (hidden × W1Cols: gate then up
+// when gated) and w2 (ffn × hidden), the slices of CPU.Prepare's w1 and
+// w2 that belong to e.
 func ExpertWeights(s Shape, e int) (w1, w2 []float32) {
-	hf := s.Hidden * s.FFN
-	w1 = make([]float32, hf)
-	w2 = make([]float32, hf)
-	FillRange(w1, s.Seed, TensorW1, uint64(e*hf), ScaleW1(s.Hidden), s.DType)
-	FillRange(w2, s.Seed, TensorW2, uint64(e*hf), ScaleW2(s.FFN), s.DType)
+	n1, n2 := s.Hidden*s.W1Cols(), s.FFN*s.Hidden
+	w1 = make([]float32, n1)
+	w2 = make([]float32, n2)
+	FillRange(w1, s.Seed, TensorW1, uint64(e*n1), ScaleW1(s.Hidden), s.DType)
+	FillRange(w2, s.Seed, TensorW2, uint64(e*n2), ScaleW2(s.FFN), s.DType)
 	return w1, w2
 }
 
+// SharedWeights returns the shared experts' w1 (hidden × their gemm1
+// columns) and w2 (SharedWidth × hidden), as CPU.Prepare fills them; nil
+// without shared experts.
+func SharedWeights(s Shape) (w1, w2 []float32) {
+	w := s.SharedWidth()
+	if w == 0 {
+		return nil, nil
+	}
+	w1 = make([]float32, s.Hidden*s.Act.Columns(w))
+	w2 = make([]float32, w*s.Hidden)
+	FillSlice(w1, s.Seed, TensorSharedW1, ScaleW1(s.Hidden), s.DType)
+	FillSlice(w2, s.Seed, TensorSharedW2, ScaleW2(w), s.DType)
+	return w1, w2
+}
+
+// SharedForward runs the shared experts on n rows of x (n × hidden) into
+// y (n × hidden), with h (n × their gemm1 columns) as scratch, rounding
+// where a GPU stores: gemm1, activation, gemm2, exactly as the routed
+// experts are run. The CPU backend and an expert-parallel rank both call
+// it, so that their shared outputs agree bit for bit.
+func SharedForward(s Shape, x []float32, n int, w1, w2, h, y []float32) {
+	w := s.SharedWidth()
+	c1 := s.Act.Columns(w)
+	MatMul(h, x, n, s.Hidden, w1, c1)
+	s.DType.RoundSlice(h[:n*c1])
+	a := ActivateRows(h, n, w, s.Act)
+	s.DType.RoundSlice(a)
+	MatMul(y, a, n, w, w2, s.Hidden)
+	s.DType.RoundSlice(y[:n*s.Hidden])
+}
+
 // RouteRows runs the router step on n rows of x (n × hidden): logits = x·Wg
-// as the CPU backend computes them, then Route with bias (nil: none).
+// as the CPU backend computes them, then s.Router with bias (nil: none).
 func RouteRows(s Shape, x, wg []float32, n int, bias []float32) (Assignment, error) {
 	h, e := s.Hidden, s.Experts
 	switch {
@@ -62,9 +94,12 @@ func RouteRows(s Shape, x, wg []float32, n int, bias []float32) (Assignment, err
 	case s.TopK < 1 || s.TopK > e:
 		return Assignment{}, fmt.Errorf("route: top-k %d of %d experts", s.TopK, e)
 	}
+	if err := s.Router.Check(e, s.TopK); err != nil {
+		return Assignment{}, fmt.Errorf("route: %w", err)
+	}
 	logits := make([]float32, n*e)
 	MatMul(logits, x, n, h, wg, e)
-	return Route(logits, n, e, s.TopK, bias), nil
+	return s.Router.Route(logits, n, e, s.TopK, bias), nil
 }
 
 // MatMul sets out (n × m) = a (n × k) · b (k × m), all row-major, through the

@@ -9,9 +9,13 @@ import (
 // The pieces must rebuild exactly what the CPU backend computes: with top-1
 // routing every weight is 1, so a token's output is its expert's FFN output.
 func TestExpertPiecesRebuildTheCPUBackend(t *testing.T) {
-	for _, d := range []DType{FP32, BF16} {
-		t.Run("top-1 output is the chosen expert's FFN in "+d.String(), func(t *testing.T) {
-			s := Shape{Tokens: 13, Hidden: 7, FFN: 11, Experts: 4, TopK: 1, DType: d, Act: SiLU, Seed: 99}
+	for _, c := range []struct {
+		d   DType
+		act Activation
+	}{{FP32, SiLU}, {BF16, SiLU}, {FP32, SwiGLU}, {BF16, GeGLU}} {
+		d := c.d
+		t.Run("top-1 output is the chosen expert's "+c.act.String()+" FFN in "+d.String(), func(t *testing.T) {
+			s := Shape{Tokens: 13, Hidden: 7, FFN: 11, Experts: 4, TopK: 1, DType: d, Act: c.act, Seed: 99}
 			c := NewCPU()
 			if err := c.Prepare(context.Background(), s); err != nil {
 				t.Fatal(err)
@@ -33,11 +37,11 @@ func TestExpertPiecesRebuildTheCPUBackend(t *testing.T) {
 			h, f := s.Hidden, s.FFN
 			for tok := 0; tok < s.Tokens; tok++ {
 				w1, w2 := ExpertWeights(s, int(a.IDs[tok]))
-				hid := make([]float32, f)
+				hid := make([]float32, s.W1Cols())
 				y := make([]float32, h)
-				MatMul(hid, x[tok*h:], 1, h, w1, f)
+				MatMul(hid, x[tok*h:], 1, h, w1, s.W1Cols())
 				d.RoundSlice(hid)
-				Activate(hid, s.Act)
+				hid = ActivateRows(hid, 1, f, s.Act)
 				d.RoundSlice(hid)
 				MatMul(y, hid, 1, f, w2, h)
 				d.RoundSlice(y)

@@ -10,6 +10,9 @@ const (
 	TensorRouter = 2
 	TensorW1     = 3
 	TensorW2     = 4
+	// The shared experts' weights: hidden × gemm1 columns, width × hidden.
+	TensorSharedW1 = 5
+	TensorSharedW2 = 6
 )
 
 // mix is splitmix64's finaliser: a counter-based generator needs no state,

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"context"
 	"fmt"
 	"math"
 )
@@ -8,36 +9,6 @@ import (
 // The layer's steps that are not GEMMs, as plain functions over host slices.
 // The CPU backend runs them and the checks use them as the oracle, so the GPU
 // kernels in kernels/cuda must agree with exactly these semantics.
-
-// Route picks, for each of t tokens, the k experts with the largest
-// logits+bias (ties: lower expert index first) and weights them by a softmax
-// over the chosen k, which is the full softmax renormalised over the chosen k.
-// logits is t × e row-major; bias may be nil.
-func Route(logits []float32, t, e, k int, bias []float32) Assignment {
-	a := Assignment{IDs: make([]int32, t*k), Weights: make([]float32, t*k)}
-	row := make([]float32, e)
-	for tok := 0; tok < t; tok++ {
-		copy(row, logits[tok*e:(tok+1)*e])
-		if bias != nil {
-			for i := range row {
-				row[i] += bias[i]
-			}
-		}
-		ids := a.IDs[tok*k : (tok+1)*k]
-		w := a.Weights[tok*k : (tok+1)*k]
-		topK(row, ids)
-		best := row[ids[0]]
-		var sum float32
-		for j, id := range ids {
-			w[j] = float32(math.Exp(float64(row[id] - best)))
-			sum += w[j]
-		}
-		for j := range w {
-			w[j] /= sum
-		}
-	}
-	return a
-}
 
 // topK writes into ids the indices of the len(ids) largest values, largest
 // first; an insertion sort is right for k ≤ 8 of up to a few hundred experts.
@@ -95,18 +66,63 @@ func Permute(a Assignment, t, k, e int) (Permutation, error) {
 	return p, nil
 }
 
-// Activate applies the activation in place. GELU is the exact erf form
-// (PyTorch's default), SiLU is x·σ(x).
+// Activate applies an elementwise activation in place: GELU is the exact
+// erf form (PyTorch's default), SiLU is x·σ(x). A gated activation uses
+// the same nonlinearity on its gate (ActivateRows).
 func Activate(h []float32, act Activation) {
-	if act == SiLU {
+	if act.SiLUBased() {
 		for i, x := range h {
-			h[i] = x / (1 + float32(math.Exp(float64(-x))))
+			h[i] = silu(x)
 		}
 		return
 	}
 	for i, x := range h {
-		h[i] = 0.5 * x * (1 + float32(math.Erf(float64(x)*(1/math.Sqrt2))))
+		h[i] = gelu(x)
 	}
+}
+
+func silu(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
+
+func gelu(x float32) float32 { return 0.5 * x * (1 + float32(math.Erf(float64(x)*(1/math.Sqrt2)))) }
+
+// ActivateRows applies act to rows rows of gemm1's output h, each
+// act.Columns(f) wide, and returns the activation's output, rows × f,
+// packed at the start of h. Gated, a row holds the gate's f columns then
+// the up projection's f, and its output is act(gate)·up. Rows go in
+// order, so packing in place is safe: row r's output [r·f, (r+1)·f)
+// overwrites only rows already read (for r ≥ 1, (r+1)·f ≤ 2r·f, where row
+// r's input starts), and row 0 reads each column before writing it.
+func ActivateRows(h []float32, rows, f int, act Activation) []float32 {
+	activateRange(h, 0, rows, f, act)
+	return h[:rows*f]
+}
+
+// activateRange is ActivateRows for rows [lo, hi): called over ascending
+// ranges, it packs exactly as one call over all rows does.
+func activateRange(h []float32, lo, hi, f int, act Activation) {
+	if !act.Gated() {
+		Activate(h[lo*f:hi*f], act)
+		return
+	}
+	nl := gelu
+	if act.SiLUBased() {
+		nl = silu
+	}
+	for r := lo; r < hi; r++ {
+		in := h[2*r*f : 2*(r+1)*f]
+		o := h[r*f : (r+1)*f]
+		for j := range o {
+			o[j] = nl(in[j]) * in[f+j]
+		}
+	}
+}
+
+// activateInBlocks is ActivateRows in ascending blocks of rows, looking at
+// ctx between them.
+func activateInBlocks(ctx context.Context, h []float32, rows, f int, act Activation) error {
+	return inBlocks(ctx, rows, max(1, elemBlock/max(1, act.Columns(f))), func(lo, hi int) {
+		activateRange(h, lo, hi, f, act)
+	})
 }
 
 // Combine writes out[t] = Σ_j w[t,j]·y[row(t,j)]; y is rows × h.

@@ -47,6 +47,14 @@ const (
 	BufY          // gemm2's output
 	BufPointers   // device arrays of device pointers (grouped GEMM)
 	BufWorkspace  // every cuBLAS handle's workspace, one after the other
+	// The shared experts' weights, their gemm1 output (the activation's
+	// input and output) and gemm2 output, and the workspace of the
+	// cuBLAS handle on their own stream.
+	BufSharedW1
+	BufSharedW2
+	BufSharedH
+	BufSharedY
+	BufSharedWorkspace
 	NumBufferIDs
 )
 
@@ -70,11 +78,15 @@ const HandleBytes = 64 << 20
 // CommonBuffers is what every backend holds whatever its GEMMs: the
 // weights, the input and output, the router's logits and the routing's
 // index arrays, with elem bytes per stored element.
+//
+// w1 is hidden × W1Cols per expert (twice ffn when gated). With shared
+// experts, their weights and activations come too (SharedBuffers).
 func CommonBuffers(s Shape, elem uint64) []Buffer {
 	t, h, f, e, r := u(s.Tokens), u(s.Hidden), u(s.FFN), u(s.Experts), u(s.Rows())
-	return []Buffer{
+	c1 := u(s.W1Cols())
+	b := []Buffer{
 		{BufRouterWeights, "router weights", KindWeights, h * e * elem},
-		{BufW1, "w1", KindWeights, e * h * f * elem},
+		{BufW1, "w1", KindWeights, e * h * c1 * elem},
 		{BufW2, "w2", KindWeights, e * f * h * elem},
 		{BufX, "x", KindActivations, t * h * elem},
 		{BufLogits, "logits", KindActivations, t * e * 4},
@@ -84,15 +96,34 @@ func CommonBuffers(s Shape, elem uint64) []Buffer {
 		{BufRowOfSlot, "row of slot", KindIndex, r * 4},
 		{BufIndex, "counts, offsets, cursors", KindIndex, 3 * e * 4},
 	}
+	return append(b, SharedBuffers(s, elem)...)
+}
+
+// SharedBuffers are the shared experts' weights (hidden × their gemm1
+// columns, width × hidden) and their activations over every token: h,
+// tokens × gemm1's columns, and y, tokens × hidden. None without shared
+// experts.
+func SharedBuffers(s Shape, elem uint64) []Buffer {
+	w := u(s.SharedWidth())
+	if w == 0 {
+		return nil
+	}
+	t, h, c1 := u(s.Tokens), u(s.Hidden), u(s.Act.Columns(s.SharedWidth()))
+	return []Buffer{
+		{BufSharedW1, "shared w1", KindWeights, h * c1 * elem},
+		{BufSharedW2, "shared w2", KindWeights, w * h * elem},
+		{BufSharedH, "shared h", KindActivations, t * c1 * elem},
+		{BufSharedY, "shared y", KindActivations, t * h * elem},
+	}
 }
 
 // DenseRows are the routed rows packed expert after expert: x gathered,
-// h and y, with elem bytes per element.
+// h (gemm1's W1Cols per row) and y, with elem bytes per element.
 func DenseRows(s Shape, elem uint64) []Buffer {
-	h, f, r := u(s.Hidden), u(s.FFN), u(s.Rows())
+	h, c1, r := u(s.Hidden), u(s.W1Cols()), u(s.Rows())
 	return []Buffer{
 		{BufPermutedX, "permuted x", KindActivations, r * h * elem},
-		{BufH, "h", KindActivations, r * f * elem},
+		{BufH, "h", KindActivations, r * c1 * elem},
 		{BufY, "y", KindActivations, r * h * elem},
 	}
 }

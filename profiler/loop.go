@@ -146,6 +146,7 @@ func (l *Loop) prepare(ctx context.Context, c Config) error {
 	}
 	l.Config, l.dist = c, d
 	l.steer = NewSteering(Shares(d.Weights(l.step), c.TopK))
+	l.steer.Unit = c.Shape().Router.BiasScale()
 	l.layerSteer = nil
 	return nil
 }
@@ -254,13 +255,22 @@ func (l *Loop) attachReadings(s *stream.Sample) {
 }
 
 // FillStep derives a Sample's timing fields from a backend's result.
+// Overlapped phases (the shared experts on their own stream) keep their
+// start; the step's time is its wall time, which the sequential phases
+// add up to, not the sum of every phase.
 func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 	s.Rows = res.Rows
 	s.Phases = PhasesOf(res.Phases, 0)
 	s.StepMS = s.Phases.Total(0)
 	if res.Devices != nil {
 		fillDevices(s, sh, res.Devices)
-	} else {
+	}
+	for _, o := range res.Overlapped {
+		start, ms := float64(o.Start)/1e6, float64(o.Time)/1e6
+		s.Phases = append(s.Phases, stream.PhaseTime{Phase: overlappedName(o.Name), MS: ms, StartMS: &start})
+		s.StepMS = max(s.StepMS, start+ms)
+	}
+	if res.Devices == nil {
 		work := PhaseWork(dimsOf(sh), res.Rows)
 		for i := range s.Phases {
 			w := work[s.Phases[i].Phase]
@@ -270,15 +280,17 @@ func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 	s.Dropped = res.Dropped
 	s.Imbalance = stream.Imbalance(res.Rows)
 	// FLOPs from the rows that ran: under expert parallelism the layer's
-	// tokens are every rank's.
+	// tokens are every rank's, and each rank routes and runs the shared
+	// experts over its own.
 	rows := 0
 	for _, r := range res.Rows {
 		rows += r
 	}
-	gemm := 4 * float64(rows) * float64(sh.Hidden) * float64(sh.FFN)
-	router := sh.RouterFLOPs() * float64(max(1, len(res.Devices)))
+	gemm := sh.ExpertFLOPs(rows)
+	devices := float64(max(1, len(res.Devices)))
+	other := (sh.RouterFLOPs() + sh.SharedFLOPs()) * devices
 	if s.StepMS > 0 {
-		s.TFLOPS = (gemm + router) / (s.StepMS * 1e9)
+		s.TFLOPS = (gemm + other) / (s.StepMS * 1e9)
 	}
 	if g := gemmMS(s.Phases); g > 0 {
 		s.GEMMTFLOPS = gemm / (g * 1e9)
@@ -294,7 +306,15 @@ func FillStep(s *stream.Sample, sh kernels.Shape, res kernels.StepResult) {
 // dimsOf is what the roofline needs of a shape.
 func dimsOf(sh kernels.Shape) LayerDims {
 	return LayerDims{Tokens: sh.Tokens, Hidden: sh.Hidden, FFN: sh.FFN, Experts: sh.Experts, TopK: sh.TopK,
-		ElemBytes: sh.DType.Size()}
+		ElemBytes: sh.DType.Size(), Gated: sh.Act.Gated(), SharedFFN: sh.SharedWidth()}
+}
+
+// overlappedName is the stream's name for a backend's overlapped phase.
+func overlappedName(name string) string {
+	if name == kernels.PhaseShared {
+		return stream.PhaseShared
+	}
+	return name
 }
 
 // fillDevices takes each device's phases and traffic; the step's wall

@@ -3,6 +3,7 @@ package profiler
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -128,5 +129,69 @@ func TestSamplesCarryReadingsOnceAndMemoryEveryStep(t *testing.T) {
 	want, _ := Peak("cpu", c, b.Rows)
 	if m.OwnBytes != want || m.HeadroomBytes != int64(free) {
 		t.Errorf("own %d (want %d), headroom %d (want free)", m.OwnBytes, want, m.HeadroomBytes)
+	}
+}
+
+// The shared experts' phase overlaps the routed ones: it keeps its start,
+// the step's time stays its wall time, and its FLOPs count.
+func TestFillStepKeepsAnOverlappedPhaseApart(t *testing.T) {
+	sh := kernels.Shape{Tokens: 100, Hidden: 10, FFN: 20, Experts: 4, TopK: 2, Act: kernels.SwiGLU, SharedExperts: 1}
+	res := kernels.StepResult{Rows: []int{50, 50, 50, 50}}
+	for p := range res.Phases {
+		res.Phases[p] = time.Millisecond
+	}
+	res.Overlapped = []kernels.OverlappedPhase{{Name: kernels.PhaseShared, Start: 500 * time.Microsecond, Time: 3 * time.Millisecond}}
+	var s stream.Sample
+	FillStep(&s, sh, res)
+	if s.StepMS != 6 {
+		t.Errorf("step %g ms, want the 6 ms of wall time the sequential phases take", s.StepMS)
+	}
+	var shared *stream.PhaseTime
+	for i := range s.Phases {
+		if s.Phases[i].Phase == stream.PhaseShared {
+			shared = &s.Phases[i]
+		}
+	}
+	if shared == nil || shared.MS != 3 || shared.StartMS == nil || *shared.StartMS != 0.5 {
+		t.Fatalf("shared phase %+v, want 3 ms starting at 0.5 ms", shared)
+	}
+	flops := sh.GEMMFLOPs() + sh.RouterFLOPs() + sh.SharedFLOPs()
+	if want := flops / (6 * 1e9); math.Abs(s.TFLOPS-want) > 1e-12 {
+		t.Errorf("%g TFLOP/s, want %g: the shared experts' FLOPs over the wall time", s.TFLOPS, want)
+	}
+	if want := sh.GEMMFLOPs() / (2 * 1e9); math.Abs(s.GEMMTFLOPS-want) > 1e-12 {
+		t.Errorf("GEMM %g TFLOP/s, want %g: the gated experts' 6·rows·H·F over gemm1+gemm2", s.GEMMTFLOPS, want)
+	}
+	// A shared phase that outlasts the sequence (a backend that did not
+	// wait for it) still bounds the step.
+	res.Overlapped[0].Time = 10 * time.Millisecond
+	FillStep(&s, sh, res)
+	if s.StepMS != 10.5 {
+		t.Errorf("step %g ms, want the shared phase's end, 10.5", s.StepMS)
+	}
+}
+
+// The CPU backend runs shared experts beside the routed ones; the loop's
+// samples show them as an overlapped phase.
+func TestLoopSamplesShowTheSharedPhase(t *testing.T) {
+	c := smallConfig("uniform")
+	c.Act, c.SharedExperts = kernels.SwiGLU, 1
+	out := make(chan stream.Sample, 2)
+	if err := (&Loop{Backend: kernels.NewCPU(), Config: c}).Run(context.Background(), out, 2); err != nil {
+		t.Fatal(err)
+	}
+	for s := range out {
+		n := 0
+		for _, p := range s.Phases {
+			if p.Phase == stream.PhaseShared {
+				n++
+				if p.StartMS == nil || *p.StartMS+p.MS > s.StepMS+1e-9 {
+					t.Errorf("step %d: shared phase %+v outside the step's %g ms", s.Step, p, s.StepMS)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("step %d has %d shared phases, want 1", s.Step, n)
+		}
 	}
 }

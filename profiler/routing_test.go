@@ -272,6 +272,39 @@ func TestZipfSteeringReachesTarget(t *testing.T) {
 	}
 }
 
+// The steering reaches its target through every router: the grouped
+// sigmoid router takes the bias on its scores, in a quarter of the units.
+func TestSteeringReachesTargetThroughEveryRouter(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+	}{
+		{"softmax without renormalisation", func(c *Config) { c.Router = kernels.SoftmaxNoNorm }},
+		{"grouped sigmoid keeping every group", func(c *Config) { c.Router = kernels.SigmoidGrouped }},
+		{"grouped sigmoid keeping 3 of 4 groups, scaled", func(c *Config) {
+			c.Router, c.Groups, c.TopKGroups, c.RoutedScale = kernels.SigmoidGrouped, 4, 3, 2.5
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := smallConfig("zipf:1.2")
+			tc.edit(&c)
+			shares := run(t, c, 80)
+			d, _ := ParseRouting(c.Routing, c.Experts, c.TopK)
+			target := Shares(d.Weights(0), c.TopK)
+			for e := range target {
+				mean := 0.0
+				for _, s := range shares[30:] {
+					mean += s[e]
+				}
+				mean /= 50
+				if math.Abs(mean-target[e]) > shareTolerance {
+					t.Errorf("expert %d: mean share %.4f, target %.4f", e, mean, target[e])
+				}
+			}
+		})
+	}
+}
+
 func TestSeedUnevenRanksExpertsInReportOrder(t *testing.T) {
 	c := smallConfig("seed-uneven")
 	shares := run(t, c, 60)

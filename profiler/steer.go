@@ -12,6 +12,11 @@ type Steering struct {
 	// Gain is the step size on the log ratio; 0.5 settles in a few dozen
 	// steps without oscillating on unit-variance logits.
 	Gain float64
+	// Unit is what Bias hands the router for a bias of 1 in logit units
+	// (kernels.Router.BiasScale: 1/4 where the router adds the bias to
+	// sigmoid scores); 0 means 1. The controller itself works in logits.
+	Unit float32
+	out  []float32
 }
 
 const maxBias = 30
@@ -26,8 +31,20 @@ func NewSteering(shares []float64) *Steering {
 	return s
 }
 
-// Bias is the bias for the next step. The caller must not modify it.
-func (s *Steering) Bias() []float32 { return s.bias }
+// Bias is the bias for the next step, in the router's units. The caller
+// must not modify it.
+func (s *Steering) Bias() []float32 {
+	if s.Unit == 0 || s.Unit == 1 {
+		return s.bias
+	}
+	if len(s.out) != len(s.bias) {
+		s.out = make([]float32, len(s.bias))
+	}
+	for i, b := range s.bias {
+		s.out[i] = b * s.Unit
+	}
+	return s.out
+}
 
 // Update moves the bias toward shares given the rows one step routed.
 func (s *Steering) Update(shares []float64, rows []int) {

@@ -22,6 +22,11 @@ type Layer struct {
 	SharedFFN     int    `json:"shared_ffn,omitempty"`
 	Router        string `json:"router,omitempty"`
 	Model         string `json:"model,omitempty"`
+	// The grouped sigmoid router's groups and kept groups, and the routed
+	// weights' scale (0: none, 1).
+	RouterGroups     int     `json:"router_groups,omitempty"`
+	RouterTopKGroups int     `json:"router_topk_groups,omitempty"`
+	RoutedScale      float64 `json:"routed_scale,omitempty"`
 }
 
 // String is the shape as a person reads it.
