@@ -40,9 +40,10 @@ const checkTopK = 64
 // RandomCases draws n shapes per backend and dtype: odd sizes, 1 to 256
 // experts, top-k up to 8 (one case in eight up to checkTopK), every
 // activation, every router (with groups and a routed scale), shared
-// experts in one case in three, and an expert starved of rows in most.
-// The first four cases of a backend and dtype take each activation once
-// and the routers in turn, so that a short run still covers them all.
+// experts in every other case, and an expert starved of rows in most.
+// The first four cases of a backend and dtype take each activation once,
+// the routers take turns and shared experts come and go, so that a short
+// run covers them all.
 func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []CheckCase {
 	var cs []CheckCase
 	for _, b := range backends {
@@ -59,7 +60,7 @@ func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []Che
 					s.Act = Activation(i) // the first cases: each activation once
 				}
 				s.Router = randomRouter(rng, RouterKind((i+1)%int(numRouterKinds)), e, k)
-				if rng.IntN(3) == 0 {
+				if i%2 == 1 {
 					s.SharedExperts = 1 + rng.IntN(2)
 					if rng.IntN(2) == 0 {
 						s.SharedFFN = 1 + rng.IntN(200)

@@ -16,11 +16,15 @@ const checkUsage = `moetop check: every backend against the CPU reference.
 
 Runs each backend in each dtype on random shapes (odd sizes, 1 to 256
 experts, top-k up to 8 and now and then up to 64, experts with no rows),
-with the output filled with NaN before each run, and compares the layer
-output with the float32 CPU reference on the same inputs and routing. A
-backend that cannot run on this machine is skipped, saying why; one that
-takes only some shapes gets as many random shapes it takes, and a dtype
-it refuses is skipped, saying why. Exits 1 on any mismatch, or when no
+with every activation (gelu, silu, swiglu, geglu), every router (softmax,
+softmax-nonorm, sigmoid-grouped with groups and a routed scale) and shared
+experts in every other case. The output is filled with NaN before each
+run; the layer output is compared with the float32 CPU reference on the
+same inputs and routing, and the router's choice with the reference
+router's on the backend's own logits. A backend that cannot run on this
+machine is skipped, saying why; one that takes only some shapes gets as
+many random shapes it takes, and a dtype it refuses is skipped, saying
+why. Exits 1 on any mismatch, or when no
 backend could be checked.
 
 Usage:
@@ -50,7 +54,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	rng := rand.New(rand.NewPCG(*seed, 0x6d6f65))
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "backend\tdtype\ttokens\thidden\tffn\texperts\ttop-k\tzero-row\trel err\ttolerance\trouter\tresult")
+	fmt.Fprintln(tw, "backend\tdtype\ttokens\thidden\tffn\texperts\ttop-k\tact\tshared\trouter\tzero-row\trel err\ttolerance\tchoice\tresult")
 	caps := probeGPU()
 	failed, total := 0, 0
 	var skipped []string
@@ -92,8 +96,13 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				}
 			}
 			s := c.Shape
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.2e\t%.0e\t%d bad\t%s\n", name, s.DType, s.Tokens, s.Hidden,
-				s.FFN, s.Experts, s.TopK, r.ZeroRowExperts, r.RelErr, r.Tolerance, r.RouterMismatches, verdict)
+			shared := "-"
+			if w := s.SharedWidth(); w > 0 {
+				shared = fmt.Sprintf("%d×%d", s.SharedExperts, w/s.SharedExperts)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%d\t%.2e\t%.0e\t%d bad\t%s\n", name, s.DType, s.Tokens,
+				s.Hidden, s.FFN, s.Experts, s.TopK, s.Act, shared, s.Router, r.ZeroRowExperts, r.RelErr, r.Tolerance,
+				r.RouterMismatches, verdict)
 		}
 		b.Close()
 	}

@@ -24,6 +24,10 @@ type layerFlags struct {
 	layer, layers                                    string
 	seed                                             uint64
 	capacity                                         float64
+	sharedExperts, sharedFFN                         int
+	router                                           string
+	groups, topKGroups                               int
+	routedScale                                      float64
 }
 
 func (f *layerFlags) register(fs *flag.FlagSet) {
@@ -35,12 +39,18 @@ func (f *layerFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.experts, "experts", 0, "number of experts (default 8)")
 	fs.IntVar(&f.topK, "top-k", 0, "experts per token (default 2)")
 	fs.StringVar(&f.dtype, "dtype", "", "bf16, fp16, fp32 or tf32 (default bf16)")
-	fs.StringVar(&f.act, "act", "", "gelu or silu (default gelu)")
+	fs.StringVar(&f.act, "act", "", "gelu, silu, or gated: swiglu (silu(x·Wg)·x·Wu) or geglu, whose gemm1 is 2 × ffn wide (default gelu)")
 	fs.StringVar(&f.routing, "routing", "", "uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]], trace:FILE (default zipf:1.2)")
 	fs.StringVar(&f.layers, "layers", "", "with --routing trace:FILE: `all` steps through the trace's layers in turn, like a forward pass (the default for a trace of several layers)")
 	fs.StringVar(&f.layer, "layer", "", "with --routing trace:FILE: replay model layer `L` only (a number from the trace's layers)")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed for inputs and weights")
 	fs.Float64Var(&f.capacity, "capacity-factor", 0, "backends that pad: cap each expert at factor × mean rows, dropping overflow (0: pad to the busiest)")
+	fs.IntVar(&f.sharedExperts, "shared-experts", 0, "dense experts every token also goes through, beside the routed ones (DeepSeek, Qwen2-MoE)")
+	fs.IntVar(&f.sharedFFN, "shared-ffn", 0, "with --shared-experts: each shared expert's FFN width (default: --ffn)")
+	fs.StringVar(&f.router, "router", "", "softmax (top-k renormalised), softmax-nonorm (norm_topk_prob false) or sigmoid-grouped (DeepSeek-V3) (default softmax)")
+	fs.IntVar(&f.groups, "groups", 0, "with --router sigmoid-grouped: expert groups, n_group (default 1)")
+	fs.IntVar(&f.topKGroups, "topk-groups", 0, "with --router sigmoid-grouped: groups a token's experts come from, topk_group (default: every group)")
+	fs.Float64Var(&f.routedScale, "routed-scale", 1, "multiply the routed experts' weights, routed_scaling_factor (DeepSeek-V3: 2.5)")
 }
 
 // config builds the layer from base, overriding what the user set. ffn
@@ -104,6 +114,38 @@ func (f *layerFlags) config(fs *flag.FlagSet, base profiler.Config) (profiler.Co
 			return c, usagef("%s needs --routing trace:FILE (a trace with layers)", name)
 		}
 		c.Routing = profiler.TraceRouting(file, sel)
+	}
+	if set["shared-experts"] {
+		c.SharedExperts = f.sharedExperts
+		if !set["shared-ffn"] && f.sharedExperts > 0 {
+			c.SharedFFN = c.FFN // the default, written out so that the log says it
+		}
+		if f.sharedExperts == 0 {
+			c.SharedFFN = 0
+		}
+	}
+	if set["shared-ffn"] {
+		c.SharedFFN = f.sharedFFN
+	}
+	if set["router"] {
+		if c.Router, err = kernels.ParseRouterKind(f.router); err != nil {
+			return c, usagef("invalid --router: %v", err)
+		}
+		if c.Router != kernels.SigmoidGrouped {
+			c.Groups, c.TopKGroups = 0, 0
+		}
+	}
+	if set["groups"] {
+		c.Groups = f.groups
+	}
+	if set["topk-groups"] {
+		c.TopKGroups = f.topKGroups
+	}
+	if set["routed-scale"] {
+		if !(f.routedScale > 0) {
+			return c, usagef("invalid --routed-scale %g; want a positive number", f.routedScale)
+		}
+		c.RoutedScale = f.routedScale
 	}
 	c.Seed, c.CapacityFactor = f.seed, f.capacity
 	if err := c.Validate(); err != nil {

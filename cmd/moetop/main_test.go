@@ -42,6 +42,15 @@ func TestInvalidInputGivesOneLineAndExitCode2(t *testing.T) {
 		{"unknown backend", []string{"--backend", "tpu"}, "--backend"},
 		{"negative steps", []string{"--steps", "-1"}, "--steps"},
 		{"negative capacity", []string{"--capacity-factor", "-2"}, "capacity"},
+		{"unknown router", []string{"--router", "sigmoid"}, "--router"},
+		{"groups on the softmax router", []string{"--groups", "2"}, "--groups"},
+		{"groups that do not divide the experts", []string{"--router", "sigmoid-grouped", "--groups", "3"}, "--groups"},
+		{"more kept groups than groups", []string{"--router", "sigmoid-grouped", "--groups", "4", "--topk-groups", "8"}, "--topk-groups"},
+		{"top-k beyond the kept groups", []string{"--router", "sigmoid-grouped", "--groups", "8", "--topk-groups", "1",
+			"--top-k", "2"}, "--top-k"},
+		{"zero routed scale", []string{"--routed-scale", "0"}, "--routed-scale"},
+		{"negative shared experts", []string{"--shared-experts", "-1"}, "--shared-experts"},
+		{"a shared width without shared experts", []string{"--shared-ffn", "64"}, "--shared-ffn"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,5 +111,37 @@ func TestSeqsTimesSeqLenSetsTokens(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "T=15 ") {
 		t.Errorf("want 15 tokens: %q", stderr)
+	}
+}
+
+// The layer flags reach the header: gated and shared experts and the
+// grouped router, the shared width defaulting to --ffn.
+func TestLayerFlagsReachTheHeader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.jsonl")
+	code, _, stderr := runCLI(t, "--record", path, "--steps", "2", "--backend", "cpu", "--window", "0",
+		"--tokens", "32", "--hidden", "16", "--ffn", "24", "--experts", "8", "--top-k", "2", "--act", "swiglu",
+		"--shared-experts", "1", "--router", "sigmoid-grouped", "--groups", "4", "--topk-groups", "2", "--routed-scale", "2.5")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	b, _ := os.ReadFile(path)
+	var h struct {
+		Config struct {
+			Act              string `json:"activation"`
+			Router           string
+			SharedExperts    int     `json:"shared_experts"`
+			SharedFFN        int     `json:"shared_ffn"`
+			RouterGroups     int     `json:"router_groups"`
+			RouterTopKGroups int     `json:"router_topk_groups"`
+			RoutedScale      float64 `json:"routed_scale"`
+		}
+	}
+	if err := json.Unmarshal([]byte(strings.SplitN(string(b), "\n", 2)[0]), &h); err != nil {
+		t.Fatal(err)
+	}
+	c := h.Config
+	if c.Act != "swiglu" || c.Router != "sigmoid-grouped" || c.SharedExperts != 1 || c.SharedFFN != 24 ||
+		c.RouterGroups != 4 || c.RouterTopKGroups != 2 || c.RoutedScale != 2.5 {
+		t.Errorf("header config %+v", c)
 	}
 }
