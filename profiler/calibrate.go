@@ -140,6 +140,9 @@ func medianStep(ctx context.Context, c Config, name string, open func(string) (k
 // the same FLOPs as the layer's expert GEMMs with none of the spread, so
 // the view can say how close the layer gets to dense (expert GEMM TFLOP/s).
 func DenseReference(ctx context.Context, c Config, backend string, open func(string) (kernels.Backend, error), steps int) (float64, error) {
+	// Without shared experts: on their own stream they would share the
+	// card with the GEMM pair being timed.
+	c.SharedExperts, c.SharedFFN = 0, 0
 	counts := make([]int, c.Experts)
 	counts[0] = c.Tokens * c.TopK
 	fixed, err := kernels.FixedAssignment(counts, c.Tokens, c.TopK)

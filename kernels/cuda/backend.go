@@ -75,10 +75,12 @@ var sharedBuffers = []kernels.BufferID{kernels.BufRouterWeights, kernels.BufW1, 
 	kernels.BufIndex, kernels.BufRouterBias, kernels.BufPermutedX, kernels.BufH, kernels.BufY, kernels.BufWorkspace}
 
 // gpuCommon is what every GPU backend holds whatever its GEMMs: the
-// buffers every backend has, in the shape's dtype, and the router bias.
+// buffers every backend has, in the shape's dtype, the router bias, and
+// with shared experts their own cuBLAS handle and workspace.
 func gpuCommon(s kernels.Shape) []kernels.Buffer {
-	return append(kernels.CommonBuffers(s, uint64(s.DType.Size())),
+	b := append(kernels.CommonBuffers(s, uint64(s.DType.Size())),
 		kernels.Buffer{ID: kernels.BufRouterBias, Name: "router bias", Kind: kernels.KindIndex, Bytes: uint64(4 * s.Experts)})
+	return append(b, sharedPlan(s)...)
 }
 
 // gpuBackend is what a GPU backend's file registers: the registry's entry
@@ -99,6 +101,11 @@ func register(r kernels.Registration, newRunner func() runner) {
 	r.Supports = func(c kernels.Caps, s kernels.Shape) error {
 		if s.TopK > MaxTopK {
 			return fmt.Errorf("top-k %d is over the GPU router's limit of %d", s.TopK, MaxTopK)
+		}
+		if s.TopK > 0 && s.Experts > 0 {
+			if err := s.Router.Check(s.Experts, s.TopK); err != nil {
+				return err
+			}
 		}
 		if own != nil {
 			return own(c, s)
@@ -145,6 +152,9 @@ type Backend struct {
 	stream   C.CUstream
 	handle   C.cublasHandle_t
 	events   [kernels.NumPhases + 1]C.CUevent
+	// shared runs the shared experts beside the routed ones (a shape
+	// without them leaves it empty).
+	shared sharedExperts
 
 	// Pinned host memory, so that async copies are truly async.
 	hostCounts unsafe.Pointer // experts int32
@@ -268,7 +278,7 @@ func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 	if err = b.allocate(plan, func(k kernels.BufferKind) bool { return k != kernels.KindPadding }); err != nil {
 		return err
 	}
-	if err = checkPlan(b.name, plan, b.run); err != nil {
+	if err = checkPlan(b.name, plan, b.run, s); err != nil {
 		return err
 	}
 	if err = checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&b.handle)); err != nil {
@@ -285,6 +295,11 @@ func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 	}
 	if err = b.run.setup(b); err != nil {
 		return err
+	}
+	if s.SharedWidth() > 0 {
+		if err = b.shared.setup(b); err != nil {
+			return err
+		}
 	}
 	b.prepared = true
 	return nil
@@ -318,15 +333,20 @@ func (b *Backend) freeBuffers(ids ...kernels.BufferID) {
 	}
 }
 
-// checkPlan says which buffer the shared steps or the runner read that the
-// plan does not hold: a backend file's mistake, refused before any kernel
-// could touch a null pointer.
-func checkPlan(name string, plan []kernels.Buffer, r runner) error {
+// checkPlan says which buffer the shared steps, the runner or (for a
+// shape with them) the shared experts read that the plan does not hold:
+// a backend file's mistake, refused before any kernel could touch a null
+// pointer.
+func checkPlan(name string, plan []kernels.Buffer, r runner, s kernels.Shape) error {
 	have := map[kernels.BufferID]bool{}
 	for _, b := range plan {
 		have[b.ID] = true
 	}
-	for _, id := range append(append([]kernels.BufferID(nil), sharedBuffers...), r.buffers()...) {
+	need := append(append([]kernels.BufferID(nil), sharedBuffers...), r.buffers()...)
+	if s.SharedWidth() > 0 {
+		need = append(need, sharedReads...)
+	}
+	for _, id := range need {
 		if !have[id] {
 			return fmt.Errorf("%s: its plan has no buffer %d, which the GPU steps read", name, id)
 		}
@@ -349,17 +369,24 @@ func (b *Backend) bindHandle(h C.cublasHandle_t, s C.CUstream, ws ptr, bytes int
 func (b *Backend) fill() error {
 	s := b.s
 	_, _, sfx := dtypes(s.DType)
-	for _, f := range []struct {
+	type tensor struct {
 		buf    kernels.BufferID
 		n      int
 		tensor uint32
 		scale  float32
-	}{
+	}
+	fills := []tensor{
 		{kernels.BufX, s.Tokens * s.Hidden, kernels.TensorX, kernels.ScaleX()},
 		{kernels.BufRouterWeights, s.Hidden * s.Experts, kernels.TensorRouter, kernels.ScaleRouter(s.Hidden)},
-		{kernels.BufW1, s.Experts * s.Hidden * s.FFN, kernels.TensorW1, kernels.ScaleW1(s.Hidden)},
+		{kernels.BufW1, s.Experts * s.Hidden * s.W1Cols(), kernels.TensorW1, kernels.ScaleW1(s.Hidden)},
 		{kernels.BufW2, s.Experts * s.FFN * s.Hidden, kernels.TensorW2, kernels.ScaleW2(s.FFN)},
-	} {
+	}
+	if w := s.SharedWidth(); w > 0 {
+		fills = append(fills,
+			tensor{kernels.BufSharedW1, s.Hidden * s.Act.Columns(w), kernels.TensorSharedW1, kernels.ScaleW1(s.Hidden)},
+			tensor{kernels.BufSharedW2, w * s.Hidden, kernels.TensorSharedW2, kernels.ScaleW2(w)})
+	}
+	for _, f := range fills {
 		grid := min(blocks(f.n, 256), 1<<16)
 		if err := b.mod.launch("fill_"+sfx, grid, 256, b.stream, argPtr(b.bufs[f.buf]), argU64(uint64(f.n)),
 			argU64(s.Seed), uint64(f.tensor), argF32(f.scale)); err != nil {
@@ -376,6 +403,7 @@ func (b *Backend) release() {
 	if b.run != nil {
 		b.run.teardown(b)
 	}
+	b.shared.teardown()
 	if b.stream != nil {
 		C.call_cuStreamSynchronize(b.stream)
 	}
@@ -461,6 +489,12 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 	if err := b.record(0); err != nil {
 		return res, err
 	}
+	shared := s.SharedWidth() > 0
+	if shared {
+		if err := b.shared.launch(b); err != nil {
+			return res, err
+		}
+	}
 	if err := b.route(in); err != nil {
 		return res, err
 	}
@@ -489,15 +523,22 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 			if f, ok := b.run.(fusedActivation); ok && f.fusesActivation() {
 				return nil // gemm1 applied it
 			}
-			n := hRows * s.FFN
-			return b.mod.launch("act_"+sfx, min(blocks(n, 256), 1<<16), 256, b.stream, argPtr(b.bufs[kernels.BufH]),
-				argU64(uint64(n)), argInt(int(s.Act)))
+			return b.activate(b.bufs[kernels.BufH], hRows, s.FFN, b.stream)
 		},
 		func() error { return b.gemm(true) },
 		func() error {
+			// Combine adds the shared experts' output, so it waits for
+			// them: any wait shows in its time.
+			sharedY := ptr(0)
+			if shared {
+				if err := b.shared.join(b); err != nil {
+					return err
+				}
+				sharedY = b.bufs[kernels.BufSharedY]
+			}
 			return b.mod.launch("combine_"+sfx, uint32(s.Tokens), uint32(min(256, roundUp(s.Hidden, 32))), b.stream,
 				argPtr(b.bufs[kernels.BufY]), argPtr(b.bufs[kernels.BufRowOfSlot]), argPtr(b.bufs[kernels.BufTopKWeights]),
-				argInt(s.TopK), argInt(s.Hidden), argPtr(b.bufs[kernels.BufOut]))
+				argInt(s.TopK), argInt(s.Hidden), argPtr(sharedY), argPtr(b.bufs[kernels.BufOut]))
 		},
 	}
 	for i, f := range steps {
@@ -518,6 +559,13 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 		}
 		res.Phases[p] = time.Duration(float64(ms) * 1e6)
 	}
+	if shared {
+		p, err := b.shared.phase(b)
+		if err != nil {
+			return res, err
+		}
+		res.Overlapped = []kernels.OverlappedPhase{p}
+	}
 	res.Rows = append([]int(nil), b.counts...)
 	res.Dropped = b.lay.dropped(b)
 	if b.timing {
@@ -529,6 +577,34 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 }
 
 func roundUp(n, m int) int { return (n + m - 1) / m * m }
+
+// activate runs the activation in place over rows rows of h on stream:
+// each row f wide, or 2f when gated (gate then up), whose first f columns
+// get act(gate)·up (layer.cu's act kernel).
+func (b *Backend) activate(h ptr, rows, f int, stream C.CUstream) error {
+	_, _, sfx := dtypes(b.s.DType)
+	silu, gated := actArgs(b.s.Act)
+	n := rows * f
+	return b.mod.launch("act_"+sfx, min(blocks(n, 256), 1<<16), 256, stream, argPtr(h), argU64(uint64(rows)),
+		argU64(uint64(f)), argInt(silu), argInt(gated))
+}
+
+// actArgs are the act kernel's silu and gated flags for act.
+func actArgs(act kernels.Activation) (silu, gated int) {
+	if act.SiLUBased() {
+		silu = 1
+	}
+	if act.Gated() {
+		gated = 1
+	}
+	return silu, gated
+}
+
+// routeArgs are the route kernel's kind, groups, kept groups and scale
+// for r (layer.cu's ROUTER_* are kernels.RouterKind's values).
+func routeArgs(r kernels.Router) (kind, groups, kept int, scale float32) {
+	return int(r.Kind), r.GroupCount(), r.KeptGroups(), r.WeightScale()
+}
 
 // routeBlock is the router kernel's threads per block: one thread per
 // token, each with MAX_TOP_K candidates in local memory (512 bytes at 64).
@@ -591,8 +667,10 @@ func (b *Backend) route(in kernels.StepInput) error {
 			return err
 		}
 	}
+	kind, groups, kept, scale := routeArgs(s.Router)
 	return b.mod.launch("route", blocks(s.Tokens, routeBlock), routeBlock, b.stream, argPtr(b.bufs[kernels.BufLogits]), argPtr(bias),
-		argInt(s.Tokens), argInt(s.Experts), argInt(s.TopK), argPtr(b.bufs[kernels.BufTopKIDs]), argPtr(b.bufs[kernels.BufTopKWeights]))
+		argInt(s.Tokens), argInt(s.Experts), argInt(s.TopK), argInt(kind), argInt(groups), argInt(kept), argF32(scale),
+		argPtr(b.bufs[kernels.BufTopKIDs]), argPtr(b.bufs[kernels.BufTopKWeights]))
 }
 
 // permute counts rows per expert on the device, brings only the counts
@@ -657,26 +735,41 @@ func busiestFirst(counts []int) []int {
 }
 
 // operands gives gemm1's or gemm2's sizes and the row-major X, W, Y of
-// expert e in the dense layout: Y[rows×N] = X[rows×K]·W[K×N].
-func (b *Backend) operands(e int, second bool) (n, k int, x, w, y ptr) {
-	s := b.s
-	dt := s.DType.Size()
-	off := b.offsets[e]
-	if !second {
-		n, k = s.FFN, s.Hidden
-		return n, k, b.bufs[kernels.BufPermutedX] + ptr(off*k*dt), b.bufs[kernels.BufW1] + ptr(e*k*n*dt), b.bufs[kernels.BufH] + ptr(off*n*dt)
-	}
-	n, k = s.Hidden, s.FFN
-	return n, k, b.bufs[kernels.BufH] + ptr(off*k*dt), b.bufs[kernels.BufW2] + ptr(e*k*n*dt), b.bufs[kernels.BufY] + ptr(off*n*dt)
+// expert e in the dense layout: Y[rows×N] = X[rows×K]·W[K×N], X's rows
+// ldx elements apart. Gated, gemm1's N is 2·ffn (gate and up side by side)
+// and gemm2 reads the activation's ffn columns from h's 2·ffn-wide rows.
+func (b *Backend) operands(e int, second bool) (n, k, ldx int, x, w, y ptr) {
+	return denseOperands(b.s, &b.bufs, b.offsets[e], e, second)
 }
 
-// gemmEx computes row-major Y[rows×N] = X[rows×K]·W[K×N]. cuBLAS is
-// column-major, where the same memory holds Yᵀ = Wᵀ·Xᵀ: so A=W (N×K,
-// lda=N), B=X (K×rows, ldb=K), C=Y (ldc=N), with m=N, n=rows, k=K.
-func (b *Backend) gemmEx(h C.cublasHandle_t, rows, n, k int, x, w, y ptr) error {
+// gemmShape is gemm1's or gemm2's N and K and the row stride of its X,
+// the same for every expert: gated, gemm1 writes gate and up (2·ffn wide)
+// and gemm2 reads the activation's ffn columns from those rows.
+func gemmShape(s kernels.Shape, second bool) (n, k, ldx int) {
+	if second {
+		return s.Hidden, s.FFN, s.W1Cols()
+	}
+	return s.W1Cols(), s.Hidden, s.Hidden
+}
+
+// denseOperands is operands for an expert whose rows start at row off.
+func denseOperands(s kernels.Shape, bufs *[kernels.NumBufferIDs]ptr, off, e int, second bool) (n, k, ldx int, x, w, y ptr) {
+	dt := s.DType.Size()
+	n, k, ldx = gemmShape(s, second)
+	if !second {
+		return n, k, ldx, bufs[kernels.BufPermutedX] + ptr(off*ldx*dt), bufs[kernels.BufW1] + ptr(e*k*n*dt), bufs[kernels.BufH] + ptr(off*n*dt)
+	}
+	return n, k, ldx, bufs[kernels.BufH] + ptr(off*ldx*dt), bufs[kernels.BufW2] + ptr(e*k*n*dt), bufs[kernels.BufY] + ptr(off*n*dt)
+}
+
+// gemmEx computes row-major Y[rows×N] = X[rows×K]·W[K×N], X's rows ldx
+// elements apart (≥ K). cuBLAS is column-major, where the same memory
+// holds Yᵀ = Wᵀ·Xᵀ: so A=W (N×K, lda=N), B=X (K×rows, ldb=ldx), C=Y
+// (ldc=N), with m=N, n=rows, k=K.
+func (b *Backend) gemmEx(h C.cublasHandle_t, rows, n, k, ldx int, x, w, y ptr) error {
 	data, compute, _ := dtypes(b.s.DType)
 	return checkBLAS("cublasGemmEx", C.moetop_gemm(h, C.int(n), C.int(rows), C.int(k), w, C.int(data), C.int(n),
-		x, C.int(data), C.int(k), y, C.int(data), C.int(n), C.int(compute)))
+		x, C.int(data), C.int(ldx), y, C.int(data), C.int(n), C.int(compute)))
 }
 
 // enterPrepared is Enter for the calls that read a prepared layer back.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/moetop/moetop/bench"
 	"github.com/moetop/moetop/kernels"
@@ -171,6 +172,10 @@ func TestPredictedPeakWithin5PercentOfMeasured(t *testing.T) {
 		{Tokens: 4096, Hidden: 4096, FFN: 14336, Experts: 8, TopK: 2, DType: kernels.BF16, Seed: 1},
 		{Tokens: 8192, Hidden: 2048, FFN: 768, Experts: 128, TopK: 8, DType: kernels.BF16, Seed: 2},
 		{Tokens: 16384, Hidden: 1024, FFN: 4096, Experts: 8, TopK: 4, DType: kernels.FP32, Seed: 3},
+		// Gated experts with two shared experts (their own stream, handle
+		// and workspace) and the grouped router.
+		{Tokens: 4096, Hidden: 2048, FFN: 1408, Experts: 64, TopK: 6, DType: kernels.BF16, Seed: 4, Act: kernels.SwiGLU,
+			SharedExperts: 2, Router: kernels.Router{Kind: kernels.SigmoidGrouped, Groups: 8, TopKGroups: 4, Scale: 2.5}},
 	}
 	for _, name := range kernels.GPUNames() {
 		for _, s := range shapes {
@@ -338,5 +343,52 @@ func TestRouterTakesEveryTopKTheConfigAccepts(t *testing.T) {
 		if !r.Pass() {
 			t.Errorf("top-k %d: rel err %.3g, router mismatches %d, err %v", k, r.RelErr, r.RouterMismatches, r.Err)
 		}
+	}
+}
+
+// Shared experts run on their own stream beside the routed ones, replayed
+// graphs included: every backend's output matches the reference, and the
+// shared phase lies within the step, after its start.
+func TestSharedExpertsRunBesideTheRoutedOnes(t *testing.T) {
+	needGPU(t)
+	s := kernels.Shape{Tokens: 1024, Hidden: 256, FFN: 192, Experts: 32, TopK: 4, DType: kernels.BF16, Seed: 21,
+		Act: kernels.SwiGLU, SharedExperts: 2, SharedFFN: 160,
+		Router: kernels.Router{Kind: kernels.SigmoidGrouped, Groups: 8, TopKGroups: 3, Scale: 2.5}}
+	fixed, _ := kernels.FixedAssignment(fixedCounts(t, "zipf:1.2", s), s.Tokens, s.TopK)
+	cpu := kernels.NewCPU()
+	if err := cpu.Prepare(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cpu.Step(context.Background(), kernels.StepInput{Fixed: &fixed}); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := cpu.Output()
+	for _, name := range kernels.GPUNames() {
+		b, err := New(name, Options{}) // graphs on: the third step on replays them
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Prepare(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 4; i++ {
+			b.Poison()
+			res, err := b.Step(context.Background(), kernels.StepInput{Fixed: &fixed})
+			if err != nil {
+				t.Fatalf("%s step %d: %v", name, i, err)
+			}
+			if len(res.Overlapped) != 1 {
+				t.Fatalf("%s: %d overlapped phases, want the shared experts'", name, len(res.Overlapped))
+			}
+			p := res.Overlapped[0]
+			if p.Name != kernels.PhaseShared || p.Time <= 0 || p.Start < 0 || p.Start+p.Time > res.Total()+time.Microsecond {
+				t.Errorf("%s step %d: shared phase %+v outside the step's %v", name, i, p, res.Total())
+			}
+			got, _ := b.Output()
+			if e := kernels.RelErr(got, want); e > s.DType.Tolerance() {
+				t.Errorf("%s step %d: relative error %.3g over %.0e", name, i, e, s.DType.Tolerance())
+			}
+		}
+		b.Close()
 	}
 }

@@ -173,8 +173,8 @@ cublasStatus_t moetop_gemm_strided(cublasHandle_t h, int m, int n, int k, CUdevi
 }
 
 cublasStatus_t moetop_gemm_grouped(cublasHandle_t h, int groups, const int *m, const int *n, const int *k,
-                                   const int *group_size, CUdeviceptr Aarr, CUdeviceptr Barr, CUdeviceptr Carr,
-                                   int dtype, int compute) {
+                                   const int *ldb, const int *group_size, CUdeviceptr Aarr, CUdeviceptr Barr,
+                                   CUdeviceptr Carr, int dtype, int compute) {
 	if (!cublas.cublasGemmGroupedBatchedEx) return 15; // CUBLAS_STATUS_NOT_SUPPORTED
 	int *ops = calloc(groups, sizeof(int));
 	float *alpha = malloc(groups * sizeof(float)), *beta = calloc(groups, sizeof(float));
@@ -184,7 +184,7 @@ cublasStatus_t moetop_gemm_grouped(cublasHandle_t h, int groups, const int *m, c
 	}
 	for (int g = 0; g < groups; g++) alpha[g] = 1.0f;
 	cublasStatus_t st = cublas.cublasGemmGroupedBatchedEx(
-	    h, ops, ops, m, n, k, alpha, (const void *const *)Aarr, dtype, m, (const void *const *)Barr, dtype, k,
+	    h, ops, ops, m, n, k, alpha, (const void *const *)Aarr, dtype, m, (const void *const *)Barr, dtype, ldb ? ldb : k,
 	    beta, (void *const *)Carr, dtype, m, groups, group_size, compute);
 	free(ops); free(alpha); free(beta);
 	return st;

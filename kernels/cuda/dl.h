@@ -234,10 +234,11 @@ cublasStatus_t moetop_gemm_strided(cublasHandle_t h, int m, int n, int k, CUdevi
                                    CUdeviceptr B, int ldb, long long sb, CUdeviceptr C, int ldc, long long sc,
                                    int batch, int dtype, int compute);
 // groups problems of sizes m[g]×n[g]×k[g], group_size[g] each; Aarr, Barr,
-// Carr are device arrays of device pointers; lda = m, ldb = k, ldc = m.
+// Carr are device arrays of device pointers; lda = m, ldb = ldb[g] (k when
+// ldb is NULL), ldc = m.
 cublasStatus_t moetop_gemm_grouped(cublasHandle_t h, int groups, const int *m, const int *n, const int *k,
-                                   const int *group_size, CUdeviceptr Aarr, CUdeviceptr Barr, CUdeviceptr Carr,
-                                   int dtype, int compute);
+                                   const int *ldb, const int *group_size, CUdeviceptr Aarr, CUdeviceptr Barr,
+                                   CUdeviceptr Carr, int dtype, int compute);
 
 cublasStatus_t moetop_set_workspace(cublasHandle_t h, CUdeviceptr ws, size_t bytes);
 

@@ -49,8 +49,8 @@ func needsGroupedGEMM(c kernels.Caps, _ kernels.Shape) error {
 // came from offsets of i·m_e: each expert's rows start at the running sum
 // of the earlier experts' rows (Backend.operands).
 type grouped struct {
-	m, n, k, size []C.int
-	problems      int
+	m, n, k, ldb, size []C.int
+	problems           int
 }
 
 func (g *grouped) setup(*Backend) error { return nil }
@@ -91,7 +91,7 @@ func (g *grouped) upload(b *Backend, experts []int, stream C.CUstream) error {
 	host := unsafe.Slice((*uint64)(b.hostPtrs), 6*e)
 	for i, ex := range experts {
 		for gemm := 0; gemm < 2; gemm++ {
-			_, _, x, w, y := b.operands(ex, gemm == 1)
+			_, _, _, x, w, y := b.operands(ex, gemm == 1)
 			host[(3*gemm+0)*e+i] = uint64(w)
 			host[(3*gemm+1)*e+i] = uint64(x)
 			host[(3*gemm+2)*e+i] = uint64(y)
@@ -118,20 +118,24 @@ func (g *grouped) launch(b *Backend, h C.cublasHandle_t, second bool) error {
 	s := b.s
 	e := s.Experts
 	arrays := b.bufs[kernels.BufPointers]
-	N, K, base := s.FFN, s.Hidden, 0
+	// Sizes as Backend.operands gives them: gated, gemm1 is 2·ffn wide and
+	// gemm2 reads its ffn columns from those 2·ffn-wide rows.
+	N, K, ldx := gemmShape(s, second)
+	base := 0
 	if second {
-		N, K, base = s.Hidden, s.FFN, 3
+		base = 3
 	}
-	g.m, g.k = g.m[:0], g.k[:0]
+	g.m, g.k, g.ldb = g.m[:0], g.k[:0], g.ldb[:0]
 	for range g.n {
 		g.m = append(g.m, C.int(N))
 		g.k = append(g.k, C.int(K))
+		g.ldb = append(g.ldb, C.int(ldx))
 	}
 	data, compute, _ := dtypes(s.DType)
 	at := func(i int) ptr { return arrays + ptr(8*(base+i)*e) }
 	// Row-major to column-major as in gemmEx: A = W, B = X, m = N, n = rows.
 	return checkBLAS("cublasGemmGroupedBatchedEx", C.moetop_gemm_grouped(h, C.int(len(g.n)),
-		&g.m[0], &g.n[0], &g.k[0], &g.size[0], at(0), at(1), at(2), C.int(data), C.int(compute)))
+		&g.m[0], &g.n[0], &g.k[0], &g.ldb[0], &g.size[0], at(0), at(1), at(2), C.int(data), C.int(compute)))
 }
 
 func (g *grouped) expertTimes(*Backend) ([]time.Duration, error) { return nil, nil }

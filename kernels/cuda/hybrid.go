@@ -114,8 +114,8 @@ func (h *hybrid) gemm(b *Backend, second bool) error {
 		}
 	}
 	for _, e := range order[:split] {
-		n, k, x, w, y := b.operands(e, second)
-		if err := b.gemmEx(b.handle, b.counts[e], n, k, x, w, y); err != nil {
+		n, k, ldx, x, w, y := b.operands(e, second)
+		if err := b.gemmEx(b.handle, b.counts[e], n, k, ldx, x, w, y); err != nil {
 			return err
 		}
 	}

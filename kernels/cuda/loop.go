@@ -50,8 +50,8 @@ func (l *loop) gemm(b *Backend, second bool) error {
 		if err := l.ev.mark(b.timing, l.ev.start[g], e, b.stream); err != nil {
 			return err
 		}
-		n, k, x, w, y := b.operands(e, second)
-		if err := b.gemmEx(b.handle, rows, n, k, x, w, y); err != nil {
+		n, k, ldx, x, w, y := b.operands(e, second)
+		if err := b.gemmEx(b.handle, rows, n, k, ldx, x, w, y); err != nil {
 			return err
 		}
 		if err := l.ev.mark(b.timing, l.ev.end[g], e, b.stream); err != nil {

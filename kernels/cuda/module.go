@@ -20,14 +20,16 @@ import (
 var layerSource string
 
 // layerProgram is the MoE layer's kernels other than the GEMMs.
-// --fmad=false keeps the input generator bit-identical to kernels.Fill on
-// the host; -default-device because layer.cu's helpers carry no
-// __device__.
+// --fmad=false and IEEE division (--prec-div=true, NVRTC's default, said
+// aloud) keep the input generator and the grouped router's sigmoid
+// bit-identical to kernels.Fill and kernels.Sigmoid32 on the host;
+// -default-device for helpers without __device__; C++17 for the sigmoid's
+// hex float constants.
 var layerProgram = Program{
 	Name:    "layer.cu",
 	What:    "layer kernels",
 	Source:  layerSource,
-	Options: []string{"--fmad=false", "-default-device"},
+	Options: []string{"--fmad=false", "--prec-div=true", "-std=c++17", "-default-device"},
 	Kernels: layerKernels(),
 }
 

@@ -23,11 +23,11 @@ func init() {
 // paddedPlan: instead of the dense rows, x, h and y padded to capacity
 // rows for every expert (kind padding: they follow the step's counts).
 func paddedPlan(s kernels.Shape, counts []int) ([]kernels.Buffer, error) {
-	dt, e, h, f := uint64(s.DType.Size()), uint64(s.Experts), uint64(s.Hidden), uint64(s.FFN)
+	dt, e, h, c1 := uint64(s.DType.Size()), uint64(s.Experts), uint64(s.Hidden), uint64(s.W1Cols())
 	c := uint64(capacity(s, counts))
 	return append(gpuCommon(s),
 		kernels.Buffer{ID: kernels.BufPermutedX, Name: "padded x", Kind: kernels.KindPadding, Bytes: e * c * h * dt},
-		kernels.Buffer{ID: kernels.BufH, Name: "padded h", Kind: kernels.KindPadding, Bytes: e * c * f * dt},
+		kernels.Buffer{ID: kernels.BufH, Name: "padded h", Kind: kernels.KindPadding, Bytes: e * c * c1 * dt},
 		kernels.Buffer{ID: kernels.BufY, Name: "padded y", Kind: kernels.KindPadding, Bytes: e * c * h * dt},
 		kernels.Workspaces(1), kernels.Handles(1)), nil
 }
@@ -114,17 +114,17 @@ func (p *padded) shrink(b *Backend) {
 
 func (p *padded) gemm(b *Backend, second bool) error {
 	s := b.s
-	c := p.rowsPer
-	n, k := s.FFN, s.Hidden
+	n, k, ldx := gemmShape(s, second)
 	x, w, y := b.bufs[kernels.BufPermutedX], b.bufs[kernels.BufW1], b.bufs[kernels.BufH]
 	if second {
-		n, k = s.Hidden, s.FFN
 		x, w, y = b.bufs[kernels.BufH], b.bufs[kernels.BufW2], b.bufs[kernels.BufY]
 	}
+	c := p.rowsPer
 	data, compute, _ := dtypes(s.DType)
 	// Batched row-major Y_e[c×N] = X_e[c×K]·W_e[K×N], swapped to column-major
-	// as in gemmEx, with each operand's batch stride.
+	// as in gemmEx, with each operand's batch stride: X_e's rows are ldx
+	// apart (2·ffn for gemm2 when gated), so its batch stride is c·ldx.
 	return checkBLAS("cublasGemmStridedBatchedEx", C.moetop_gemm_strided(b.handle, C.int(n), C.int(c), C.int(k),
-		w, C.int(n), C.longlong(k*n), x, C.int(k), C.longlong(c*k), y, C.int(n), C.longlong(c*n),
+		w, C.int(n), C.longlong(k*n), x, C.int(ldx), C.longlong(c*ldx), y, C.int(n), C.longlong(c*n),
 		C.int(s.Experts), C.int(data), C.int(compute)))
 }

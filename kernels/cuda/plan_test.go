@@ -37,6 +37,18 @@ func TestPlansMatchHandCounts(t *testing.T) {
 	// dense: 6·5·4=120, 6·7·4=168, 120                    = 408
 	// padded capacity ceil(1.5·6/3)=3: 3·3·5·4=180, 3·3·7·4=252, 180 = 612
 	odd := kernels.Shape{Tokens: 3, Hidden: 5, FFN: 7, Experts: 3, TopK: 2, DType: kernels.FP32, CapacityFactor: 1.5}
+	// Gated (swiglu), the small shape's w1 is 2·8·32·2=1024 (+512) and h
+	// is 4·32·2=256 (+128) dense, 2·3·32·2=384 (+192) padded.
+	gated := small
+	gated.Act = kernels.SwiGLU
+	// One shared expert of the routed width on the small shape: w1 8·16·2
+	// =256, w2 256, h 4·16·2=128, y 4·8·2=64 (=704), plus its workspace
+	// and handle. Two gated ones of width 3: w1 8·12·2=192, w2 6·8·2=96,
+	// h 4·12·2=96, y 64 (=448).
+	shared := small
+	shared.SharedExperts = 1
+	sharedGated := gated
+	sharedGated.SharedExperts, sharedGated.SharedFFN = 2, 3
 	cases := []struct {
 		name    string
 		s       kernels.Shape
@@ -44,6 +56,11 @@ func TestPlansMatchHandCounts(t *testing.T) {
 		backend string
 		want    uint64
 	}{
+		{"gated: w1 and h are twice as wide", gated, []int{3, 1}, "loop", 1296 + 512 + 256 + 128 + mib32 + handle},
+		{"gated padded", gated, []int{3, 1}, "padded", 1296 + 512 + 384 + 192 + mib32 + handle},
+		{"a shared expert brings its stream's handle", shared, []int{3, 1}, "loop", 1296 + 256 + 704 + 2*mib32 + 2*handle},
+		{"gated shared experts of their own width", sharedGated, []int{3, 1}, "grouped",
+			1296 + 512 + 256 + 128 + 6*2*8 + 448 + 2*mib32 + 2*handle},
 		{"loop holds the dense rows and one handle", small, []int{3, 1}, "loop", 1296 + 256 + mib32 + handle},
 		{"grouped adds pointer arrays", small, []int{3, 1}, "grouped", 1296 + 256 + 6*2*8 + mib32 + handle},
 		{"streams has a workspace per stream", small, []int{3, 1}, "streams", 1296 + 256 + 4*mib32 + 5*handle},
@@ -74,34 +91,48 @@ func TestEveryGPUPlanHoldsWhatItsStepsRead(t *testing.T) {
 	if len(gpuBackends) == 0 {
 		t.Fatal("no GPU backend registered")
 	}
+	shared := s
+	shared.Act, shared.SharedExperts = kernels.GeGLU, 2
 	for name, g := range gpuBackends {
 		for _, c := range [][]int{nil, counts} {
-			plan, err := g.reg.Plan(s, c)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if err := checkPlan(name, plan, g.newRunner()); err != nil {
-				t.Errorf("%s: %v", name, err)
-			}
-			seen := map[kernels.BufferID]string{}
-			for _, b := range plan {
-				if prev, dup := seen[b.ID]; dup && b.ID != kernels.BufCuBLAS {
-					t.Errorf("%s: %q and %q share buffer ID %d", name, prev, b.Name, b.ID)
-				}
-				seen[b.ID] = b.Name
+			for _, s := range []kernels.Shape{s, shared} {
+				checkOnePlan(t, name, g, s, c)
 			}
 		}
+	}
+}
+
+func checkOnePlan(t *testing.T, name string, g gpuBackend, s kernels.Shape, c []int) {
+	t.Helper()
+	plan, err := g.reg.Plan(s, c)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if err := checkPlan(name, plan, g.newRunner(), s); err != nil {
+		t.Errorf("%s: %v", name, err)
+	}
+	seen := map[kernels.BufferID]string{}
+	for _, b := range plan {
+		if prev, dup := seen[b.ID]; dup && b.ID != kernels.BufCuBLAS {
+			t.Errorf("%s: %q and %q share buffer ID %d", name, prev, b.Name, b.ID)
+		}
+		seen[b.ID] = b.Name
 	}
 }
 
 func TestCheckPlanNamesWhatIsMissing(t *testing.T) {
 	s := kernels.Shape{Tokens: 4, Hidden: 8, FFN: 16, Experts: 2, TopK: 1, DType: kernels.BF16}
 	plan, _ := loopPlan(s, nil) // no pointer arrays, which grouped reads
-	if err := checkPlan("grouped", plan, &grouped{}); err == nil {
+	if err := checkPlan("grouped", plan, &grouped{}, s); err == nil {
 		t.Error("a plan without the pointer arrays passed for grouped")
 	}
-	if err := checkPlan("loop", plan, &loop{}); err != nil {
+	if err := checkPlan("loop", plan, &loop{}, s); err != nil {
 		t.Errorf("loop's own plan: %v", err)
+	}
+	shared := s
+	shared.SharedExperts = 1
+	if err := checkPlan("loop", plan, &loop{}, shared); err == nil {
+		t.Error("a plan without the shared experts' buffers passed for a shape with shared experts")
 	}
 }
 
@@ -158,6 +189,33 @@ func TestMaxTopKAgreesWithTheRouterKernelAndTheConfig(t *testing.T) {
 	}
 	if n := len(regexp.MustCompile(`\[MAX_TOP_K\]`).FindAll(src, -1)); n != 2 {
 		t.Errorf("%d arrays sized MAX_TOP_K in layer.cu, want the router's two", n)
+	}
+}
+
+// layer.cu's router constants are kernels': the group limit, and the
+// router kinds the host passes as numbers.
+func TestLayerCURouterConstantsAgreeWithKernels(t *testing.T) {
+	src, err := os.ReadFile("layer.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{
+		"MAX_GROUPS":             kernels.MaxGroups,
+		"ROUTER_SOFTMAX":         int(kernels.Softmax),
+		"ROUTER_SOFTMAX_NONORM":  int(kernels.SoftmaxNoNorm),
+		"ROUTER_SIGMOID_GROUPED": int(kernels.SigmoidGrouped),
+	} {
+		m := regexp.MustCompile(`(?m)^#define ` + name + ` (\d+)$`).FindSubmatch(src)
+		if m == nil {
+			t.Errorf("layer.cu defines no %s", name)
+			continue
+		}
+		if got, _ := strconv.Atoi(string(m[1])); got != want {
+			t.Errorf("layer.cu's %s is %d, kernels' %d", name, got, want)
+		}
+	}
+	if n := len(kernels.RouterNames()); n != 3 {
+		t.Errorf("kernels has %d routers; layer.cu's route knows 3: teach it the new one", n)
 	}
 }
 
@@ -325,5 +383,106 @@ func TestPaddedDoesNotFitWhereOthersDo(t *testing.T) {
 	}
 	if m.HeadroomBytes != int64(free) || m.OwnBytes != own {
 		t.Errorf("running backend's headroom %d, want the free memory %d (it holds its peak already)", m.HeadroomBytes, int64(free))
+	}
+}
+
+// span is the bytes a row-major GEMM operand touches: rows rows of cols
+// elements, ld elements apart, from at.
+type span struct{ lo, hi uint64 }
+
+func touched(at ptr, rows, cols, ld, dt int) span {
+	if rows == 0 {
+		return span{uint64(at), uint64(at)}
+	}
+	return span{uint64(at), uint64(at) + uint64(((rows-1)*ld+cols)*dt)}
+}
+
+// fakeBuffers lays a plan out at addresses far apart, as if allocated,
+// and says which buffer each address range is.
+func fakeBuffers(plan []kernels.Buffer) (bufs [kernels.NumBufferIDs]ptr, size map[kernels.BufferID]uint64) {
+	size = map[kernels.BufferID]uint64{}
+	for _, b := range plan {
+		if b.ID != kernels.BufCuBLAS {
+			bufs[b.ID] = ptr(uint64(b.ID+1) << 40)
+			size[b.ID] = b.Bytes
+		}
+	}
+	return bufs, size
+}
+
+func within(t *testing.T, what string, sp span, bufs [kernels.NumBufferIDs]ptr, size map[kernels.BufferID]uint64, id kernels.BufferID) {
+	t.Helper()
+	lo, hi := uint64(bufs[id]), uint64(bufs[id])+size[id]
+	if sp.lo < lo || sp.hi > hi {
+		t.Errorf("%s touches [%#x, %#x), outside buffer %d [%#x, %#x)", what, sp.lo, sp.hi, id, lo, hi)
+	}
+}
+
+// Every expert's GEMM operands, gated or not, stay within the buffers the
+// plan allocates, and gemm2 reads exactly the rows gemm1 wrote, from the
+// start of each (where the activation leaves act(gate)·up): a wrong
+// offset here is an out-of-bounds write found only on a GPU.
+func TestDenseOperandsStayInTheirBuffers(t *testing.T) {
+	counts := []int{5, 0, 3, 1}
+	for _, act := range []kernels.Activation{kernels.GELU, kernels.SwiGLU} {
+		s := kernels.Shape{Tokens: 3, Hidden: 7, FFN: 5, Experts: 4, TopK: 3, DType: kernels.BF16, Act: act}
+		plan, _ := loopPlan(s, counts)
+		bufs, size := fakeBuffers(plan)
+		dt, c1 := s.DType.Size(), s.W1Cols()
+		off := 0
+		for e, rows := range counts {
+			n, k, ldx, x, w, y := denseOperands(s, &bufs, off, e, false)
+			if n != c1 || k != s.Hidden || ldx != k {
+				t.Errorf("%v gemm1: N=%d K=%d ldx=%d, want %d, %d, %d", act, n, k, ldx, c1, s.Hidden, s.Hidden)
+			}
+			within(t, "gemm1 x", touched(x, rows, k, ldx, dt), bufs, size, kernels.BufPermutedX)
+			within(t, "gemm1 w", touched(w, k, n, n, dt), bufs, size, kernels.BufW1)
+			within(t, "gemm1 y", touched(y, rows, n, n, dt), bufs, size, kernels.BufH)
+			h1 := y
+			n, k, ldx, x, w, y = denseOperands(s, &bufs, off, e, true)
+			if n != s.Hidden || k != s.FFN || ldx != c1 {
+				t.Errorf("%v gemm2: N=%d K=%d ldx=%d, want %d, %d, %d", act, n, k, ldx, s.Hidden, s.FFN, c1)
+			}
+			if x != h1 {
+				t.Errorf("%v expert %d: gemm2 reads h at %#x, gemm1 wrote it at %#x", act, e, x, h1)
+			}
+			within(t, "gemm2 x", touched(x, rows, k, ldx, dt), bufs, size, kernels.BufH)
+			within(t, "gemm2 w", touched(w, k, n, n, dt), bufs, size, kernels.BufW2)
+			within(t, "gemm2 y", touched(y, rows, n, n, dt), bufs, size, kernels.BufY)
+			if e == len(counts)-1 {
+				// The last expert ends exactly where the buffers do.
+				if got := touched(y, rows, n, n, dt).hi; got != uint64(bufs[kernels.BufY])+size[kernels.BufY] {
+					t.Errorf("%v: the last expert's y ends at %#x, not at y's end", act, got)
+				}
+			}
+			off += rows
+		}
+	}
+}
+
+// The padded backend's batched GEMMs (and the grouped GEMM's sizes, which
+// come from the same gemmShape) stay within the padded buffers at the
+// step's capacity, gated or not.
+func TestPaddedOperandsStayInTheirBuffers(t *testing.T) {
+	counts := []int{5, 0, 3, 1}
+	for _, act := range []kernels.Activation{kernels.SiLU, kernels.GeGLU} {
+		s := kernels.Shape{Tokens: 3, Hidden: 7, FFN: 5, Experts: 4, TopK: 3, DType: kernels.FP16, Act: act}
+		plan, _ := paddedPlan(s, counts)
+		bufs, size := fakeBuffers(plan)
+		c, dt := capacity(s, counts), s.DType.Size()
+		for _, second := range []bool{false, true} {
+			n, k, ldx := gemmShape(s, second)
+			xb, yb := kernels.BufPermutedX, kernels.BufH
+			if second {
+				xb, yb = kernels.BufH, kernels.BufY
+			}
+			last := s.Experts - 1 // the batch's last matrix, at the largest offset
+			within(t, "x", touched(bufs[xb]+ptr(last*c*ldx*dt), c, k, ldx, dt), bufs, size, xb)
+			within(t, "y", touched(bufs[yb]+ptr(last*c*n*dt), c, n, n, dt), bufs, size, yb)
+		}
+		// The activation runs over every padded row of h, 2·ffn wide gated.
+		if rows := s.Experts * c; uint64(rows*s.W1Cols()*dt) != size[kernels.BufH] {
+			t.Errorf("%v: the activation's %d rows of %d do not fill padded h's %d bytes", act, rows, s.W1Cols(), size[kernels.BufH])
+		}
 	}
 }

@@ -114,8 +114,8 @@ func (s *streams) gemm(b *Backend, second bool) error {
 		if err := s.ev.mark(b.timing, s.ev.start[g], e, s.streams[i]); err != nil {
 			return err
 		}
-		n, k, x, w, y := b.operands(e, second)
-		if err := b.gemmEx(s.handles[i], rows, n, k, x, w, y); err != nil {
+		n, k, ldx, x, w, y := b.operands(e, second)
+		if err := b.gemmEx(s.handles[i], rows, n, k, ldx, x, w, y); err != nil {
 			return err
 		}
 		if err := s.ev.mark(b.timing, s.ev.end[g], e, s.streams[i]); err != nil {
