@@ -419,38 +419,51 @@ func TestGEMMInBlocksEqualsOneCall(t *testing.T) {
 // about 800 MiB.
 var bigShape = Shape{Tokens: 8192, Hidden: 2048, FFN: 8192, Experts: 2, TopK: 1, DType: FP32, Seed: 1}
 
+// bigShared is a layer whose shared expert alone is as slow (550 GFLOP)
+// while its routed experts are quick: a cancelled step must not wait for
+// the shared experts' goroutine to finish, in about 700 MiB.
+var bigShared = Shape{Tokens: 8192, Hidden: 2048, FFN: 64, Experts: 2, TopK: 1, DType: FP32, Seed: 1,
+	SharedExperts: 1, SharedFFN: 8192}
+
 func TestCancelledStepEndsWithinSeconds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping: prepares an 800 MiB layer")
 	}
-	c := NewCPU()
-	defer c.Close()
-	if err := c.Prepare(context.Background(), bigShape); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() {
-		_, err := c.Step(ctx, StepInput{})
-		done <- err
-	}()
-	time.Sleep(time.Second) // past the router and the permutation, inside the first expert's GEMM
-	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("step returned %v after %s; want context.Canceled (did the whole step run?)", err, time.Since(start))
-		}
-		t.Logf("cancelled step returned after %s", time.Since(start))
-	case <-time.After(10 * time.Second):
-		t.Fatal("a cancelled step was still running 10 s later")
-	}
-	// The backend stays usable: a later step on a live ctx starts afresh.
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel2()
-	if _, err := c.Step(ctx2, StepInput{}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("next step: %v, want it to run until its deadline", err)
+	for _, tc := range []struct {
+		name  string
+		shape Shape
+	}{{"inside the routed experts", bigShape}, {"inside the shared experts", bigShared}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewCPU()
+			defer c.Close()
+			if err := c.Prepare(context.Background(), tc.shape); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				_, err := c.Step(ctx, StepInput{})
+				done <- err
+			}()
+			time.Sleep(time.Second) // past the router and the permutation, inside a long GEMM
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("step returned %v after %s; want context.Canceled (did the whole step run?)", err, time.Since(start))
+				}
+				t.Logf("cancelled step returned after %s", time.Since(start))
+			case <-time.After(10 * time.Second):
+				t.Fatal("a cancelled step was still running 10 s later")
+			}
+			// The backend stays usable: a later step on a live ctx starts afresh.
+			ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel2()
+			if _, err := c.Step(ctx2, StepInput{}); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("next step: %v, want it to run until its deadline", err)
+			}
+		})
 	}
 }
 
