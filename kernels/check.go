@@ -49,32 +49,43 @@ func RandomCases(rng *rand.Rand, backends []string, dtypes []DType, n int) []Che
 	for _, b := range backends {
 		for _, d := range dtypes {
 			for i := 0; i < n; i++ {
-				e := []int{1, 2, 3, 7, 8, 13, 64, 128, 256}[rng.IntN(9)]
-				k := 1 + rng.IntN(min(e, 8))
-				if rng.IntN(8) == 0 {
-					k = 1 + rng.IntN(min(e, checkTopK))
-				}
-				s := Shape{Tokens: 1 + rng.IntN(300), Hidden: 1 + rng.IntN(200), FFN: 1 + rng.IntN(300),
-					Experts: e, TopK: k, DType: d, Act: Activation(rng.IntN(int(numActivations))), Seed: rng.Uint64()}
-				if i < int(numActivations) {
-					s.Act = Activation(i) // the first cases: each activation once
-				}
-				s.Router = randomRouter(rng, RouterKind((i+1)%int(numRouterKinds)), e, k)
-				if i%2 == 1 {
-					s.SharedExperts = 1 + rng.IntN(2)
-					if rng.IntN(2) == 0 {
-						s.SharedFFN = 1 + rng.IntN(200)
-					}
-				}
-				starve := -1
-				if e > s.TopK && rng.IntN(4) != 0 {
-					starve = rng.IntN(e)
-				}
-				cs = append(cs, CheckCase{Backend: b, Shape: s, Starve: starve})
+				cs = append(cs, randomCase(rng, b, d, i, true))
 			}
 		}
 	}
 	return cs
+}
+
+// randomCase draws case i of a backend and dtype. With forms, its
+// activation, router kind and shared experts follow i as RandomCases
+// says; without, they are drawn too (for a backend that refuses a form).
+func randomCase(rng *rand.Rand, backend string, d DType, i int, forms bool) CheckCase {
+	e := []int{1, 2, 3, 7, 8, 13, 64, 128, 256}[rng.IntN(9)]
+	k := 1 + rng.IntN(min(e, 8))
+	if rng.IntN(8) == 0 {
+		k = 1 + rng.IntN(min(e, checkTopK))
+	}
+	s := Shape{Tokens: 1 + rng.IntN(300), Hidden: 1 + rng.IntN(200), FFN: 1 + rng.IntN(300),
+		Experts: e, TopK: k, DType: d, Act: Activation(rng.IntN(int(numActivations))), Seed: rng.Uint64()}
+	kind, shared := RouterKind((i+1)%int(numRouterKinds)), i%2 == 1
+	if forms && i < int(numActivations) {
+		s.Act = Activation(i) // the first cases: each activation once
+	}
+	if !forms {
+		kind, shared = RouterKind(rng.IntN(int(numRouterKinds))), rng.IntN(2) == 1
+	}
+	s.Router = randomRouter(rng, kind, e, k)
+	if shared {
+		s.SharedExperts = 1 + rng.IntN(2)
+		if rng.IntN(2) == 0 {
+			s.SharedFFN = 1 + rng.IntN(200)
+		}
+	}
+	starve := -1
+	if e > s.TopK && rng.IntN(4) != 0 {
+		starve = rng.IntN(e)
+	}
+	return CheckCase{Backend: backend, Shape: s, Starve: starve}
 }
 
 // randomRouter draws a router of kind for top-k of e experts: for the

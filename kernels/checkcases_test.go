@@ -21,12 +21,28 @@ func TestAcceptedCases(t *testing.T) {
 		return nil
 	}}
 	dts := []DType{BF16, FP16, FP32, TF32}
+	plainOnly := Registration{Name: "plain-only", Plan: plan, Supports: func(_ Caps, s Shape) error {
+		if s.Act.Gated() {
+			return errors.New("gated activations are not fused")
+		}
+		return nil
+	}}
 
 	t.Run("a backend that takes every shape gets RandomCases's cases", func(t *testing.T) {
 		got, refused := AcceptedCases(rand.New(rand.NewPCG(3, 4)), all, Caps{}, dts, 5)
 		want := RandomCases(rand.New(rand.NewPCG(3, 4)), []string{all.Name}, dts, 5)
 		if !reflect.DeepEqual(got, want) || refused != nil {
 			t.Errorf("cases differ from RandomCases's (refused %v)", refused)
+		}
+	})
+	t.Run("a backend that refuses a form is checked on the others", func(t *testing.T) {
+		got, refused := AcceptedCases(rand.New(rand.NewPCG(7, 8)), plainOnly, Caps{}, []DType{BF16}, 6)
+		acts := map[Activation]bool{}
+		for _, c := range got {
+			acts[c.Shape.Act] = true
+		}
+		if len(got) != 6 || refused != nil || acts[SwiGLU] || acts[GeGLU] || !acts[GELU] || !acts[SiLU] {
+			t.Errorf("%d cases with activations %v (refused %v), want 6 of gelu and silu", len(got), acts, refused)
 		}
 	})
 	t.Run("a picky backend gets n accepted cases of each dtype it takes", func(t *testing.T) {
