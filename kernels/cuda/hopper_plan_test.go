@@ -42,6 +42,13 @@ func TestHopperRefusesWhatItCannotRun(t *testing.T) {
 			with(func(s *kernels.Shape) { s.Experts = hopperMaxExperts + 1 }), "at most 8192"},
 		{"an activation the epilogue lacks is refused", "1", h100,
 			with(func(s *kernels.Shape) { s.Act = kernels.Activation(99) }), "not fused"},
+		{"a gated activation is refused until the epilogue multiplies gate and up", "1", h100,
+			with(func(s *kernels.Shape) { s.Act = kernels.SwiGLU }), "swiglu activation is not fused"},
+		{"shared experts and the grouped router run: the shared runner does them", "1", h100,
+			with(func(s *kernels.Shape) {
+				s.SharedExperts = 1
+				s.Router = kernels.Router{Kind: kernels.SigmoidGrouped, Groups: 8, TopKGroups: 4, Scale: 2.5}
+			}), ""},
 	}
 	r, found := kernels.Lookup("hopper")
 	if !found {
