@@ -37,6 +37,8 @@ type Config struct {
 	Groups      int                `json:"router_groups,omitempty"`
 	TopKGroups  int                `json:"router_topk_groups,omitempty"`
 	RoutedScale float64            `json:"routed_scale,omitempty"`
+	// Model is the --model preset the layer started from ("" for none).
+	Model string `json:"model,omitempty"`
 }
 
 // Limits on sizes: beyond them byte counts or int32 row indices overflow.
@@ -218,7 +220,7 @@ func (c Config) Layer() stream.Layer {
 	return stream.Layer{Tokens: c.Tokens, Hidden: c.Hidden, FFN: c.FFN, Experts: c.Experts, TopK: c.TopK,
 		DType: c.DType.String(), Act: c.Act.String(), Routing: c.Routing, Seed: c.Seed, CapacityFactor: c.CapacityFactor,
 		SharedExperts: c.SharedExperts, SharedFFN: c.SharedFFN, Router: c.Router.String(),
-		RouterGroups: c.Groups, RouterTopKGroups: c.TopKGroups, RoutedScale: c.RoutedScale}
+		RouterGroups: c.Groups, RouterTopKGroups: c.TopKGroups, RoutedScale: c.RoutedScale, Model: c.Model}
 }
 
 // ConfigOf reads a config back from the stream's form (a log's header).
@@ -227,7 +229,7 @@ func ConfigOf(l stream.Layer) (Config, error) {
 	c := Config{Tokens: l.Tokens, Hidden: l.Hidden, FFN: l.FFN, Experts: l.Experts, TopK: l.TopK,
 		Routing: l.Routing, Seed: l.Seed, CapacityFactor: l.CapacityFactor,
 		SharedExperts: l.SharedExperts, SharedFFN: l.SharedFFN,
-		Groups: l.RouterGroups, TopKGroups: l.RouterTopKGroups, RoutedScale: l.RoutedScale}
+		Groups: l.RouterGroups, TopKGroups: l.RouterTopKGroups, RoutedScale: l.RoutedScale, Model: l.Model}
 	if err := c.DType.UnmarshalText([]byte(l.DType)); err != nil {
 		return c, fieldErr("dtype", "%v", err)
 	}

@@ -31,6 +31,11 @@ type Header struct {
 	// blocks).
 	Ranks     int     `json:"ranks,omitempty"`
 	Placement [][]int `json:"placement,omitempty"`
+	// Weights is the format a --model preset's weights are published in
+	// (e.g. fp8-e4m3-block128), where moetop runs them in another dtype;
+	// Notes say what of the model moetop does not model.
+	Weights string   `json:"weights,omitempty"`
+	Notes   []string `json:"notes,omitempty"`
 	// Part numbers the files of a rotated recording (0: the first).
 	Part int `json:"part,omitempty"`
 }

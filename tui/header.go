@@ -61,6 +61,9 @@ func (p *headerPanel) View(s *state) string {
 	speed := num("%.1f", s.stepsPerSecond()) + " steps/s"
 	shape := fmt.Sprintf("T=%d H=%d F=%d E=%d k=%d · %s", c.Tokens, c.Hidden, c.FFN, c.Experts, c.TopK, valueStyle.Render(clean(c.Routing)))
 	kinds := clean(c.DType) + " " + clean(c.Act) + " · "
+	if c.Model != "" {
+		kinds = valueStyle.Render(clean(c.Model)) + " " + kinds
+	}
 	be := valueStyle.Render(clean(backend)) + " · "
 	forms := []string{labelStyle.Render("backend") + " " + be + kinds + shape, be + kinds + shape, be + shape}
 	line2 := forms[len(forms)-1]

@@ -159,6 +159,10 @@ func (p *memoryPanel) View(s *state) string {
 	if m.Host {
 		title += " · host"
 	}
+	if w := s.header.Weights; w != "" {
+		// A preset published in another format runs here in the layer's dtype.
+		title += " · weights " + clean(s.header.Config.DType) + ", published " + clean(w)
+	}
 	l := p.lines(s, p.w)
 	fixed := len(l.rows)
 	if l.oomCount != "" {

@@ -22,6 +22,7 @@ type layerFlags struct {
 	tokens, seqs, seqLen, hidden, ffn, experts, topK int
 	dtype, act, routing                              string
 	layer, layers                                    string
+	model                                            string
 	seed                                             uint64
 	capacity                                         float64
 	sharedExperts, sharedFFN                         int
@@ -43,6 +44,7 @@ func (f *layerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.routing, "routing", "", "uniform, zipf:S, seed-uneven, hot:E:P, drift[:P[:STEPS]], trace:FILE (default zipf:1.2)")
 	fs.StringVar(&f.layers, "layers", "", "with --routing trace:FILE: `all` steps through the trace's layers in turn, like a forward pass (the default for a trace of several layers)")
 	fs.StringVar(&f.layer, "layer", "", "with --routing trace:FILE: replay model layer `L` only (a number from the trace's layers)")
+	fs.StringVar(&f.model, "model", "", "start from a published model's MoE layer (`NAME`; moetop models lists them); other layer flags override its fields")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed for inputs and weights")
 	fs.Float64Var(&f.capacity, "capacity-factor", 0, "backends that pad: cap each expert at factor × mean rows, dropping overflow (0: pad to the busiest)")
 	fs.IntVar(&f.sharedExperts, "shared-experts", 0, "dense experts every token also goes through, beside the routed ones (DeepSeek, Qwen2-MoE)")
@@ -74,6 +76,12 @@ func (f *layerFlags) config(fs *flag.FlagSet, base profiler.Config) (profiler.Co
 		}
 		f.tokens, set["tokens"] = f.seqs*f.seqLen, true
 	}
+	if set["model"] {
+		var err error
+		if c, err = fromPreset(c, f.model); err != nil {
+			return c, err
+		}
+	}
 	ints := []struct {
 		name string
 		v    int
@@ -85,7 +93,7 @@ func (f *layerFlags) config(fs *flag.FlagSet, base profiler.Config) (profiler.Co
 			*i.dst = i.v
 		}
 	}
-	if set["hidden"] && !set["ffn"] {
+	if set["hidden"] && !set["ffn"] && !set["model"] {
 		c.FFN = 4 * c.Hidden
 	}
 	var err error

@@ -170,6 +170,10 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return f.ep.follow(ctx, loop, stderr)
 	}
 	h := header(loop, reason)
+	h.Weights, h.Notes = presetNotes(cfg)
+	for _, n := range h.Notes {
+		fmt.Fprintf(stderr, "moetop: %s\n", n)
+	}
 	f.ep.describe(&h, be)
 	if dense, ok := kernels.DenseBackend(onGPU(running)); ok {
 		// One dense GEMM pair of the same FLOPs: the view's "% of dense".
