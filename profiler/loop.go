@@ -249,6 +249,11 @@ func (l *Loop) attachReadings(s *stream.Sample) {
 	if !ok || s.Rows == nil {
 		return
 	}
+	// A GPU backend's headroom is the GPU's: when the sampler fell back to
+	// the host (no NVML, or it does not list the device), there is none.
+	if r, known := kernels.Lookup(l.Backend.Info().Name); known && r.NeedsGPU && snap.Host != nil {
+		return
+	}
 	m := Model(l.Config, s.Rows, l.Backend.Info().Name, l.Caps, free, total)
 	m.Host = snap.Host != nil
 	s.Memory = []stream.Memory{m}

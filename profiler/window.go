@@ -38,7 +38,9 @@ func (w *window) add(s stream.Sample) []stream.Sample {
 }
 
 func sameRun(a, b stream.Sample) bool {
-	return a.Backend == b.Backend && a.Config == b.Config && len(a.Phases) == len(b.Phases)
+	sameLayer := (a.LayerIndex == nil) == (b.LayerIndex == nil) &&
+		(a.LayerIndex == nil || *a.LayerIndex == *b.LayerIndex)
+	return a.Backend == b.Backend && a.Config == b.Config && len(a.Phases) == len(b.Phases) && sameLayer
 }
 
 func (w *window) fold(s stream.Sample) {

@@ -67,3 +67,14 @@ func TestNoWindowSendsEveryStep(t *testing.T) {
 		}
 	}
 }
+
+func TestWindowKeepsModelLayersApart(t *testing.T) {
+	w := &window{min: 1}
+	a, b := step(0, 0.2), step(1, 0.2)
+	one, two := 1, 2
+	a.LayerIndex, b.LayerIndex = &one, &two
+	w.add(a)
+	if out := w.add(b); len(out) != 1 || *out[0].LayerIndex != 1 || out[0].Step != 0 {
+		t.Fatalf("a step of another model layer must close the window: %+v", out)
+	}
+}

@@ -75,7 +75,14 @@ func (f *epFlags) resolve(set map[string]bool) error {
 			given = "--" + n
 		}
 	}
-	need := usagef("%s needs --rank and --world (or RANK and WORLD_SIZE from a launcher such as torchrun)", given)
+	missing := "--rank and --world"
+	switch {
+	case set["rank"] && !set["world"]:
+		missing = "--world N (or --ep N)"
+	case set["world"] && !set["rank"]:
+		missing = "--rank R"
+	}
+	need := usagef("%s needs %s (or RANK and WORLD_SIZE from a launcher such as torchrun)", given, missing)
 	envInt := func(name string) (int, bool, error) {
 		v := os.Getenv(name)
 		if v == "" {
@@ -275,4 +282,13 @@ type fixedControl struct{}
 
 func (fixedControl) Do(tui.Request) (string, error) {
 	return "", errors.New("not available with one process per rank: every rank keeps the layer it started with")
+}
+
+// inProcess is how many ranks this process holds: all of --ep N's when
+// they run here, one when each rank is its own process.
+func (f *epFlags) inProcess() int {
+	if f.ranks > 1 && !f.multi {
+		return f.ranks
+	}
+	return 1
 }

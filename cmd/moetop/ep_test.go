@@ -141,3 +141,12 @@ func TestExpertParallelBadInput(t *testing.T) {
 		})
 	}
 }
+
+// All --ep N ranks in one process hold N ranks' tokens: the memory check
+// counts them all, and names the largest --tokens per rank.
+func TestExpertParallelLayerTheHostCannotHoldIsRefused(t *testing.T) {
+	code, _, stderr := runCLI(t, "--ep", "4", "--backend", "cpu", "--tokens", "2000000", "--hidden", "1024", "--steps", "1")
+	if code != 2 || !strings.Contains(stderr, "4 expert-parallel ranks of --tokens 2000000") || !strings.Contains(stderr, "at most --tokens") {
+		t.Errorf("exit %d, %q; want exit 2 naming the ranks and the largest --tokens per rank", code, stderr)
+	}
+}

@@ -43,17 +43,30 @@ func roomFor(backend string) (room, error) {
 // input (exit code 2): a layer the host cannot hold would otherwise be
 // prepared for minutes and swap, or be killed. When the memory cannot be
 // read the run goes on, and preparing tells.
-func checkFit(backend string, cfg profiler.Config) (profiler.Fit, error) {
+//
+// ranks > 1 is --ep N with every rank in this process: the process holds
+// all ranks' tokens (and each expert's weights once), and the largest
+// --tokens it names is each rank's.
+func checkFit(backend string, cfg profiler.Config, ranks int) (profiler.Fit, error) {
 	r, err := roomFor(backend)
 	if err != nil {
 		return profiler.Fit{}, nil
 	}
-	fit, err := profiler.PlanFit(backend, cfg, r.usable())
+	all := cfg
+	if ranks > 1 {
+		all.Tokens *= ranks
+	}
+	fit, err := profiler.PlanFit(backend, all, r.usable())
 	if err != nil {
 		return profiler.Fit{}, nil
 	}
 	if !fit.Fits() {
-		return fit, usageError{doesNotFit(fit, r)}
+		msg := doesNotFit(fit, r)
+		if ranks > 1 {
+			fit.MaxTokens /= ranks
+			msg = fmt.Sprintf("%d expert-parallel ranks of --tokens %d in this process: %s", ranks, cfg.Tokens, doesNotFit(fit, r))
+		}
+		return fit, usageError{msg}
 	}
 	if runsOnHost(backend) {
 		limitHeapToHost(r.free)

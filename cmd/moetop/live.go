@@ -158,7 +158,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	running := be.Info().Name
-	fit, err := checkFit(running, cfg)
+	fit, err := checkFit(running, cfg, f.ep.inProcess())
 	if err != nil {
 		be.Close()
 		return err
