@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/moetop/moetop/recording"
 )
@@ -129,22 +130,18 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer l.Close()
 	w := stdout
+	var done func(ok bool) error
 	if *out != "" {
-		flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-		if *force {
-			flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		if w, done, err = exportFile(path, *out, *force); err != nil {
+			return err
 		}
-		f, err := os.OpenFile(*out, flags, 0o644)
-		if errors.Is(err, os.ErrExist) {
-			return usagef("%s exists; pass --force to overwrite it", *out)
-		}
-		if err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-		defer f.Close()
-		w = f
 	}
 	skipped, err := export(l, w)
+	if done != nil {
+		if derr := done(err == nil); err == nil {
+			err = derr
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -162,4 +159,35 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "moetop: wrote %s\n", *out)
 	}
 	return nil
+}
+
+// exportFile opens a temporary file beside out for an export of log; done
+// renames it to out when the export worked and removes it when not, so a
+// failed export leaves no partial file and an old out stays whole. out may
+// not be the log itself, whatever the path it is named by.
+func exportFile(log, out string, force bool) (w io.Writer, done func(ok bool) error, err error) {
+	if a, err := os.Stat(log); err == nil {
+		if b, err := os.Stat(out); err == nil && os.SameFile(a, b) {
+			return nil, nil, usagef("--out %s is the log being exported; choose another file", out)
+		}
+	}
+	if _, err := os.Lstat(out); err == nil && !force {
+		return nil, nil, usagef("%s exists; pass --force to overwrite it", out)
+	}
+	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
+	if err != nil {
+		return nil, nil, usagef("cannot write %s: %v; choose a folder you can write", out, errors.Unwrap(err))
+	}
+	return f, func(ok bool) error {
+		err := f.Close()
+		if ok && err == nil {
+			if err = os.Chmod(f.Name(), 0o644); err == nil {
+				err = os.Rename(f.Name(), out)
+			}
+		}
+		if !ok || err != nil {
+			os.Remove(f.Name())
+		}
+		return err
+	}, nil
 }

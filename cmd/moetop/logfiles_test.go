@@ -106,3 +106,25 @@ func TestSummaryAndExportSayWhyLinesWereSkipped(t *testing.T) {
 		t.Errorf("export: exit %d, %d rows, stderr %q", code, strings.Count(out, "\n"), stderr)
 	}
 }
+
+func TestExportNeverOverwritesItsOwnLog(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "run.jsonl")
+	if code, _, e := runCLI(t, "--record", log, "--steps", "2", "--backend", "cpu", "--tokens", "16", "--hidden", "8", "--window", "0"); code != 0 {
+		t.Fatal(e)
+	}
+	before, _ := os.ReadFile(log)
+	code, _, stderr := runCLI(t, "export", log, "--format", "csv", "--out", log, "--force")
+	if after, _ := os.ReadFile(log); code != 2 || string(after) != string(before) || !strings.Contains(stderr, "is the log being exported") {
+		t.Errorf("exit %d, %q; the log must be untouched and the export refused", code, stderr)
+	}
+	// A failed export leaves nothing behind.
+	code, _, _ = runCLI(t, "export", filepath.Join(dir, "none.jsonl"), "--format", "csv", "--out", filepath.Join(dir, "x.csv"))
+	if _, err := os.Stat(filepath.Join(dir, "x.csv")); code == 0 || err == nil {
+		t.Errorf("exit %d; a failed export left x.csv behind (%v)", code, err)
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, ".x.csv.*"))
+	if len(matches) > 0 {
+		t.Errorf("temporary files left: %v", matches)
+	}
+}
