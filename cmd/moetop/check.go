@@ -123,7 +123,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // gpuFlags registers the flags that say where the GPU is.
 func gpuFlags(fs *flag.FlagSet) {
 	fs.StringVar(&cudaOptions.LibDir, "cuda-lib-dir", "", "look for libcuda, libcublas and libnvrtc here first")
-	fs.IntVar(&cudaOptions.Device, "device", 0, "CUDA device ordinal, as `moetop devices` lists under cuda (not always NVML's index)")
+	fs.IntVar(&cudaOptions.Device, "device", 0, "CUDA device ordinal, as moetop devices lists it under cuda (not always NVML's index)")
 }
 
 // splitBackends reads a comma-separated list of registered backends.

@@ -40,7 +40,7 @@ func TestOneProcessPerRankBadInput(t *testing.T) {
 		{"an empty world", []string{"--rank", "0", "--world", "0"}, nil, "invalid --world 0"},
 		{"a coordinator without rank or world", []string{"--coordinator", "127.0.0.1:1234"}, nil,
 			"--coordinator needs --rank and --world"},
-		{"a rank without a world", []string{"--rank", "1"}, nil, "--rank needs --rank and --world"},
+		{"a rank without a world", []string{"--rank", "1"}, nil, "--rank needs --world N"},
 		{"a coordinator without a port", []string{"--rank", "0", "--world", "2", "--coordinator", "node0"}, nil,
 			`invalid --coordinator "node0"`},
 		{"a port out of range", []string{"--rank", "0", "--world", "2", "--coordinator", "node0:70000"}, nil,

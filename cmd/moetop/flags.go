@@ -193,7 +193,7 @@ func parse(fs *flag.FlagSet, args []string, help string, stdout io.Writer) error
 	}
 	if fs.NArg() > 0 {
 		if fs.Name() == "moetop" {
-			return usagef("unknown command %q; the commands are check, bench, summary, export, placement, trace, devices, help and version", fs.Arg(0))
+			return usagef("unknown command %q; the commands are check, bench, summary, export, placement, trace, models, devices, help and version", fs.Arg(0))
 		}
 		return usagef("unexpected argument %q; run '%s --help'", fs.Arg(0), fs.Name())
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -37,13 +38,16 @@ Usage:
   moetop check [flags]                every GPU backend against the CPU reference
   moetop bench [flags]                time the expert GEMMs on fixed loads
   moetop placement LOG --redundant R  a rebalanced expert placement from a recording of --ep N
-  moetop devices [--json]             one NVML reading of every GPU
+  moetop trace import --from F IN OUT routing statistics from SGLang, vLLM, EPLB or FLAME-MoE
+  moetop models [--json]              the MoE layers of published models (--model NAME)
+  moetop devices [--json]             NVML index, CUDA ordinal and a reading of every GPU
   moetop help [CMD] | version | --version
 
 Examples:
   moetop --experts 64 --top-k 8 --routing zipf:1.2
   moetop --record run.jsonl.zst --duration 10m --listen :9464
   moetop --replay run.jsonl.zst
+  moetop --model deepseek-v3 --tokens 128        a published model's layer, decode-sized
   moetop --ep 4 --backend cpu --record ep.jsonl   expert parallel over 4 ranks
   moetop --ep 2 --rank R --coordinator HOST:PORT --backend cpu   one process per rank
 `
@@ -74,7 +78,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&f.steps, "steps", 0, "stop after N steps (0: no limit)")
 	fs.DurationVar(&f.duration, "duration", 0, "stop after this long, e.g. 30s (0: no limit)")
 	fs.BoolVar(&f.force, "force", false, "overwrite an existing --record file")
-	fs.StringVar(&f.maxSize, "max-size", "", "with --record: start FILE.1, FILE.2 … after this much, e.g. 500MB")
+	fs.StringVar(&f.maxSize, "max-size", "", "with --record: start FILE.1, FILE.2 … after this much written, before compression, e.g. 500MB")
 	fs.StringVar(&f.listen, "listen", "", "serve Prometheus /metrics at `ADDR` (:9464 binds 127.0.0.1)")
 	gpuFlags(fs)
 	f.ep.register(fs)
@@ -117,6 +121,13 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if listen, err = metrics.ListenAddr(f.listen); err != nil {
 			return usagef("%v", err)
 		}
+		// A port in use is the user's to change: say so now, not after
+		// minutes of calibration and preparing.
+		l, err := net.Listen("tcp", listen)
+		if err != nil {
+			return usagef("cannot serve metrics at %s: %v; choose another --listen address", listen, errors.Unwrap(err))
+		}
+		l.Close()
 	}
 	// Validate the layer against the CPU defaults first, so a bad flag is
 	// reported before any library is loaded.
@@ -206,7 +217,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		addr, err := m.Serve(ctx, listen)
 		if err != nil {
 			be.Close()
-			return err
+			return usagef("cannot serve metrics at %s: %v; choose another --listen address", listen, err)
 		}
 		fmt.Fprintf(stderr, "moetop: serving metrics at http://%s/metrics\n", addr)
 		sinks = append(sinks, observer(m.Observe))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,5 +155,17 @@ func TestRowsLineStaysShortForManyExperts(t *testing.T) {
 	many := make([]int, 65536)
 	if got := rowsLine(many); len(got) > 80 || !strings.Contains(got, "65520 more experts") {
 		t.Errorf("65536 experts: %q", got)
+	}
+}
+
+func TestListenOnAPortInUseIsRefusedUpFront(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skipf("skipping: no loopback listener: %v", err)
+	}
+	defer l.Close()
+	code, _, stderr := runCLI(t, "--backend", "cpu", "--steps", "1", "--listen", l.Addr().String())
+	if code != 2 || !strings.Contains(stderr, "choose another --listen address") {
+		t.Errorf("exit %d, %q; want exit 2 naming the address", code, stderr)
 	}
 }

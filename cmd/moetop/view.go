@@ -136,6 +136,9 @@ func replay(ctx context.Context, path string, stdout io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	if !isTerminal(stdout) {
+		return usagef("--replay draws the view and needs a terminal; without one, moetop summary %s or moetop export %s reads the log", path, path)
+	}
 	if l.Len() == 0 {
 		return usagef("%s has a header but no samples; nothing to replay", path)
 	}
@@ -143,7 +146,10 @@ func replay(ctx context.Context, path string, stdout io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := recording.NewReplay(l)
-	go r.Run(ctx)
+	ran := make(chan struct{})
+	go func() { r.Run(ctx); close(ran) }()
+	// The log is closed (deferred above) only once Run has stopped reading it.
+	defer func() { cancel(); <-ran }()
 	p := tea.NewProgram(tui.New(replaySource{l, r}, replayControl{r}), tea.WithAltScreen(), tea.WithContext(ctx),
 		tea.WithOutput(stdout))
 	if _, err := p.Run(); err != nil && ctx.Err() == nil {
