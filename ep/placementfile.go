@@ -185,6 +185,11 @@ func WritePlacementFile(path string, p *Placement) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write placement: %w", err)
 	}
+	// CreateTemp makes 0600; a placement is read by every rank, maybe as
+	// another user.
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("write placement: %w", err)
+	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write placement: %w", err)
 	}

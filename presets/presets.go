@@ -32,17 +32,18 @@ const (
 
 // Router describes a layer's router.
 type Router struct {
-	Kind     RouterKind
-	NormTopK bool // renormalise the top-k weights (norm_topk_prob)
+	Kind     RouterKind `json:"kind"`
+	NormTopK bool       `json:"norm_topk_prob"` // renormalise the top-k weights (norm_topk_prob)
 	// Groups and TopKGroups are n_group and topk_group (SigmoidGrouped).
-	Groups, TopKGroups int
+	Groups     int `json:"groups"`
+	TopKGroups int `json:"topk_groups"`
 	// ScalingFactor multiplies the routed experts' output
 	// (routed_scaling_factor); 1 where the model has none.
-	ScalingFactor float64
+	ScalingFactor float64 `json:"scaling_factor"`
 	// Bias: a per-expert bias is added to the scores to choose experts
 	// (DeepSeek-V3's e_score_correction_bias) or the router has a bias term
 	// (gpt-oss).
-	Bias bool
+	Bias bool `json:"bias"`
 }
 
 // Weight formats the models are published in.
@@ -55,29 +56,32 @@ const (
 
 // Preset is one model's MoE layer.
 type Preset struct {
-	Name  string // what --model takes
-	Model string // the published model it comes from
+	Name  string `json:"name"`  // what --model takes
+	Model string `json:"model"` // the published model it comes from
 	// Hidden is the model width; FFN the intermediate width of one routed
 	// expert (moe_intermediate_size, or intermediate_size where the model
 	// has no separate one).
-	Hidden, FFN int
-	Experts     int // routed experts
-	TopK        int // experts per token
+	Hidden  int `json:"hidden"`
+	FFN     int `json:"ffn"`
+	Experts int `json:"experts"` // routed experts
+	TopK    int `json:"top_k"`   // experts per token
 	// Act is the experts' activation: "swiglu" for all of these, whose
 	// experts are (silu(x·Wg) ⊙ x·Wu)·Wd.
-	Act string
+	Act string `json:"activation"`
 	// SharedExperts are dense experts every token goes through, together
 	// SharedFFN wide (a single SwiGLU FFN of that width).
-	SharedExperts, SharedFFN int
-	Router                   Router
+	SharedExperts int    `json:"shared_experts"`
+	SharedFFN     int    `json:"shared_ffn"`
+	Router        Router `json:"router"`
 	// Layers is the number of MoE layers; TotalLayers all decoder layers
 	// (the others are dense).
-	Layers, TotalLayers int
+	Layers      int `json:"layers"`
+	TotalLayers int `json:"total_layers"`
 	// Weights is the format the model's expert weights are published in;
 	// moetop runs them in bf16 for now.
-	Weights string
+	Weights string `json:"weights"`
 	// Differs says what moetop's layer does not model of this one.
-	Differs string
+	Differs string `json:"differs"`
 }
 
 // ExpertParams is the parameters of one routed expert (gate, up, down).

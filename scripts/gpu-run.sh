@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
     --out=*) DIR=${1#--out=}; shift;;
     --peer) [ $# -ge 2 ] || { echo "gpu-run: --peer needs a file" >&2; exit 2; }; PEER=$2; shift 2;;
     --peer=*) PEER=${1#--peer=}; shift;;
+    --baseline=*) BASELINE=${1#--baseline=}; shift;;
     --baseline) [ $# -ge 2 ] || { echo "gpu-run: --baseline needs a moetop binary" >&2; exit 2; }; BASELINE=$2; shift 2;;
     -h|--help) usage; exit 0;;
     check|live|bench|report|overhead|hybrid|device1|oomsample|regress|hopper|all) parts+=("$1"); shift;;

@@ -22,9 +22,9 @@ func OpenFile(path string) (*os.File, error) {
 		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("%s: no such file", path)
+			return nil, fmt.Errorf("%s: no such file: %w", path, fs.ErrNotExist)
 		case errors.Is(err, fs.ErrPermission):
-			return nil, fmt.Errorf("%s: permission denied", path)
+			return nil, fmt.Errorf("%s: permission denied: %w", path, fs.ErrPermission)
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

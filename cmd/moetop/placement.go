@@ -44,6 +44,8 @@ func runPlacement(_ context.Context, args []string, stdout, stderr io.Writer) er
 		n = h.Ranks
 	}
 	switch {
+	case *ranks < 0:
+		return usagef("invalid --ranks %d; want the number of ranks to place over", *ranks)
 	case n < 1:
 		return usagef("%s was not recorded with --ep; say how many ranks to place over with --ranks N", path)
 	case *redundant < 0:
@@ -56,17 +58,19 @@ func runPlacement(_ context.Context, args []string, stdout, stderr io.Writer) er
 		if s.Skipped || len(s.Rows) != len(load) {
 			return nil
 		}
+		// A window of short steps stands for its steps, with its newest load.
+		k := max(1, s.Steps)
 		for e, r := range s.Rows {
-			load[e] += float64(r)
+			load[e] += float64(r * k)
 		}
-		steps++
+		steps += k
 		if len(s.Ranks) == n {
 			for _, r := range s.Ranks {
 				if r.Rank >= 0 && r.Rank < n {
-					recv[r.Rank] += float64(r.RecvRows)
+					recv[r.Rank] += float64(r.RecvRows * k)
 				}
 			}
-			measured++
+			measured += k
 		}
 		return nil
 	}); err != nil {

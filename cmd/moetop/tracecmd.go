@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -72,8 +74,19 @@ func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		return usagef("invalid --from %q; want one of %s", *from, strings.Join(formats, ", "))
 	}
 	ins, out := files[:len(files)-1], files[len(files)-1]
+	if o, err := os.Stat(out); err == nil {
+		for _, in := range ins {
+			if i, err := os.Stat(in); err == nil && os.SameFile(i, o) {
+				return usagef("the output %s is also an input; choose another OUT", out)
+			}
+		}
+	}
+	if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
+		return usagef("cannot write %s: its folder does not exist", out)
+	}
 	err := trace.ImportFiles(*from, ins, out, opt)
-	if errors.Is(err, trace.ErrInvalid) || errors.Is(err, trace.ErrNotRegular) {
+	if errors.Is(err, trace.ErrInvalid) || errors.Is(err, trace.ErrNotRegular) ||
+		errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
 		return usagef("%v", err)
 	}
 	if err != nil {

@@ -61,6 +61,9 @@ func TestTraceCommandBadInput(t *testing.T) {
 		{"no output", []string{"trace", "import", "--from", "eplb", "a"}, "OUT"},
 		{"not a dump", []string{"trace", "import", "--from", "sglang", notDump, filepath.Join(dir, "o.jsonl")}, "x.pt"},
 		{"a directory", []string{"trace", "import", "--from", "eplb", dir, filepath.Join(dir, "o.jsonl")}, "directory"},
+		{"a missing input", []string{"trace", "import", "--from", "eplb", filepath.Join(dir, "none.csv"), filepath.Join(dir, "o.jsonl")}, "none.csv"},
+		{"the output is an input", []string{"trace", "import", "--from", "sglang", notDump, notDump}, "also an input"},
+		{"no folder for the output", []string{"trace", "import", "--from", "sglang", notDump, filepath.Join(dir, "no", "o.jsonl")}, "folder"},
 		{"layers without a trace", []string{"--layers", "all", "--backend", "cpu"}, "--routing trace:FILE"},
 		{"layer and layers", []string{"--layers", "all", "--layer", "3", "--routing", "trace:x"}, "not both"},
 	} {
