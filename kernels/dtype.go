@@ -19,9 +19,6 @@ const (
 
 var dtypeNames = []string{"bf16", "fp16", "fp32", "tf32"}
 
-// DTypeNames lists the accepted spellings, for help and errors.
-func DTypeNames() []string { return append([]string(nil), dtypeNames...) }
-
 func (d DType) String() string {
 	if int(d) < 0 || int(d) >= len(dtypeNames) {
 		return fmt.Sprintf("dtype(%d)", int(d))

@@ -57,12 +57,6 @@ func Importers() [][2]string {
 	return out
 }
 
-// Import converts the dump in to a v2 trace at out; from is one of
-// Importers' names.
-func Import(from, in, out string) error {
-	return ImportFiles(from, []string{in}, out, Options{})
-}
-
 // ImportFiles converts one or more dumps (several only for flame: one per
 // layer, in order) to a v2 trace at out.
 func ImportFiles(from string, ins []string, out string, opt Options) error {

@@ -196,7 +196,7 @@ func sum(r []float64) float64 {
 
 func TestImportWritesAV2TraceThatReadsBack(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "sglang.jsonl")
-	if err := Import("sglang", "testdata/sglang_stat.pt", out); err != nil {
+	if err := ImportFiles("sglang", []string{"testdata/sglang_stat.pt"}, out, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	tr, err := ReadFile(out)
@@ -206,7 +206,7 @@ func TestImportWritesAV2TraceThatReadsBack(t *testing.T) {
 	if tr.Steps() != 4 || tr.Layers() != 3 || tr.At(3, 2)[7] != 40+300+7 {
 		t.Errorf("read back %d steps × %d layers, last count %g", tr.Steps(), tr.Layers(), tr.At(3, 2)[7])
 	}
-	if err := Import("sglang", out, out); err == nil {
+	if err := ImportFiles("sglang", []string{out}, out, Options{}); err == nil {
 		t.Error("overwriting the input was allowed")
 	}
 }

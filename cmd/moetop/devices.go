@@ -42,7 +42,7 @@ func runDevices(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	if snap.Host != nil {
 		h := snap.Host
-		fmt.Fprintf(tw, "host\tmemory %s / %s available\tcpu %s\t%d CPUs\n", gib(h.MemAvailableBytes), gib(h.MemTotalBytes),
+		fmt.Fprintf(tw, "host\tmemory %s / %s available\tcpu %s\t%d CPUs\n", gibs(h.MemAvailableBytes), gibs(h.MemTotalBytes),
 			opt(h.CPUUtilPct, "%.0f%%"), h.CPUs)
 	}
 	if snap.Driver != "" {
@@ -72,10 +72,8 @@ func optB(p *uint64) string {
 	if p == nil {
 		return "n/a"
 	}
-	return gib(*p)
+	return gibs(*p)
 }
-
-func gib(b uint64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
 
 // cudaOrdinal is the CUDA ordinal of the device on bus, or "-" when CUDA
 // does not see it (hidden by CUDA_VISIBLE_DEVICES, or no CUDA library).

@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/moetop/moetop/bench"
-	"golang.org/x/term"
 )
 
 // progress draws a bar with the last result on stderr when it is a
@@ -19,11 +17,7 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, total int) *progress {
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
-	return &progress{w: w, tty: tty, total: total}
+	return &progress{w: w, tty: isTerminal(w), total: total}
 }
 
 func (p *progress) update(done, total int, r bench.Result) {

@@ -76,14 +76,6 @@ func DefaultBuilder() *Builder {
 	return defaultBuilder
 }
 
-// SetDefaultBuilder replaces the builder Device.Load uses (a --cache-dir
-// flag, a quiet mode, a test).
-func SetDefaultBuilder(b *Builder) {
-	builderMu.Lock()
-	defer builderMu.Unlock()
-	defaultBuilder = b
-}
-
 // cacheFormat changes whenever the entry layout or what goes into the key
 // does, so that old entries are simply not found.
 const cacheFormat = "moetop-cubin-1"

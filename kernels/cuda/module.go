@@ -187,19 +187,6 @@ func (m *Module) current() error {
 	return nil
 }
 
-// BuildLayerKernels compiles the layer kernels for device ordinal into the
-// default builder's caches (memory and disk), or finds them there. Call it
-// before a full-screen view starts: a first compile takes seconds and
-// prints its notice on stderr, which must not land under the view.
-func BuildLayerKernels(libDir string, ordinal int) error {
-	d, err := OpenDevice(libDir, ordinal)
-	if err != nil {
-		return err
-	}
-	_, err = DefaultBuilder().CUBIN(layerProgram, d.Major, d.Minor)
-	return errors.Join(err, d.Close())
-}
-
 // module is the name the backends know the layer module by.
 type module = Module
 
