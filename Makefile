@@ -43,6 +43,8 @@ gpu-bins: build
 	$(GO) test -c -o $(BIN)/cuda.test ./kernels/cuda
 	@if [ -f "$(PEER)" ]; then cp "$(PEER)" $(BIN)/torch_moe_peer.py; \
 	else echo "no peer script at $(PEER) (set PEER=FILE): the bench will run without the PyTorch comparison"; fi
+	@for p in hf_layer_peer.py torch_ep_peer.py; do \
+		if [ -f "$(dir $(PEER))$$p" ]; then cp "$(dir $(PEER))$$p" $(BIN)/; fi; done
 
 # On a machine with an NVIDIA GPU: the GPU tests, moetop check, a recorded
 # run, then the bench beside the peer. Logs and results go to RESULTS (a

@@ -239,6 +239,28 @@ run_hopper() {
   fi
 }
 
+run_layers() {
+  step "whole layers of published models, prefill and decode, beside Hugging Face transformers' MoE blocks"
+  hf=$(dirname "$PEER")/hf_layer_peer.py
+  for m in mixtral-8x7b qwen3-30b-a3b deepseek-v3; do
+    for t in 4096 128; do
+      bin/moetop --model $m --tokens $t --steps 300 --window 0 --record "$DIR/layer-$m-$t.jsonl" --force > "$DIR/layer-$m-$t.log" 2>&1
+      printf '%-14s %5d tokens  ' $m $t
+      bin/moetop summary --json "$DIR/layer-$m-$t.jsonl" 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+b = s["backends"][0] if s.get("backends") else {}
+print("moetop %s step p50 %.3f ms" % (b.get("backend", "?"), b.get("step_p50_ms", float("nan"))))'
+    done
+  done
+  if [ -f "$hf" ]; then
+    python3 "$hf" --model mixtral --model qwen3-moe --model deepseek-v3 --tokens 4096 --tokens 128 --json "$DIR/hf-layers.json" > "$DIR/hf-layers.log" 2>&1
+    tail -20 "$DIR/hf-layers.log"
+  else
+    echo "(no $hf: copy shared/peer/hf_layer_peer.py beside the peer to compare)"
+  fi
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -252,7 +274,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,t
 for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
-    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; hopper) run_hopper;;
+    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; hopper) run_hopper;;
     all) run_check; run_live; run_bench;;
   esac
 done
