@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/presets"
 )
 
 func TestGrids(t *testing.T) {
@@ -26,14 +28,45 @@ func TestGrids(t *testing.T) {
 	if q := Quick("report", r); len(q) != 2 || q[0].Tokens != 16*512 || q[0].Hidden != 512 {
 		t.Errorf("quick report %+v", q)
 	}
-	if q := Quick("modern", Modern()); len(q) != 2 {
-		t.Errorf("quick modern %+v", q)
+	if q := Quick("modern", Modern()); len(q) != 3 || q[2].Name != "qwen3-30b-a3b@128" {
+		t.Errorf("quick modern %+v, want mixtral, qwen3-moe and one decode case", q)
+	}
+}
+
+// The modern grid runs every preset's routed experts at decode sizes,
+// gated as the model is; the peer's prefill shapes stay plain.
+func TestModernHasEachPresetsDecodeSteps(t *testing.T) {
+	byName := map[string]Case{}
+	for _, c := range Modern() {
+		if _, dup := byName[c.Name]; dup {
+			t.Errorf("two cases named %s", c.Name)
+		}
+		byName[c.Name] = c
+		if _, err := c.activation(); err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+		}
+	}
+	if c := byName["mixtral"]; c.Act != "" || c.Tokens != 8192 {
+		t.Errorf("mixtral prefill %+v, want the peer's plain 8192-token shape", c)
+	}
+	want := Case{Name: "qwen3-30b-a3b@128", Tokens: 128, Hidden: 2048, FFN: 768, Experts: 128, TopK: 8, Act: "swiglu"}
+	if c := byName[want.Name]; c != want {
+		t.Errorf("%s is %+v, want %+v", want.Name, c, want)
+	}
+	for _, p := range presets.All() {
+		for _, tok := range DecodeTokens {
+			c, ok := byName[fmt.Sprintf("%s@%d", p.Name, tok)]
+			if !ok || c.Tokens != tok || c.Hidden != p.Hidden || c.FFN != p.FFN || c.Experts != p.Experts ||
+				c.TopK != p.TopK || c.Act != p.Act {
+				t.Errorf("%s at %d tokens: %+v", p.Name, tok, c)
+			}
+		}
 	}
 }
 
 func TestParseShape(t *testing.T) {
 	c, err := ParseShape("mixtral:8192:4096:14336:8:2")
-	if err != nil || c != (Case{"mixtral", 8192, 4096, 14336, 8, 2}) {
+	if err != nil || c != (Case{Name: "mixtral", Tokens: 8192, Hidden: 4096, FFN: 14336, Experts: 8, TopK: 2}) {
 		t.Fatalf("%+v %v", c, err)
 	}
 	for _, bad := range []string{"x:1:2", "x:1:2:3:4:0", "x:a:2:3:4:1", "x:1:2:3:4:5:6"} {
@@ -46,9 +79,9 @@ func TestParseShape(t *testing.T) {
 func TestLoadGrid(t *testing.T) {
 	dir := t.TempDir()
 	csvPath := filepath.Join(dir, "g.csv")
-	os.WriteFile(csvPath, []byte("name,tokens,hidden,experts,top_k\nsmall,64,32,4,2\n,128,16,8,1\n"), 0o644)
+	os.WriteFile(csvPath, []byte("name,tokens,hidden,experts,top_k,act\nsmall,64,32,4,2,swiglu\n,128,16,8,1,\n"), 0o644)
 	cs, err := LoadGrid(csvPath)
-	if err != nil || len(cs) != 2 || cs[0].FFN != 128 || cs[1].Name != "case2" {
+	if err != nil || len(cs) != 2 || cs[0].FFN != 128 || cs[1].Name != "case2" || cs[0].Act != "swiglu" || cs[1].Act != "" {
 		t.Fatalf("csv grid %+v %v", cs, err)
 	}
 	jsonPath := filepath.Join(dir, "g.json")
@@ -57,7 +90,8 @@ func TestLoadGrid(t *testing.T) {
 		t.Fatalf("json grid %+v %v", cs, err)
 	}
 	for name, body := range map[string]string{"nohead.csv": "1,2,3\n", "bad.csv": "tokens,hidden,experts,top_k\n1,x,2,1\n",
-		"empty.json": "[]", "broken.json": "[{"} {
+		"empty.json": "[]", "broken.json": "[{", "badact.csv": "tokens,hidden,experts,top_k,act\n8,4,2,1,relu\n",
+		"badact.json": `[{"tokens":8,"hidden":4,"experts":2,"top_k":1,"act":"relu"}]`} {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, []byte(body), 0o644)
 		if _, err := LoadGrid(p); err == nil {
@@ -71,7 +105,8 @@ func TestLoadGrid(t *testing.T) {
 func TestRunAndWrite(t *testing.T) {
 	o := Options{Backends: []string{"cpu"}, DTypes: []kernels.DType{kernels.FP32}, Dists: []string{"uniform", "zipf:1.2"},
 		Reps: 2, Open: func(string) (kernels.Backend, error) { return kernels.NewCPU(), nil }}
-	cases := []Case{{"tiny", 32, 16, 24, 4, 2}}
+	cases := []Case{{Name: "tiny", Tokens: 32, Hidden: 16, FFN: 24, Experts: 4, TopK: 2},
+		{Name: "tiny-gated", Tokens: 32, Hidden: 16, FFN: 24, Experts: 4, TopK: 2, Act: "swiglu"}}
 	var seen int
 	o.Progress = func(done, total int, r Result) { seen = done }
 	rs, err := Run(context.Background(), cases, o)
@@ -82,8 +117,16 @@ func TestRunAndWrite(t *testing.T) {
 		t.Fatalf("results %+v", rs)
 	}
 	for _, r := range rs {
-		if r.Status != StatusOK || r.Reps != 2 || r.TFLOPS <= 0 || r.PredictedPeakBytes == 0 {
+		if r.Status != StatusOK || r.Reps != 2 || r.TFLOPS <= 0 || r.PredictedPeakBytes == 0 || r.GBytes <= 0 || r.GBps <= 0 {
 			t.Errorf("%+v", r)
+		}
+		// No ceilings on the CPU: no roofline, rather than one against a
+		// GPU's numbers.
+		if r.Bound != "" || r.PctRoofline != 0 || r.DenseTFLOPS != 0 {
+			t.Errorf("%s %s: a roofline without ceilings: %+v", r.Case.Name, r.Backend, r)
+		}
+		if want := map[string]string{"tiny": "gelu", "tiny-gated": "swiglu"}[r.Case.Name]; r.Case.Act != want {
+			t.Errorf("%s ran %q, want %q", r.Case.Name, r.Case.Act, want)
 		}
 		if r.Backend == "dense" {
 			continue
@@ -112,10 +155,29 @@ func TestRunAndWrite(t *testing.T) {
 			if err := json.Unmarshal(b.Bytes(), &back); err != nil || len(back) != len(rs) {
 				t.Errorf("json does not read back: %v", err)
 			}
+			var raw []map[string]any
+			json.Unmarshal(b.Bytes(), &raw)
+			for _, k := range []string{"gbytes", "gbps", "gflop"} {
+				if _, ok := raw[0][k]; !ok {
+					t.Errorf("json result has no %q", k)
+				}
+			}
 		case "csv":
 			rows, err := csv.NewReader(&b).ReadAll()
 			if err != nil || len(rows) != len(rs)+1 {
-				t.Errorf("csv: %d rows, %v", len(rows), err)
+				t.Fatalf("csv: %d rows, %v", len(rows), err)
+			}
+			col := map[string]int{}
+			for i, h := range rows[0] {
+				col[h] = i
+			}
+			for _, k := range []string{"act", "gbytes", "gbps", "pct_roofline", "bound", "ceiling_tflops", "ceiling_gbps"} {
+				if _, ok := col[k]; !ok {
+					t.Errorf("csv has no %q column", k)
+				}
+			}
+			if g := rows[1][col["gbps"]]; g == "" {
+				t.Errorf("csv row without GB/s: %v", rows[1])
 			}
 		default:
 			if !strings.Contains(b.String(), "pass rate cpu") || !strings.Contains(b.String(), "tiny") {
@@ -132,8 +194,9 @@ func TestTableStreamLinesUp(t *testing.T) {
 	var b bytes.Buffer
 	ts := NewTableStream(&b, []Case{{Name: "a-long-case-name"}})
 	e := 1.5e-3
-	ts.Row(Result{Case: Case{Name: "x", Tokens: 8, Hidden: 4, FFN: 16, Experts: 2, TopK: 1}, Dist: "uniform", DType: "bf16",
-		Backend: "loop", Status: StatusOK, MedianMS: 1.25, TFLOPS: 700, PctDense: 98, PredictedPeakBytes: 1 << 30, RelErr: &e})
+	ts.Row(Result{Case: Case{Name: "x", Tokens: 8, Hidden: 4, FFN: 16, Experts: 2, TopK: 1, Act: "swiglu"}, Dist: "uniform", DType: "bf16",
+		Backend: "loop", Status: StatusOK, MedianMS: 1.25, TFLOPS: 700, GBps: 3012, PctRoofline: 100, AboveRoofline: true,
+		Bound: "memory", PctDense: 98, PredictedPeakBytes: 1 << 30, RelErr: &e})
 	ts.Row(Result{Case: Case{Name: "a-long-case-name"}, Dist: "zipf:1.2", Backend: "padded", Status: StatusPredictedOOM})
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "case") {
@@ -141,5 +204,13 @@ func TestTableStreamLinesUp(t *testing.T) {
 	}
 	if i, j := strings.Index(lines[0], "backend"), strings.Index(lines[2], "padded"); i != j {
 		t.Errorf("backend column at %d in the header, %d in a row:\n%s", i, j, b.String())
+	}
+	// GB/s beside TFLOP/s, and the roofline under its column, never above 100%.
+	if i, j := strings.Index(lines[0], "GB/s"), strings.Index(lines[0], "TFLOP/s")+len("TFLOP/s"); i < j || i-j > 4 {
+		t.Errorf("GB/s at %d, TFLOP/s at %d: not side by side:\n%s", i, j, b.String())
+	}
+	// Right-aligned, as the numbers are.
+	if i, j := strings.Index(lines[0], "roofline")+len("roofline"), strings.Index(lines[1], "100%* mem")+len("100%* mem"); i != j {
+		t.Errorf("roofline column ends at %d in the header, %d in a row:\n%s", i, j, b.String())
 	}
 }

@@ -9,16 +9,39 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/moetop/moetop/presets"
 )
 
-// Modern is today's MoE layers, as in the peer script's defaults.
+// Modern is today's MoE layers: the peer script's default shapes (plain
+// experts, prefill-sized), then each preset's layer at decode sizes.
 func Modern() []Case {
-	return []Case{
-		{"seed-max", 65536, 4224, 16896, 8, 3},
-		{"mixtral", 8192, 4096, 14336, 8, 2},
-		{"qwen3-moe", 8192, 2048, 768, 128, 8},
-		{"dsv3", 4096, 7168, 2048, 256, 8},
+	return append([]Case{
+		{Name: "seed-max", Tokens: 65536, Hidden: 4224, FFN: 16896, Experts: 8, TopK: 3},
+		{Name: "mixtral", Tokens: 8192, Hidden: 4096, FFN: 14336, Experts: 8, TopK: 2},
+		{Name: "qwen3-moe", Tokens: 8192, Hidden: 2048, FFN: 768, Experts: 128, TopK: 8},
+		{Name: "dsv3", Tokens: 4096, Hidden: 7168, FFN: 2048, Experts: 256, TopK: 8},
+	}, Decode()...)
+}
+
+// DecodeTokens are the decode steps the modern grid runs each preset at:
+// one sequence, a small batch, and the 128 tokens at which the issue's
+// Hugging Face comparison is taken. At these sizes a layer reads its
+// active experts' weights and does little else: bound by memory.
+var DecodeTokens = []int{1, 32, 128}
+
+// Decode is each preset's routed experts (hidden, ffn, experts, top-k and
+// activation; no shared experts, which the peer has no form of) at each
+// of DecodeTokens, named MODEL@TOKENS.
+func Decode() []Case {
+	var cs []Case
+	for _, p := range presets.All() {
+		for _, t := range DecodeTokens {
+			cs = append(cs, Case{Name: fmt.Sprintf("%s@%d", p.Name, t), Tokens: t, Hidden: p.Hidden, FFN: p.FFN,
+				Experts: p.Experts, TopK: p.TopK, Act: p.Act})
+		}
 	}
+	return cs
 }
 
 // Report is the founding report's kind of test tuples: sequences × sequence
@@ -29,7 +52,8 @@ func Report() []Case {
 		for _, l := range []int{512, 1024} {
 			for _, h := range []int{512, 1024, 2048, 4224} {
 				for _, k := range []int{1, 2, 4, 8} {
-					cs = append(cs, Case{fmt.Sprintf("r%dx%d-h%d-k%d", seqs, l, h, k), seqs * l, h, 4 * h, 8, k})
+					cs = append(cs, Case{Name: fmt.Sprintf("r%dx%d-h%d-k%d", seqs, l, h, k), Tokens: seqs * l, Hidden: h,
+						FFN: 4 * h, Experts: 8, TopK: k})
 				}
 			}
 		}
@@ -47,7 +71,8 @@ func Quick(grid string, cs []Case) []Case {
 				out = append(out, c)
 			}
 		case "modern":
-			if c.Name == "mixtral" || c.Name == "qwen3-moe" {
+			// Two prefill shapes and one decode step of a gated layer.
+			if c.Name == "mixtral" || c.Name == "qwen3-moe" || c.Name == "qwen3-30b-a3b@128" {
 				out = append(out, c)
 			}
 		default:
@@ -78,7 +103,7 @@ func ParseShape(s string) (Case, error) {
 
 // LoadGrid reads a user's grid: JSON (a list of cases with the fields of
 // Case) or CSV with a header naming name, tokens, hidden, ffn, experts,
-// top_k (ffn may be left out: 4 × hidden).
+// top_k and act (ffn may be left out: 4 × hidden; act too: the run's).
 func LoadGrid(path string) ([]Case, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -101,6 +126,9 @@ func LoadGrid(path string) ([]Case, error) {
 		}
 		if cs[i].Name == "" {
 			cs[i].Name = fmt.Sprintf("case%d", i+1)
+		}
+		if _, err := cs[i].activation(); err != nil {
+			return nil, fmt.Errorf("grid %s: %w", path, err)
 		}
 	}
 	return cs, nil
@@ -128,6 +156,9 @@ func readCSV(r io.Reader) ([]Case, error) {
 		var c Case
 		if i, ok := col["name"]; ok {
 			c.Name = row[i]
+		}
+		if i, ok := col["act"]; ok {
+			c.Act = strings.TrimSpace(row[i])
 		}
 		for name, dst := range map[string]*int{"tokens": &c.Tokens, "hidden": &c.Hidden, "ffn": &c.FFN,
 			"experts": &c.Experts, "top_k": &c.TopK} {

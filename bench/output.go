@@ -14,10 +14,18 @@ import (
 // Formats Write accepts.
 var Formats = []string{"table", "json", "csv", "md"}
 
-var columns = []string{"case", "tokens", "hidden", "ffn", "experts", "top_k", "dist", "dtype", "backend", "status",
-	"median_ms", "tflops", "pct_dense", "pred_peak_gib", "meas_peak_gib", "rel_err", "error"}
+// columns are the CSV's, in order; tableColumns the table's and the
+// Markdown's, where roofline is pct_roofline and bound in one cell.
+var (
+	columns = []string{"case", "tokens", "hidden", "ffn", "experts", "top_k", "act", "dist", "dtype", "backend", "status",
+		"median_ms", "tflops", "gbps", "pct_roofline", "bound", "above_roofline", "pct_dense", "gflop", "gbytes",
+		"ceiling_tflops", "ceiling_gbps", "pred_peak_gib", "meas_peak_gib", "rel_err", "error"}
+	tableColumns = []string{"case", "tokens", "hidden", "ffn", "experts", "top_k", "act", "dist", "dtype", "backend",
+		"status", "median_ms", "tflops", "gbps", "roofline", "pct_dense", "pred_peak_gib", "meas_peak_gib", "rel_err"}
+)
 
-func row(r Result) []string {
+// cells are a result's cells by column name.
+func cells(r Result) map[string]string {
 	f := func(v float64, prec int) string {
 		if v == 0 {
 			return ""
@@ -36,10 +44,45 @@ func row(r Result) []string {
 	if r.RelErr != nil {
 		rel = strconv.FormatFloat(*r.RelErr, 'e', 2, 64)
 	}
-	return []string{r.Case.Name, strconv.Itoa(r.Case.Tokens), strconv.Itoa(r.Case.Hidden), strconv.Itoa(r.Case.FFN),
-		strconv.Itoa(r.Case.Experts), strconv.Itoa(r.Case.TopK), r.Dist, r.DType, r.Backend, r.Status,
-		sig(r.MedianMS), sig(r.TFLOPS), f(r.PctDense, 1), sig(float64(r.PredictedPeakBytes) / (1 << 30)),
-		sig(float64(r.MeasuredPeakBytes) / (1 << 30)), rel, r.Error}
+	above := ""
+	if r.Bound != "" {
+		above = strconv.FormatBool(r.AboveRoofline)
+	}
+	return map[string]string{"case": r.Case.Name, "tokens": strconv.Itoa(r.Case.Tokens),
+		"hidden": strconv.Itoa(r.Case.Hidden), "ffn": strconv.Itoa(r.Case.FFN), "experts": strconv.Itoa(r.Case.Experts),
+		"top_k": strconv.Itoa(r.Case.TopK), "act": r.Case.Act, "dist": r.Dist, "dtype": r.DType, "backend": r.Backend,
+		"status": r.Status, "median_ms": sig(r.MedianMS), "tflops": sig(r.TFLOPS), "gbps": sig(r.GBps),
+		"pct_roofline": f(r.PctRoofline, 1), "bound": r.Bound, "above_roofline": above, "roofline": RooflineText(r),
+		"pct_dense": f(r.PctDense, 1), "gflop": sig(r.GFLOP), "gbytes": sig(r.GBytes),
+		"ceiling_tflops": sig(r.DenseTFLOPS), "ceiling_gbps": sig(r.ReadGBps),
+		"pred_peak_gib": sig(float64(r.PredictedPeakBytes) / (1 << 30)),
+		"meas_peak_gib": sig(float64(r.MeasuredPeakBytes) / (1 << 30)), "rel_err": rel, "error": r.Error}
+}
+
+func row(r Result, cols []string) []string {
+	c := cells(r)
+	out := make([]string, len(cols))
+	for i, k := range cols {
+		out[i] = c[k]
+	}
+	return out
+}
+
+// RooflineText is a result's place under its roofline as the live view
+// writes a phase's: "92% mem", "100%* comp" where the measurement beat the
+// floor (never more than 100%); "" without one.
+func RooflineText(r Result) string {
+	if r.Bound == "" {
+		return ""
+	}
+	pct := strconv.FormatFloat(r.PctRoofline, 'f', 0, 64) + "%"
+	if r.AboveRoofline {
+		pct += "*"
+	}
+	if r.Bound == "memory" {
+		return pct + " mem"
+	}
+	return pct + " comp"
 }
 
 // Write renders results in a format.
@@ -53,27 +96,50 @@ func Write(w io.Writer, format string, rs []Result) error {
 		cw := csv.NewWriter(w)
 		cw.Write(columns)
 		for _, r := range rs {
-			cw.Write(row(r))
+			cw.Write(row(r, columns))
 		}
 		cw.Flush()
 		return cw.Error() // likewise for CSV
 	case "md":
-		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(columns[:16], " | "), strings.Repeat("---|", 16))
+		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(tableColumns, " | "), strings.Repeat("---|", len(tableColumns)))
 		for _, r := range rs {
-			fmt.Fprintf(w, "| %s |\n", strings.Join(row(r)[:16], " | "))
+			// A lone * would start emphasis.
+			fmt.Fprintf(w, "| %s |\n", strings.ReplaceAll(strings.Join(row(r, tableColumns), " | "), "*", `\*`))
 		}
+		WriteCeilings(w, rs)
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(columns[:16], "\t"))
+		fmt.Fprintln(tw, strings.Join(tableColumns, "\t"))
 		for _, r := range rs {
-			fmt.Fprintln(tw, strings.Join(row(r)[:16], "\t"))
+			fmt.Fprintln(tw, strings.Join(row(r, tableColumns), "\t"))
 		}
 		tw.Flush()
+		WriteCeilings(w, rs)
 	default:
 		return fmt.Errorf("unknown format %q", format)
 	}
 	PassRates(w, rs)
 	return nil
+}
+
+// WriteCeilings says, a line per dtype, what roofline ceilings the
+// results were placed under (nothing where none were measured), and what
+// a * means.
+func WriteCeilings(w io.Writer, rs []Result) {
+	seen := map[string]bool{}
+	above := false
+	for _, r := range rs {
+		above = above || r.AboveRoofline
+		if (r.DenseTFLOPS == 0 && r.ReadGBps == 0) || seen[r.DType] {
+			continue
+		}
+		seen[r.DType] = true
+		fmt.Fprintf(w, "roofline ceilings %s: dense GEMM %.4g TFLOP/s, read %.4g GB/s (measured at the start of the run)\n",
+			r.DType, r.DenseTFLOPS, r.ReadGBps)
+	}
+	if above {
+		fmt.Fprintln(w, "*: faster than the floor the ceilings set (a cache served what the floor counts as memory traffic); shown as 100%")
+	}
 }
 
 // PassRates prints, per backend, how many cases ran (the founding report's
@@ -129,13 +195,16 @@ func NewTableStream(w io.Writer, cases []Case) *TableStream {
 
 // Row prints one result (and the header before the first).
 func (t *TableStream) Row(r Result) {
-	format := "%-*s %6s %6s %6s %4s %5s %-11s %-5s %-8s %-13s %10s %7s %6s %8s %8s %9s\n"
+	format := "%-*s %6s %6s %6s %4s %5s %-6s %-11s %-5s %-8s %-13s %10s %7s %7s %10s %6s %8s %8s %9s\n"
 	if !t.header {
 		t.header = true
-		fmt.Fprintf(t.w, format, t.name, "case", "tokens", "hidden", "ffn", "E", "top_k", "dist", "dtype", "backend",
-			"status", "median_ms", "TFLOP/s", "%dense", "pred_GiB", "meas_GiB", "rel_err")
+		fmt.Fprintf(t.w, format, t.name, "case", "tokens", "hidden", "ffn", "E", "top_k", "act", "dist", "dtype",
+			"backend", "status", "median_ms", "TFLOP/s", "GB/s", "roofline", "%dense", "pred_GiB", "meas_GiB", "rel_err")
 	}
-	c := row(r)
-	fmt.Fprintf(t.w, format, t.name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12],
-		c[13], c[14], c[15])
+	c := row(r, tableColumns)
+	args := []any{t.name}
+	for _, v := range c {
+		args = append(args, v)
+	}
+	fmt.Fprintf(t.w, format, args...)
 }
