@@ -18,17 +18,27 @@ import (
 const benchUsage = `moetop bench: time the expert GEMMs on fixed loads.
 
 For every case × distribution × dtype × backend: the median of gemm1+gemm2
-over --reps timed steps after --warmup (CUDA events on a GPU), TFLOP/s, % of
-a dense GEMM pair of the same FLOPs measured in the same run, predicted and
-measured peak memory, status and relative error against the first backend.
-Per-expert counts are computed as the peer script's count_rows does.
+(and a gated activation between them) over --reps timed steps after
+--warmup (CUDA events on a GPU), TFLOP/s, the least bytes those must move
+(the peer's gbytes) and GB/s, % of a dense GEMM pair of the same FLOPs
+measured in the same run, predicted and measured peak memory, status and
+relative error against the first backend. On a GPU each result is also
+placed under its roofline, max(FLOPs / dense TFLOP/s, bytes / read GB/s),
+with the two ceilings measured once at the start of the run: never above
+100%, a * where the measurement beat the floor. Per-expert counts are
+computed as the peer script's count_rows does.
+
+The modern grid is the peer's prefill shapes (plain experts) and every
+preset's routed experts (moetop models) at 1, 32 and 128 tokens, gated as
+the model is, named MODEL@TOKENS.
 
 Usage:
-  moetop bench [--grid report|modern|FILE] [--quick] [--shape NAME:T:H:F:E:K ...]
+  moetop bench [--grid report|modern|FILE] [--quick] [--shape NAME:T:H:F:E:K ...] [--act ACT]
                [--dist LIST] [--backends LIST] [--dtypes LIST] [--format table|json|csv|md] [--out FILE]
 
 Examples:
   moetop bench --grid modern --dtypes bf16
+  moetop bench --shape mixtral:8192:4096:14336:8:2 --act swiglu
   moetop bench --grid report --quick --backends cpu --format json
 `
 
@@ -46,6 +56,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dists := fs.String("dist", "uniform,seed-uneven,zipf:1.2", "routing distributions (fixed counts)")
 	backends := fs.String("backends", "", fmt.Sprintf("backends to time (default: %s with a GPU, %s without)",
 		strings.Join(kernels.GPUNames(), ","), strings.Join(kernels.HostNames(), ",")))
+	act := fs.String("act", "gelu", "activation of the cases that do not name one ("+
+		strings.Join(kernels.ActivationNames(), ", ")+"; swiglu is the peer's --gated)")
 	dtypes := fs.String("dtypes", "bf16", "dtypes")
 	reps := fs.Int("reps", 20, "timed repetitions per result")
 	warmup := fs.Int("warmup", 3, "untimed steps before timing")
@@ -67,9 +79,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !okFormat {
 		return usagef("invalid --format %q; want one of %s", *format, strings.Join(bench.Formats, ", "))
 	}
+	if _, err := kernels.ParseActivation(*act); err != nil {
+		return usagef("invalid --act: %v", err)
+	}
 	cases, err := benchCases(*grid, *quick, shapes)
 	if err != nil {
 		return err
+	}
+	for i := range cases {
+		if cases[i].Act == "" {
+			cases[i].Act = *act
+		}
 	}
 	for _, c := range cases {
 		for _, d := range strings.Split(*dists, ",") {
@@ -99,6 +119,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if o.Backends, err = splitBackends(*backends); err != nil {
 		return err
 	}
+	o.Open = func(name string) (kernels.Backend, error) { return kernels.Open(name, opts) }
 	gpu := false
 	for _, b := range o.Backends {
 		gpu = gpu || onGPU(b)
@@ -111,8 +132,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer dev.Close()
 		o.MemInfo = dev.MemInfo
 		o.DenseBackend, _ = kernels.DenseBackend(true)
+		// The roofline's ceilings, once for the run: a GEMM pair large
+		// enough to run at the card's dense peak, and a read-mostly kernel
+		// over 1 GiB, more than any L2 (best of 5).
+		readGBps := func() (float64, error) { return dev.ReadBandwidth(1<<30, 5) }
+		c, err := bench.MeasureCeilings(ctx, bench.CeilingCase, o.DTypes, o.DenseBackend, o.Open, readGBps)
+		if ctx.Err() != nil {
+			return fmt.Errorf("bench: interrupted while measuring the roofline's ceilings")
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "moetop: bench: %s; no roofline where that ceiling is needed\n", oneLine(err.Error()))
+		}
+		o.Ceilings = c
 	}
-	o.Open = func(name string) (kernels.Backend, error) { return kernels.Open(name, opts) }
 	w := stdout
 	if *out != "" {
 		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -138,11 +170,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	results, runErr := bench.Run(ctx, cases, o)
 	prog.done()
 	if live {
+		bench.WriteCeilings(stdout, results)
 		bench.PassRates(stdout, results)
 	} else if err := bench.Write(w, *format, results); err != nil {
 		return fmt.Errorf("bench: writing results: %w", err)
 	}
 	if *format == "json" || *format == "csv" || *out != "" {
+		bench.WriteCeilings(stderr, results)
 		bench.PassRates(stderr, results)
 	}
 	if runErr != nil && ctx.Err() != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -71,10 +72,43 @@ func TestBenchRejectsBadInput(t *testing.T) {
 		// No router gives expert 0 more rows than there are tokens.
 		{"bench", "--shape", "x:64:16:64:4:2", "--dist", "hot:0:1", "--backends", "cpu"},
 		{"bench", "--shape", "x:64:16:64:4:2", "--dist", "hot:7:0.5", "--backends", "cpu"},
+		{"bench", "--shape", "x:64:16:64:4:2", "--act", "relu", "--backends", "cpu"},
 	} {
 		code, _, stderr := runCLI(t, args...)
 		if code != 2 || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("%v: exit %d, %q", args, code, stderr)
 		}
+	}
+}
+
+// --act runs gated experts where a case names no activation, and every
+// row says what ran, with its bytes and GB/s; the CPU has no ceilings, so
+// no roofline.
+func TestBenchActAndBytesOnCPU(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "bench.csv")
+	code, _, stderr := runCLI(t, "bench", "--shape", "tiny:32:16:24:4:2", "--act", "swiglu", "--backends", "cpu",
+		"--format", "csv", "--out", out, "--reps", "1", "--warmup", "0", "--dist", "uniform")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	b, _ := os.ReadFile(out)
+	rows, err := csv.NewReader(strings.NewReader(string(b))).ReadAll()
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("%d rows, %v:\n%s", len(rows), err, b)
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	for _, r := range rows[1:] {
+		if r[col["act"]] != "swiglu" || r[col["gbytes"]] == "" || r[col["gbps"]] == "" {
+			t.Errorf("row %v: want swiglu with bytes and GB/s", r)
+		}
+		if r[col["pct_roofline"]] != "" || r[col["ceiling_gbps"]] != "" {
+			t.Errorf("row %v: a roofline on the CPU, without ceilings", r)
+		}
+	}
+	if strings.Contains(stderr, "roofline ceilings") {
+		t.Errorf("ceilings reported on the CPU: %s", stderr)
 	}
 }
