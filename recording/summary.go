@@ -1,8 +1,11 @@
 package recording
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +22,29 @@ type BackendSummary struct {
 	StepP99MS  float64 `json:"step_p99_ms"`
 	TFLOPS     float64 `json:"tflops_median"`
 	GEMMTFLOPS float64 `json:"gemm_tflops_median"`
+	// Phases are the backend's phases on each device, where the log
+	// counts their bytes or FLOPs (moetop/2; none in a moetop/1 log).
+	Phases []PhaseSummary `json:"phases,omitempty"`
+}
+
+// PhaseSummary is one phase on one device under one backend: medians over
+// the samples that ran it.
+type PhaseSummary struct {
+	Phase    string  `json:"phase"`
+	Device   int     `json:"device"`
+	MedianMS float64 `json:"median_ms"`
+	// GBps and TFLOPS are the medians of each sample's bytes and FLOPs
+	// over its time (absent where the log counts none).
+	GBps   float64 `json:"gbps_median,omitempty"`
+	TFLOPS float64 `json:"tflops_median,omitempty"`
+	// PctRoofline is the median of each sample's % of its roofline under
+	// the header's ceilings, never above 100; Bound is the ceiling
+	// ("compute" or "memory") that set most samples' floor; Above says
+	// most samples beat their floor, and PctRoofline is then 100. Absent
+	// where the log has no ceilings.
+	PctRoofline float64 `json:"pct_roofline_median,omitempty"`
+	Bound       string  `json:"bound,omitempty"`
+	Above       bool    `json:"above_roofline,omitempty"`
 }
 
 // Summary is what `moetop summary` reports of a log.
@@ -52,6 +78,12 @@ type Summary struct {
 // counted.
 const maxOOMListed = 100
 
+// maxPhases bounds the (backend, phase, device) a summary keeps medians
+// of: a log's phase names are data, and a corrupt one must not make the
+// summary grow without end. Eight ranks of nine phases under a few
+// backends are far below it.
+const maxPhases = 512
+
 // Summarize reads every sample of l once, in memory that does not grow
 // with the number of samples.
 func Summarize(l *Log) (Summary, error) {
@@ -79,12 +111,26 @@ type summarizer struct {
 	first, last              time.Time
 	shares                   []float64
 	sharesN, dropped, routed int
+	phases                   map[backendPhase]*phaseAcc
+	phaseOrder               []backendPhase
+	phasesDropped            int
+}
+
+type backendPhase struct {
+	backend, phase string
+	device         int
+}
+
+// phaseAcc accumulates one backendPhase's samples.
+type phaseAcc struct {
+	ms, gbps, tflops, pct stream.Quantiles
+	roofs, memory, above  int // samples under a roofline, memory-bound, faster than the floor
 }
 
 func newSummarizer(l *Log) *summarizer {
 	return &summarizer{Summary: Summary{File: l.Path, Header: l.Header, Warnings: l.Warnings, OOMEvents: []stream.Event{}},
 		steps: map[string]*stream.Quantiles{}, tflops: map[string]*stream.Quantiles{}, gemm: map[string]*stream.Quantiles{},
-		stepsOf: map[string]int{}}
+		stepsOf: map[string]int{}, phases: map[backendPhase]*phaseAcc{}}
 }
 
 func (sum *summarizer) add(s stream.Sample) {
@@ -126,6 +172,7 @@ func (sum *summarizer) add(s stream.Sample) {
 	sum.steps[s.Backend].Add(s.StepMS)
 	sum.tflops[s.Backend].Add(s.TFLOPS)
 	sum.gemm[s.Backend].Add(s.GEMMTFLOPS)
+	sum.addPhases(s)
 	if s.Imbalance > sum.WorstImbalance {
 		sum.WorstImbalance, sum.WorstImbalanceStep = s.Imbalance, s.Step
 	}
@@ -144,6 +191,88 @@ func (sum *summarizer) add(s stream.Sample) {
 	}
 }
 
+// addPhases counts each phase of s toward its median; a window of short
+// steps counts once, at its mean, as it does for the step time.
+func (sum *summarizer) addPhases(s stream.Sample) {
+	tflops, gbps := sum.Header.DenseGEMMTFLOPS, sum.Header.ReadGBps
+	for _, p := range s.Phases {
+		k := backendPhase{s.Backend, p.Phase, p.Device}
+		a := sum.phases[k]
+		if a == nil {
+			if len(sum.phases) >= maxPhases {
+				sum.phasesDropped++
+				continue
+			}
+			a = &phaseAcc{}
+			sum.phases[k] = a
+			sum.phaseOrder = append(sum.phaseOrder, k)
+		}
+		a.ms.Add(p.MS)
+		if p.MS <= 0 {
+			continue
+		}
+		if p.Bytes > 0 {
+			a.gbps.Add(p.Bytes / (p.MS * 1e6))
+		}
+		if p.FLOPs > 0 {
+			a.tflops.Add(p.FLOPs / (p.MS * 1e9))
+		}
+		if rf, ok := p.Roofline(tflops, gbps); ok {
+			a.pct.Add(rf.Pct)
+			a.roofs++
+			if rf.Bound == "memory" {
+				a.memory++
+			}
+			if rf.Above {
+				a.above++
+			}
+		}
+	}
+}
+
+// phaseSummaries are backend's phases, device 0's first and each device's
+// in the order the log first had them; nil where the log counts no
+// phase's bytes or FLOPs (a moetop/1 log, whose summary stays as it was).
+func (sum *summarizer) phaseSummaries(backend string) []PhaseSummary {
+	var keys []backendPhase
+	counted := false
+	for _, k := range sum.phaseOrder {
+		if k.backend == backend {
+			keys = append(keys, k)
+			a := sum.phases[k]
+			counted = counted || a.gbps.Count() > 0 || a.tflops.Count() > 0
+		}
+	}
+	if !counted {
+		return nil
+	}
+	slices.SortStableFunc(keys, func(a, b backendPhase) int { return cmp.Compare(a.device, b.device) })
+	out := make([]PhaseSummary, 0, len(keys))
+	for _, k := range keys {
+		a := sum.phases[k]
+		ps := PhaseSummary{Phase: k.phase, Device: k.device, MedianMS: a.ms.Quantile(0.5)}
+		if a.gbps.Count() > 0 {
+			ps.GBps = a.gbps.Quantile(0.5)
+		}
+		if a.tflops.Count() > 0 {
+			ps.TFLOPS = a.tflops.Quantile(0.5)
+		}
+		if a.roofs > 0 {
+			ps.PctRoofline, ps.Bound = min(100, a.pct.Quantile(0.5)), "compute"
+			if 2*a.memory > a.roofs {
+				ps.Bound = "memory"
+			}
+			// More than half at the clamp puts the median there too; the
+			// sketch's 1% must not show it as 99.
+			if 2*a.above > a.roofs {
+				ps.PctRoofline, ps.Above = 100, true
+			}
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
 func (sum *summarizer) done() Summary {
 	out := sum.Summary
 	out.Duration = sum.last.Sub(sum.first)
@@ -154,7 +283,11 @@ func (sum *summarizer) done() Summary {
 		st := sum.steps[b]
 		out.Backends = append(out.Backends, BackendSummary{Backend: b, Steps: sum.stepsOf[b],
 			StepP50MS: st.Quantile(0.5), StepP90MS: st.Quantile(0.9), StepP99MS: st.Quantile(0.99),
-			TFLOPS: sum.tflops[b].Quantile(0.5), GEMMTFLOPS: sum.gemm[b].Quantile(0.5)})
+			TFLOPS: sum.tflops[b].Quantile(0.5), GEMMTFLOPS: sum.gemm[b].Quantile(0.5), Phases: sum.phaseSummaries(b)})
+	}
+	if sum.phasesDropped > 0 {
+		out.Warnings = append(slices.Clip(out.Warnings), fmt.Sprintf(
+			"%d phase timings past the first %d phases and devices are not in the phase medians", sum.phasesDropped, maxPhases))
 	}
 	shares := append([]float64(nil), sum.shares...)
 	for e := range shares {
@@ -173,6 +306,9 @@ func (s Summary) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "%s\n", s.File)
 	fmt.Fprintf(w, "  recorded   %s on %s by moetop %s\n", h.Start.Format(time.RFC3339), h.Host, h.Version)
 	fmt.Fprintf(w, "  device     %s\n", h.Device)
+	if h.DenseGEMMTFLOPS > 0 || h.ReadGBps > 0 {
+		fmt.Fprintf(w, "  ceilings   %s\n", ceilingsText(h))
+	}
 	fmt.Fprintf(w, "  layer      %s routing %s\n", h.Config, h.Config.Routing)
 	fmt.Fprintf(w, "  duration   %s, %d steps (%d skipped)\n", s.Duration.Round(time.Millisecond), s.Steps, s.Skipped)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -182,6 +318,9 @@ func (s Summary) WriteText(w io.Writer) {
 			b.StepP99MS, b.TFLOPS, b.GEMMTFLOPS)
 	}
 	tw.Flush()
+	for _, b := range s.Backends {
+		writePhases(w, b)
+	}
 	var sh []string
 	for e, x := range s.MeanShare {
 		sh = append(sh, fmt.Sprintf("e%d %.1f%%", e, 100*x))
@@ -211,6 +350,91 @@ func (s Summary) WriteText(w io.Writer) {
 	for _, wn := range s.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", wn)
 	}
+}
+
+// ceilingsText names the roofline's ceilings a header holds.
+func ceilingsText(h stream.Header) string {
+	var c []string
+	if h.DenseGEMMTFLOPS > 0 {
+		c = append(c, fmt.Sprintf("dense GEMM %.4g TFLOP/s", h.DenseGEMMTFLOPS))
+	}
+	if h.ReadGBps > 0 {
+		c = append(c, fmt.Sprintf("read %.4g GB/s", h.ReadGBps))
+	}
+	return strings.Join(c, ", ") + " (measured at start)"
+}
+
+// writePhases prints a backend's phase medians: a device column where the
+// run had several, GB/s and TFLOP/s where counted, the roofline where the
+// log has ceilings.
+func writePhases(w io.Writer, b BackendSummary) {
+	if len(b.Phases) == 0 {
+		return
+	}
+	devices, roof, above := false, false, false
+	for _, p := range b.Phases {
+		devices = devices || p.Device != 0
+		roof = roof || p.Bound != ""
+		above = above || p.Above
+	}
+	fmt.Fprintf(w, "  phases of %s, medians per step\n", b.Backend)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := []string{"phase"}
+	if devices {
+		head = append(head, "device")
+	}
+	head = append(head, "ms", "GB/s", "TFLOP/s")
+	if roof {
+		head = append(head, "roofline")
+	}
+	// Right-aligned numbers; the names padded to one width so that they
+	// line up on the left.
+	nameW := len("phase")
+	for _, p := range b.Phases {
+		nameW = max(nameW, len(p.Phase))
+	}
+	pad := func(name string) string { return fmt.Sprintf("%-*s", nameW, name) }
+	head[0] = pad(head[0])
+	fmt.Fprintln(tw, "  "+strings.Join(head, "\t")+"\t")
+	for _, p := range b.Phases {
+		cells := []string{pad(p.Phase)}
+		if devices {
+			cells = append(cells, fmt.Sprint(p.Device))
+		}
+		cells = append(cells, strconv.FormatFloat(p.MedianMS, 'g', 4, 64), sig4(p.GBps), sig4(p.TFLOPS))
+		if roof {
+			cells = append(cells, roofText(p))
+		}
+		fmt.Fprintln(tw, "  "+strings.Join(cells, "\t")+"\t")
+	}
+	tw.Flush()
+	if above {
+		fmt.Fprintln(w, "    *: faster than the floor the ceilings set (a cache served what the floor counts as memory traffic)")
+	}
+}
+
+// sig4 is v to four significant digits, or nothing for 0 (not counted).
+func sig4(v float64) string {
+	if v == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
+// roofText is a phase's place under its roofline as the live view writes
+// it: "92% mem", "100%* comp" where most steps beat the floor.
+func roofText(p PhaseSummary) string {
+	if p.Bound == "" {
+		return ""
+	}
+	pct := fmt.Sprintf("%.0f%%", p.PctRoofline)
+	if p.Above {
+		pct += "*"
+	}
+	if p.Bound == "memory" {
+		return pct + " mem"
+	}
+	return pct + " comp"
 }
 
 // DescribeSkips says, a line per reason, why lines of a log were skipped:

@@ -69,8 +69,12 @@ func fileArg(fs *flag.FlagSet, args []string, help string, stdout io.Writer) (st
 
 const summaryUsage = `moetop summary: what a recorded log holds.
 
-Duration, steps, step time p50/p90/p99 and TFLOP/s per backend, mean share
-per expert, worst imbalance, lowest headroom, OOM events and lines skipped.
+Duration, steps, step time p50/p90/p99 and TFLOP/s per backend; each
+phase's median time, GB/s and TFLOP/s on each device, and its % of the
+roofline under the ceilings measured at start (never above 100%; a * where
+most steps beat the floor); mean share per expert, worst imbalance, lowest
+headroom, OOM events and lines skipped. A moetop/1 log counts no bytes:
+its summary has no phase table.
 
 Usage:
   moetop summary FILE [--json]
