@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -35,6 +36,10 @@ type Metrics struct {
 	step      *prometheus.HistogramVec
 	flops     *prometheus.GaugeVec
 	gemmFlops *prometheus.GaugeVec
+	roofline  *prometheus.GaugeVec
+	phaseRate *prometheus.GaugeVec
+	ceilFlops *prometheus.GaugeVec
+	ceilRead  *prometheus.GaugeVec
 	steps     *prometheus.CounterVec
 	skipped   *prometheus.CounterVec
 	ooms      *prometheus.CounterVec
@@ -58,11 +63,15 @@ type Metrics struct {
 
 	all     []prometheus.Collector // every metric above, as registered
 	experts int                    // len(rows) of the last sample, to drop stale experts
-	errs    chan error
+	// tflops and gbps are the run's roofline ceilings (the header's; 0:
+	// not measured).
+	tflops, gbps float64
+	errs         chan error
 }
 
-// New registers moetop's series on a registry of their own.
-func New() *Metrics {
+// New registers moetop's series on a registry of their own, for the run
+// h describes: its ceilings place each phase under its roofline.
+func New(h stream.Header) *Metrics {
 	gpuLabels := []string{"gpu", "uuid"}
 	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
@@ -86,6 +95,15 @@ func New() *Metrics {
 			"Floating-point operations per second of the newest step: router and expert GEMMs over the step's wall time.", "backend"),
 		gemmFlops: gauge("moetop_gemm_flops_per_second",
 			"Floating-point operations per second of the newest step's expert GEMMs over gemm1+gemm2 time.", "backend"),
+		roofline: gauge("moetop_phase_roofline_ratio",
+			"The newest step's phase time at the roofline, max(FLOPs / dense FLOP/s, bytes / read bytes/s), over its measured time: 1 is at the ceiling, never more.",
+			"phase", "device", "backend"),
+		phaseRate: gauge("moetop_phase_bytes_per_second",
+			"Least bytes the newest step's phase must move over its time.", "phase", "device", "backend"),
+		ceilFlops: gauge("moetop_ceiling_flops_per_second",
+			"The roofline's compute ceiling: a dense GEMM pair's FLOP/s, measured at start on the GPU."),
+		ceilRead: gauge("moetop_ceiling_read_bytes_per_second",
+			"The roofline's memory ceiling: a read-mostly kernel's bytes/s, measured at start on the GPU."),
 		steps:   counter("moetop_steps_total", "Steps that completed.", "backend"),
 		skipped: counter("moetop_skipped_steps_total", "Steps that did not run (out of memory, or an error event).", "backend"),
 		ooms:    counter("moetop_oom_events_total", "Out-of-memory events (each skips a step).", "device"),
@@ -111,11 +129,27 @@ func New() *Metrics {
 		hostMemAvail: scalar("moetop_host_memory_available_bytes", "Host memory available (MemAvailable)."),
 		hostCPU:      scalar("moetop_host_cpu_utilization_ratio", "Fraction of the host's CPU time busy since the previous reading."),
 	}
-	m.all = []prometheus.Collector{m.rows, m.imbalance, m.phase, m.step, m.flops, m.gemmFlops, m.steps, m.skipped, m.ooms,
-		m.headroom, m.own, m.gpuInfo, m.util, m.memUtil, m.memUsed, m.memTotal, m.power, m.powerLimit,
+	m.all = []prometheus.Collector{m.rows, m.imbalance, m.phase, m.step, m.flops, m.gemmFlops, m.roofline, m.phaseRate,
+		m.ceilFlops, m.ceilRead, m.steps, m.skipped, m.ooms, m.headroom, m.own, m.gpuInfo, m.util, m.memUtil, m.memUsed, m.memTotal, m.power, m.powerLimit,
 		m.temperature, m.smClock, m.memClock, m.hostMemTotal, m.hostMemAvail, m.hostCPU}
 	m.Registry.MustRegister(m.all...)
+	// A ceiling that was not measured has no series rather than a 0.
+	m.tflops, m.gbps = finitePositive(h.DenseGEMMTFLOPS), finitePositive(h.ReadGBps)
+	if m.tflops > 0 {
+		m.ceilFlops.WithLabelValues().Set(m.tflops * 1e12)
+	}
+	if m.gbps > 0 {
+		m.ceilRead.WithLabelValues().Set(m.gbps * 1e9)
+	}
 	return m
+}
+
+// finitePositive is v, or 0 where v is no ceiling (negative, NaN, ±Inf).
+func finitePositive(v float64) float64 {
+	if v > 0 && !math.IsInf(v, 1) {
+		return v
+	}
+	return 0
 }
 
 // Observe records one sample; samples come from one goroutine at a time
@@ -158,9 +192,23 @@ func (m *Metrics) Observe(s stream.Sample) {
 	// A window's mean goes in once per step it stands for, so that a
 	// histogram's count is the steps run and its sum their time.
 	for _, p := range s.Phases {
-		h := m.phase.WithLabelValues(p.Phase, strconv.Itoa(p.Device), s.Backend)
+		l := []string{p.Phase, strconv.Itoa(p.Device), s.Backend}
+		h := m.phase.WithLabelValues(l...)
 		for range n {
 			h.Observe(p.MS / 1e3)
+		}
+		// The newest step's rate and place; a phase that no longer counts
+		// its bytes (or has no time) loses its series rather than keeping
+		// a stale value.
+		if p.Bytes > 0 && p.MS > 0 {
+			m.phaseRate.WithLabelValues(l...).Set(p.Bytes / (p.MS / 1e3))
+		} else {
+			m.phaseRate.DeleteLabelValues(l...)
+		}
+		if rf, ok := p.Roofline(m.tflops, m.gbps); ok {
+			m.roofline.WithLabelValues(l...).Set(rf.Pct / 100)
+		} else {
+			m.roofline.DeleteLabelValues(l...)
 		}
 	}
 	h := m.step.WithLabelValues(s.Backend)

@@ -49,13 +49,16 @@ func full() stream.Sample {
 	}
 	return stream.Sample{Step: 1, Backend: "loop", Rows: []int{30, 10}, StepMS: 2.5, TFLOPS: 300, GEMMTFLOPS: 400,
 		Imbalance: 1.5,
-		Phases: stream.Phases{{Phase: "gemm1", MS: 1}, {Phase: "gemm2", MS: 1.5},
+		Phases: stream.Phases{{Phase: "gemm1", MS: 1, Bytes: 1.5e9, FLOPs: 7e10}, {Phase: "gemm2", MS: 1.5},
 			{Phase: "gemm1", Device: 1, MS: 0.5}, {Phase: "dispatch", Device: 1, MS: 0.25}},
 		Memory: []stream.Memory{{HeadroomBytes: 1 << 30, OwnBytes: 4 << 30}, {Device: 1, HeadroomBytes: -(1 << 20)}},
 		GPU: &stream.Snapshot{Driver: "580.65", Devices: []stream.Reading{gpu(0), gpu(1)},
 			Host: &stream.Host{MemTotalBytes: 64 << 30, MemAvailableBytes: 32 << 30, CPUUtilPct: ptr(25.0)}},
 		Events: []stream.Event{{Kind: stream.EventOOM, Device: 1}}}
 }
+
+// h100 is a run's header with both ceilings: 700 TFLOP/s and 3000 GB/s.
+var h100 = stream.Header{DenseGEMMTFLOPS: 700, ReadGBps: 3000}
 
 // exposition is what a scrape of m would read.
 func exposition(t *testing.T, m *Metrics) string {
@@ -81,7 +84,7 @@ func scrape(t *testing.T, addr string) string {
 }
 
 func TestServesSamplesAsSeriesInBaseUnits(t *testing.T) {
-	m := New()
+	m := New(h100)
 	m.Observe(full())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -98,6 +101,10 @@ func TestServesSamplesAsSeriesInBaseUnits(t *testing.T) {
 		`moetop_step_duration_seconds_sum{backend="loop"} 0.0025`,
 		`moetop_achieved_flops_per_second{backend="loop"} 3e+14`,
 		`moetop_gemm_flops_per_second{backend="loop"} 4e+14`,
+		// 1.5 GB in 1 ms; its floor is 1.5e9 / 3e12 s = 0.5 ms of the 1.
+		`moetop_phase_bytes_per_second{backend="loop",device="0",phase="gemm1"} 1.5e+12`,
+		`moetop_phase_roofline_ratio{backend="loop",device="0",phase="gemm1"} 0.5`,
+		`moetop_ceiling_flops_per_second 7e+14`, `moetop_ceiling_read_bytes_per_second 3e+12`,
 		`moetop_steps_total{backend="loop"} 1`, `moetop_skipped_steps_total{backend="loop"} 0`,
 		`moetop_oom_events_total{device="0"} 0`, `moetop_oom_events_total{device="1"} 1`,
 		`moetop_memory_headroom_bytes{device="0"} 1.073741824e+09`,
@@ -142,7 +149,7 @@ func families(t *testing.T, m *Metrics) map[string]string {
 }
 
 func TestEveryNamePassesPrometheusLint(t *testing.T) {
-	m := New()
+	m := New(h100)
 	m.Observe(full())
 	m.Observe(stream.Sample{Backend: "padded", Skipped: true})
 	// Only series that exist are gathered, and so linted: every metric
@@ -163,7 +170,7 @@ func TestEveryNamePassesPrometheusLint(t *testing.T) {
 func registered(t *testing.T) int {
 	t.Helper()
 	ch := make(chan *prometheus.Desc, 64)
-	for _, c := range New().all {
+	for _, c := range New(h100).all {
 		c.Describe(ch)
 	}
 	close(ch)
@@ -179,7 +186,7 @@ func registered(t *testing.T) int {
 var unitSuffix = regexp.MustCompile(`_(seconds|bytes|watts|celsius|hertz|ratio|per_second|total|rows|imbalance|info)$`)
 
 func TestEveryNameEndsInItsUnit(t *testing.T) {
-	m := New()
+	m := New(h100)
 	m.Observe(full())
 	for name, typ := range families(t, m) {
 		if !strings.HasPrefix(name, "moetop_") {
@@ -199,7 +206,7 @@ func TestMetricsDocListsEveryMetricWithItsType(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New()
+	m := New(h100)
 	m.Observe(full())
 	m.Observe(stream.Sample{Backend: "padded", Skipped: true})
 	documented := map[string]string{}
@@ -262,6 +269,33 @@ func TestObserve(t *testing.T) {
 					t.Errorf("step time sum %s s, want 25 × 40 µs = 0.001", sum[1])
 				}
 			}},
+		{"a phase faster than its floor is at the ceiling, not above", []stream.Sample{
+			// 1.5 GB in 0.25 ms is 6 TB/s, twice the read ceiling.
+			{Backend: "loop", Rows: []int{1}, Phases: stream.Phases{{Phase: "gemm2", MS: 0.25, Bytes: 1.5e9}}}},
+			func(t *testing.T, m *Metrics) {
+				if v := testutil.ToFloat64(m.roofline.WithLabelValues("gemm2", "0", "loop")); v != 1 {
+					t.Errorf("roofline ratio %v, want 1", v)
+				}
+				if v := testutil.ToFloat64(m.phaseRate.WithLabelValues("gemm2", "0", "loop")); v != 6e12 {
+					t.Errorf("%v bytes/s, want 6e12", v)
+				}
+			}},
+		{"a compute-bound phase is placed by its FLOPs", []stream.Sample{
+			// 7e11 FLOPs take 1 ms at 700 TFLOP/s; 16 bytes take nothing.
+			{Backend: "loop", Rows: []int{1}, Phases: stream.Phases{{Phase: "gemm1", MS: 4, Bytes: 16, FLOPs: 7e11}}}},
+			func(t *testing.T, m *Metrics) {
+				if v := testutil.ToFloat64(m.roofline.WithLabelValues("gemm1", "0", "loop")); v != 0.25 {
+					t.Errorf("roofline ratio %v, want 0.25", v)
+				}
+			}},
+		{"a phase that stops counting its bytes loses its rate and roofline", []stream.Sample{
+			{Backend: "loop", Rows: []int{1}, Phases: stream.Phases{{Phase: "act", MS: 1, Bytes: 1e9}}},
+			{Backend: "loop", Rows: []int{1}, Phases: stream.Phases{{Phase: "act", MS: 1}}}},
+			func(t *testing.T, m *Metrics) {
+				if n := testutil.CollectAndCount(m.roofline) + testutil.CollectAndCount(m.phaseRate); n != 0 {
+					t.Errorf("%d stale series", n)
+				}
+			}},
 		{"fewer experts after a change leave no stale expert behind", []stream.Sample{
 			{Backend: "loop", Rows: []int{1, 2, 3, 4}}, {Backend: "loop", Rows: []int{5, 6}}},
 			func(t *testing.T, m *Metrics) {
@@ -283,12 +317,31 @@ func TestObserve(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := New()
+			m := New(h100)
 			for _, s := range tc.steps {
 				m.Observe(s)
 			}
 			tc.check(t, m)
 		})
+	}
+}
+
+// Without a GPU nothing measured the ceilings: no ceiling series and no
+// roofline, rather than zeros that read as a card with no bandwidth; the
+// bytes per second are known all the same.
+func TestNoCeilingsNoRoofline(t *testing.T) {
+	for _, h := range []stream.Header{{}, {DenseGEMMTFLOPS: math.NaN(), ReadGBps: math.Inf(1)}} {
+		m := New(h)
+		m.Observe(full())
+		got := exposition(t, m)
+		for _, absent := range []string{"moetop_ceiling_", "moetop_phase_roofline_ratio"} {
+			if strings.Contains(got, absent) {
+				t.Errorf("header %+v: %s in /metrics", h, absent)
+			}
+		}
+		if !strings.Contains(got, `moetop_phase_bytes_per_second{backend="loop",device="0",phase="gemm1"} 1.5e+12`) {
+			t.Errorf("header %+v: no bytes per second", h)
+		}
 	}
 }
 
@@ -298,7 +351,7 @@ func TestServeReturnsAListenErrorAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	m := New()
+	m := New(stream.Header{})
 	_, err = m.Serve(context.Background(), busy.Addr().String())
 	if !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("Serve on a port in use: %v, want EADDRINUSE", err)
@@ -327,7 +380,7 @@ func TestAServeErrorAfterStartIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	m := New()
+	m := New(stream.Header{})
 	bl := brokenListener{Listener: ln, fail: make(chan struct{})}
 	m.serve(context.Background(), bl)
 	close(bl.fail)
@@ -345,7 +398,7 @@ func TestAServeErrorAfterStartIsReported(t *testing.T) {
 }
 
 func TestServerStopsQuietlyWhenTheRunEnds(t *testing.T) {
-	m := New()
+	m := New(stream.Header{})
 	ctx, cancel := context.WithCancel(context.Background())
 	addr, err := m.Serve(ctx, "127.0.0.1:0")
 	if err != nil {

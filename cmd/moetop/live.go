@@ -213,7 +213,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var sinks []stream.Sink
 	if listen != "" {
-		m := metrics.New()
+		m := metrics.New(h)
 		addr, err := m.Serve(ctx, listen)
 		if err != nil {
 			be.Close()
