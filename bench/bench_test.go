@@ -13,6 +13,7 @@ import (
 
 	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/presets"
+	"github.com/moetop/moetop/profiler"
 )
 
 func TestGrids(t *testing.T) {
@@ -42,8 +43,14 @@ func TestModernHasEachPresetsDecodeSteps(t *testing.T) {
 			t.Errorf("two cases named %s", c.Name)
 		}
 		byName[c.Name] = c
-		if _, err := c.activation(); err != nil {
+		act, err := c.activation()
+		if err != nil {
 			t.Errorf("%s: %v", c.Name, err)
+		}
+		cfg := profiler.Config{Tokens: c.Tokens, Hidden: c.Hidden, FFN: c.FFN, Experts: c.Experts, TopK: c.TopK,
+			DType: kernels.BF16, Act: act, Routing: "uniform", Seed: 1}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s is no layer Run takes: %v", c.Name, err)
 		}
 	}
 	if c := byName["mixtral"]; c.Act != "" || c.Tokens != 8192 {

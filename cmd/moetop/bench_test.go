@@ -112,3 +112,16 @@ func TestBenchActAndBytesOnCPU(t *testing.T) {
 		t.Errorf("ceilings reported on the CPU: %s", stderr)
 	}
 }
+
+// `moetop bench --grid modern` must not refuse its own cases: every
+// decode step of every preset takes the default distributions (one token
+// at top-8 gives eight experts a row each, whatever the skew).
+func TestModernGridTakesTheDefaultDistributions(t *testing.T) {
+	for _, c := range bench.Modern() {
+		for _, d := range []string{"uniform", "seed-uneven", "zipf:1.2"} {
+			if err := benchLoadFits(c, d); err != nil {
+				t.Errorf("%s %s: %v", c.Name, d, err)
+			}
+		}
+	}
+}
