@@ -134,7 +134,7 @@ func New(h stream.Header) *Metrics {
 		m.temperature, m.smClock, m.memClock, m.hostMemTotal, m.hostMemAvail, m.hostCPU}
 	m.Registry.MustRegister(m.all...)
 	// A ceiling that was not measured has no series rather than a 0.
-	m.tflops, m.gbps = finitePositive(h.DenseGEMMTFLOPS), finitePositive(h.ReadGBps)
+	m.tflops, m.gbps = finitePositive(h.ComputeCeiling()), finitePositive(h.ReadGBps)
 	if m.tflops > 0 {
 		m.ceilFlops.WithLabelValues().Set(m.tflops * 1e12)
 	}

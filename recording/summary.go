@@ -194,7 +194,7 @@ func (sum *summarizer) add(s stream.Sample) {
 // addPhases counts each phase of s toward its median; a window of short
 // steps counts once, at its mean, as it does for the step time.
 func (sum *summarizer) addPhases(s stream.Sample) {
-	tflops, gbps := sum.Header.DenseGEMMTFLOPS, sum.Header.ReadGBps
+	tflops, gbps := sum.Header.ComputeCeiling(), sum.Header.ReadGBps
 	for _, p := range s.Phases {
 		k := backendPhase{s.Backend, p.Phase, p.Device}
 		a := sum.phases[k]
@@ -306,7 +306,7 @@ func (s Summary) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "%s\n", s.File)
 	fmt.Fprintf(w, "  recorded   %s on %s by moetop %s\n", h.Start.Format(time.RFC3339), h.Host, h.Version)
 	fmt.Fprintf(w, "  device     %s\n", h.Device)
-	if h.DenseGEMMTFLOPS > 0 || h.ReadGBps > 0 {
+	if h.ComputeCeiling() > 0 || h.ReadGBps > 0 {
 		fmt.Fprintf(w, "  ceilings   %s\n", ceilingsText(h))
 	}
 	fmt.Fprintf(w, "  layer      %s routing %s\n", h.Config, h.Config.Routing)
@@ -355,6 +355,9 @@ func (s Summary) WriteText(w io.Writer) {
 // ceilingsText names the roofline's ceilings a header holds.
 func ceilingsText(h stream.Header) string {
 	var c []string
+	if h.PeakTFLOPS > 0 {
+		c = append(c, fmt.Sprintf("peak GEMM %.4g TFLOP/s", h.PeakTFLOPS))
+	}
 	if h.DenseGEMMTFLOPS > 0 {
 		c = append(c, fmt.Sprintf("dense GEMM %.4g TFLOP/s", h.DenseGEMMTFLOPS))
 	}

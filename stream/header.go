@@ -26,6 +26,10 @@ type Header struct {
 	// (0: not measured): the roofline's two ceilings.
 	DenseGEMMTFLOPS float64 `json:"dense_gemm_tflops,omitempty"`
 	ReadGBps        float64 `json:"read_gbps,omitempty"`
+	// PeakTFLOPS is a large dense GEMM's rate, the card's compute ceiling:
+	// a decode-sized layer's own dense GEMM pair is bound by memory and
+	// would put the ceiling far too low.
+	PeakTFLOPS float64 `json:"peak_tflops,omitempty"`
 	// Ranks is the number of expert-parallel ranks (0: not expert
 	// parallel) and Placement each expert's ranks (absent: contiguous
 	// blocks).
@@ -50,4 +54,14 @@ type DeviceID struct {
 	UUID     string `json:"uuid,omitempty"`
 	PCIBusID string `json:"pci_bus_id,omitempty"`
 	Name     string `json:"name,omitempty"`
+}
+
+// ComputeCeiling is the roofline's compute ceiling in TFLOP/s: the card's
+// peak where it was measured, else the layer's dense GEMM pair (logs that
+// predate the peak).
+func (h Header) ComputeCeiling() float64 {
+	if h.PeakTFLOPS > 0 {
+		return h.PeakTFLOPS
+	}
+	return h.DenseGEMMTFLOPS
 }

@@ -27,3 +27,12 @@ func TestRooflineNeverAbove100(t *testing.T) {
 		}
 	}
 }
+
+func TestComputeCeilingPrefersTheCardsPeak(t *testing.T) {
+	if got := (Header{DenseGEMMTFLOPS: 90, PeakTFLOPS: 700}).ComputeCeiling(); got != 700 {
+		t.Errorf("ceiling %v, want the measured peak 700 (a decode layer's own GEMM is bound by memory)", got)
+	}
+	if got := (Header{DenseGEMMTFLOPS: 650}).ComputeCeiling(); got != 650 {
+		t.Errorf("ceiling %v, want the layer's dense GEMM where no peak was measured", got)
+	}
+}

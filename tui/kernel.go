@@ -142,7 +142,7 @@ func phaseLines(s *state, w int) []string {
 	for _, x := range ph {
 		nameW = max(nameW, min(12, lipgloss.Width(clean(x.Phase))))
 	}
-	tflops, gbps := s.header.DenseGEMMTFLOPS, s.header.ReadGBps
+	tflops, gbps := s.header.ComputeCeiling(), s.header.ReadGBps
 	hasBytes, hasFLOPs, hasRoof := false, false, false
 	for _, x := range ph {
 		hasBytes = hasBytes || fmtRate(x.Bytes, x.MS) != ""

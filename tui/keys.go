@@ -62,7 +62,7 @@ func legend(s *state, w int) []string {
 	ph := phases(s)
 	roof, overlap := false, false
 	for _, x := range ph {
-		_, ok := x.Roofline(s.header.DenseGEMMTFLOPS, s.header.ReadGBps)
+		_, ok := x.Roofline(s.header.ComputeCeiling(), s.header.ReadGBps)
 		roof = roof || ok
 		overlap = overlap || x.StartMS != nil
 	}

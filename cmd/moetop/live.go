@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/moetop/moetop/bench"
 	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/kernels/cuda"
 	"github.com/moetop/moetop/metrics"
@@ -193,6 +194,17 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			h.DenseGEMMTFLOPS = d
 		} else {
 			fmt.Fprintf(stderr, "moetop: no dense reference: %s\n", oneLine(err.Error()))
+		}
+		// The compute ceiling is a large dense GEMM's rate: a decode-sized
+		// layer's own GEMM pair is bound by memory, not by the card.
+		peak := cfg
+		c := bench.CeilingCase
+		peak.Tokens, peak.Hidden, peak.FFN, peak.Experts, peak.TopK = c.Tokens, c.Hidden, c.FFN, c.Experts, c.TopK
+		peak.Act, peak.SharedExperts, peak.SharedFFN, peak.Router, peak.Groups, peak.TopKGroups, peak.RoutedScale = kernels.GELU, 0, 0, kernels.Softmax, 0, 0, 0
+		if p, err := profiler.DenseReference(ctx, peak, dense, openWithoutGraphs, 5); err == nil {
+			h.PeakTFLOPS = p
+		} else {
+			fmt.Fprintf(stderr, "moetop: no compute ceiling: %s\n", oneLine(err.Error()))
 		}
 		// The memory ceiling beside it: with both, every phase has a
 		// roofline, and a decode step at HBM speed reads as fast, not slow.
