@@ -261,6 +261,18 @@ print("moetop %s step p50 %.3f ms" % (b.get("backend", "?"), b.get("step_p50_ms"
   fi
 }
 
+run_decode() {
+  step "gated (SwiGLU) presets at decode and prefill sizes beside the peer's --gated, with GB/s and the roofline"
+  shapes=(--shape mixtral-8x7b@128:128:4096:14336:8:2 --shape qwen3-30b-a3b@128:128:2048:768:128:8
+          --shape deepseek-v3@128:128:7168:2048:256:8 --shape qwen3-30b-a3b:8192:2048:768:128:8)
+  bin/moetop bench "${shapes[@]}" --act swiglu --dist uniform,zipf:1.2 --format json --out "$DIR/decode-moetop.json" 2> "$DIR/decode-moetop.log"
+  tail -12 "$DIR/decode-moetop.log"
+  have_peer || return
+  python3 "$PEER" "${shapes[@]}" --gated --dist uniform --dist zipf:1.2 --json "$DIR/decode-peer.json" > "$DIR/decode-peer.log" 2>&1
+  tail -12 "$DIR/decode-peer.log"
+  python3 scripts/compare.py "$DIR/decode-moetop.json" "$DIR/decode-peer.json" | tee "$DIR/decode-compare.txt"
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -274,7 +286,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,t
 for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
-    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; hopper) run_hopper;;
+    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; hopper) run_hopper;;
     all) run_check; run_live; run_bench;;
   esac
 done
