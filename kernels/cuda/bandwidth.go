@@ -52,40 +52,20 @@ func (d *Device) ReadBandwidth(bytes int, reps int) (gbps float64, err error) {
 	if err := check("cuMemsetD8Async", C.call_cuMemsetD8Async(C.CUdeviceptr(in), 1, C.size_t(words*16), nil)); err != nil {
 		return 0, err
 	}
-	var start, stop C.CUevent
-	if err := check("cuEventCreate", C.call_cuEventCreate(&start, 0)); err != nil {
-		return 0, err
-	}
-	defer C.call_cuEventDestroy_v2(start)
-	if err := check("cuEventCreate", C.call_cuEventCreate(&stop, 0)); err != nil {
-		return 0, err
-	}
-	defer C.call_cuEventDestroy_v2(stop)
 	args := new(Args).Ptr(in).U64(words).Ptr(out)
 	cfg := LaunchConfig{Grid: D(grid), Block: D(threads)}
-	if err := f.Launch(cfg, args); err != nil { // warm-up
+	run := func() error { return f.Launch(cfg, args) }
+	if err := run(); err != nil { // warm-up
 		return 0, err
 	}
 	best := 0.0
 	for range reps {
-		if err := check("cuEventRecord", C.call_cuEventRecord(start, nil)); err != nil {
+		d, err := timeLaunches(0, 1, run)
+		if err != nil {
 			return 0, err
 		}
-		if err := f.Launch(cfg, args); err != nil {
-			return 0, err
-		}
-		if err := check("cuEventRecord", C.call_cuEventRecord(stop, nil)); err != nil {
-			return 0, err
-		}
-		if err := check("cuEventSynchronize", C.call_cuEventSynchronize(stop)); err != nil {
-			return 0, err
-		}
-		var ms C.float
-		if err := check("cuEventElapsedTime", C.call_cuEventElapsedTime(&ms, start, stop)); err != nil {
-			return 0, err
-		}
-		if ms > 0 {
-			best = max(best, float64(words*16)/(float64(ms)*1e6))
+		if d > 0 {
+			best = max(best, float64(words*16)/float64(d.Nanoseconds()))
 		}
 	}
 	return best, nil
