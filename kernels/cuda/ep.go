@@ -356,6 +356,11 @@ func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
 				return e.abort(fmt.Errorf("%s: %w", what, err))
 			}
 		case <-timer.C:
+			select { // finished as the deadline passed: not a hang
+			case err := <-done:
+				return err
+			default:
+			}
 			return e.abort(fmt.Errorf("%s: rank %d waited %v: %w", what, rk.r, e.timeout(), ErrEPTimeout))
 		}
 	}
@@ -560,36 +565,9 @@ func (e *EPBackend) send(rk *epRank, in kernels.StepInput, deadline time.Time) e
 	if err != nil {
 		return err
 	}
-	rk.plan = plan
-	rk.sentAt = make([]int, N)
-	rowOf := make([]int32, T*N)
-	for i := range rowOf {
-		rowOf[i] = -1
-	}
-	counts := make([]int32, N*(1+E))
-	var slots []int32
-	var weights []float32
-	at := 0
-	for d := range N {
-		rk.sentAt[d] = at
-		counts[d*(1+E)] = int32(len(plan.Tokens[d]))
-		for ex, c := range plan.Rows[d] {
-			counts[d*(1+E)+1+ex] = int32(c)
-		}
-		for j, t := range plan.Tokens[d] {
-			rowOf[int(t)*N+d] = int32(at + j)
-			for k := range K {
-				id := plan.Slots[d][j*K+k]
-				slots = append(slots, id)
-				wt := float32(0)
-				if id >= 0 {
-					wt = w[int(t)*K+k]
-				}
-				weights = append(weights, wt)
-			}
-		}
-		at += len(plan.Tokens[d])
-	}
+	pk := packSends(plan, w, T, E)
+	rk.plan, rk.sentAt = plan, pk.at
+	rowOf, counts, slots, weights := pk.rowOf, pk.counts, pk.slots, pk.weights
 	for _, u := range []struct {
 		what string
 		dst  ptr
@@ -625,24 +603,9 @@ func (e *EPBackend) readCounts(rk *epRank, deadline time.Time) error {
 	if err := check("cuMemcpyDtoH_v2(recv counts)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&counts[0]), rk.bufs.recvCounts, C.size_t(4*len(counts)))); err != nil {
 		return err
 	}
-	rk.recvTok, rk.recvAt = make([]int, N), make([]int, N)
-	rk.expertRows = make([]int, E)
-	at := 0
-	for src := range N {
-		c := counts[src*(1+E) : (src+1)*(1+E)]
-		if c[0] < 0 || int(c[0]) > e.s.Tokens {
-			return fmt.Errorf("rank %d says it sends %d tokens, of %d it holds", src, c[0], e.s.Tokens)
-		}
-		rk.recvTok[src], rk.recvAt[src] = int(c[0]), at
-		at += int(c[0])
-		for ex, n := range c[1:] {
-			if n > 0 && !rk.holds[ex] {
-				return fmt.Errorf("rank %d sends %d rows of expert %d, which rank %d does not hold", src, n, ex, rk.r)
-			}
-			rk.expertRows[ex] += int(n)
-		}
-	}
-	return nil
+	var err error
+	rk.recvTok, rk.recvAt, rk.expertRows, err = readRecvCounts(counts, N, E, e.s.Tokens, rk.r, rk.holds)
+	return err
 }
 
 // experts groups the received rows by local expert, runs the experts'
@@ -660,39 +623,18 @@ func (e *EPBackend) experts(rk *epRank, deadline time.Time) error {
 	if err := e.wait(rk, "dispatch", deadline); err != nil {
 		return err
 	}
-	// Pair rows: each local expert's rows after the earlier experts'.
-	off := make([]int, s.Experts)
-	rk.pairs = 0
-	for _, ex := range rk.local {
-		off[ex] = rk.pairs
-		rk.pairs += rk.expertRows[ex]
-	}
-	rowOf := make([]int32, max(1, R*K))
+	ids := make([]int32, R*K)
 	if R > 0 {
-		ids := make([]int32, R*K)
 		if err := check("cuMemcpyDtoH_v2(recv slots)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&ids[0]), rk.bufs.recvIDs, C.size_t(4*len(ids)))); err != nil {
 			return err
 		}
-		cursor := make([]int, s.Experts)
-		for i, id := range ids {
-			if id < 0 {
-				rowOf[i] = -1
-				continue
-			}
-			if int(id) >= s.Experts || !rk.holds[id] {
-				return fmt.Errorf("received a slot for expert %d, which rank %d does not hold", id, rk.r)
-			}
-			if cursor[id] >= rk.expertRows[id] {
-				return fmt.Errorf("received more slots of expert %d than the counts said (%d)", id, rk.expertRows[id])
-			}
-			rowOf[i] = int32(off[id] + cursor[id])
-			cursor[id]++
-		}
-		for _, ex := range rk.local {
-			if cursor[ex] != rk.expertRows[ex] {
-				return fmt.Errorf("received %d slots of expert %d, the counts said %d", cursor[ex], ex, rk.expertRows[ex])
-			}
-		}
+	}
+	rowOf, off, pairs, err := groupReceived(ids, rk.r, rk.local, rk.holds, rk.expertRows)
+	if err != nil {
+		return err
+	}
+	rk.pairs = pairs
+	if R > 0 {
 		if err := check("cuMemcpyHtoD_v2(recv rows)", C.call_cuMemcpyHtoD_v2(rk.bufs.recvRowOf, unsafe.Pointer(&rowOf[0]), C.size_t(4*R*K))); err != nil {
 			return err
 		}
@@ -903,4 +845,113 @@ func (e *EPBackend) Close() error {
 	}
 	e.ranks = nil
 	return errors.Join(errs...)
+}
+
+// sends is what a rank uploads before dispatch, from its plan.
+type sends struct {
+	// at[d] is destination d's first row in the send buffers.
+	at []int
+	// rowOf[t·ranks+d] is token t's row in the send buffers for d, or −1.
+	rowOf []int32
+	// counts[d·(1+experts)…] is what d is told: tokens, then pairs per expert.
+	counts []int32
+	// slots and weights, top-k per sent row: the expert d runs for the
+	// slot (−1: another rank's) and the router's weight (0 for −1).
+	slots   []int32
+	weights []float32
+}
+
+// packSends lays out a source's sends by destination, in plan order; w is
+// the router's weights of the source's tokens, top-k per token.
+func packSends(plan *ep.SourcePlan, w []float32, tokens, experts int) sends {
+	N, K := len(plan.Tokens), plan.TopK
+	out := sends{at: make([]int, N), rowOf: make([]int32, tokens*N), counts: make([]int32, N*(1+experts))}
+	for i := range out.rowOf {
+		out.rowOf[i] = -1
+	}
+	at := 0
+	for d := range N {
+		out.at[d] = at
+		out.counts[d*(1+experts)] = int32(len(plan.Tokens[d]))
+		for ex, c := range plan.Rows[d] {
+			out.counts[d*(1+experts)+1+ex] = int32(c)
+		}
+		for j, t := range plan.Tokens[d] {
+			out.rowOf[int(t)*N+d] = int32(at + j)
+			for k := range K {
+				id := plan.Slots[d][j*K+k]
+				wt := float32(0)
+				if id >= 0 {
+					wt = w[int(t)*K+k]
+				}
+				out.slots, out.weights = append(out.slots, id), append(out.weights, wt)
+			}
+		}
+		at += len(plan.Tokens[d])
+	}
+	return out
+}
+
+// readRecvCounts reads what every source announced to rank self: tokens
+// from each (tok), where each source's rows start (at, in source order),
+// and pairs per expert over all sources. Counts a source could not have
+// sent, or for experts self does not hold, are refused.
+func readRecvCounts(counts []int32, ranks, experts, tokens, self int, holds []bool) (tok, at, expertRows []int, err error) {
+	if len(counts) != ranks*(1+experts) {
+		return nil, nil, nil, fmt.Errorf("%d counts, want %d ranks × (1 + %d experts)", len(counts), ranks, experts)
+	}
+	tok, at, expertRows = make([]int, ranks), make([]int, ranks), make([]int, experts)
+	next := 0
+	for src := range ranks {
+		c := counts[src*(1+experts) : (src+1)*(1+experts)]
+		if c[0] < 0 || int(c[0]) > tokens {
+			return nil, nil, nil, fmt.Errorf("rank %d says it sends %d tokens, of %d it holds", src, c[0], tokens)
+		}
+		tok[src], at[src] = int(c[0]), next
+		next += int(c[0])
+		for ex, n := range c[1:] {
+			switch {
+			case n < 0 || int(n) > int(c[0]):
+				return nil, nil, nil, fmt.Errorf("rank %d says it sends %d rows of expert %d in %d tokens", src, n, ex, c[0])
+			case n > 0 && !holds[ex]:
+				return nil, nil, nil, fmt.Errorf("rank %d sends %d rows of expert %d, which rank %d does not hold", src, n, ex, self)
+			}
+			expertRows[ex] += int(n)
+		}
+	}
+	return tok, at, expertRows, nil
+}
+
+// groupReceived gives each received (token, slot) its row among the pairs:
+// each local expert's rows after the earlier local experts' (off), −1 for
+// a slot another rank serves. ids are the received slots, top-k per token;
+// the slots must agree with the counts announced (expertRows).
+func groupReceived(ids []int32, self int, local []int, holds []bool, expertRows []int) (rowOf []int32, off []int, pairs int, err error) {
+	off = make([]int, len(expertRows))
+	for _, ex := range local {
+		off[ex] = pairs
+		pairs += expertRows[ex]
+	}
+	rowOf = make([]int32, max(1, len(ids)))
+	cursor := make([]int, len(expertRows))
+	for i, id := range ids {
+		if id < 0 {
+			rowOf[i] = -1
+			continue
+		}
+		if int(id) >= len(expertRows) || !holds[id] {
+			return nil, nil, 0, fmt.Errorf("received a slot for expert %d, which rank %d does not hold", id, self)
+		}
+		if cursor[id] >= expertRows[id] {
+			return nil, nil, 0, fmt.Errorf("received more slots of expert %d than the %d announced", id, expertRows[id])
+		}
+		rowOf[i] = int32(off[id] + cursor[id])
+		cursor[id]++
+	}
+	for _, ex := range local {
+		if cursor[ex] != expertRows[ex] {
+			return nil, nil, 0, fmt.Errorf("received %d slots of expert %d, %d were announced", cursor[ex], ex, expertRows[ex])
+		}
+	}
+	return rowOf, off, pairs, nil
 }
