@@ -126,6 +126,38 @@ type epBuffers struct {
 	red                    ptr // 1 float32: the wait all-reduce
 }
 
+// exchangeNames name the buffers of epBuffers.all, in its order.
+var exchangeNames = [...]string{"ep send counts", "ep recv counts", "ep send slots", "ep send weights", "ep send rows",
+	"ep send x", "ep recv slots", "ep recv weights", "ep recv x", "ep recv rows", "ep permuted x", "ep h", "ep y",
+	"ep sums", "ep sums back", "ep ones", "ep wait all-reduce"}
+
+// exchangeSizes are the bytes of a rank's exchange buffers, in the order
+// of epBuffers.all, for a rank holding local experts: sized for the worst
+// step, every rank sending every token here, so that no step allocates.
+func exchangeSizes(s kernels.Shape, ranks, local int) []uint64 {
+	dt := uint64(s.DType.Size())
+	T, K, E, H, N := uint64(s.Tokens), uint64(s.TopK), uint64(s.Experts), uint64(s.Hidden), uint64(ranks)
+	// A received token has at most min(top-k, local experts) local slots.
+	pairs := N * T * uint64(min(s.TopK, max(1, local)))
+	return []uint64{
+		4 * N * (1 + E), 4 * N * (1 + E), // counts
+		4 * N * T * K, 4 * N * T * K, 4 * T * N, N * T * H * dt, // send
+		4 * N * T * K, 4 * N * T * K, N * T * H * dt, 4 * N * T * K, // recv
+		pairs * H * dt, pairs * uint64(s.W1Cols()) * dt, pairs * H * dt, // experts
+		N * T * H * dt, N * T * H * dt, 4 * T * N, 4, // combine, wait
+	}
+}
+
+// ExchangeBytes is the device memory one rank of ranks holding local
+// experts needs for the exchange, beyond its loop backend's layer.
+func ExchangeBytes(s kernels.Shape, ranks, local int) uint64 {
+	var n uint64
+	for _, b := range exchangeSizes(s, ranks, local) {
+		n += b
+	}
+	return n
+}
+
 func (eb *epBuffers) all() []*ptr {
 	return []*ptr{&eb.sendCounts, &eb.recvCounts, &eb.sendIDs, &eb.sendW, &eb.sendRowOf, &eb.sendX, &eb.recvIDs,
 		&eb.recvW, &eb.recvX, &eb.recvRowOf, &eb.px, &eb.h, &eb.y, &eb.sums, &eb.back, &eb.ones, &eb.red}
@@ -203,6 +235,9 @@ func (e *EPBackend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 			rk.holds[ex] = true
 		}
 		e.ranks = append(e.ranks, rk)
+		if err := e.fits(rk); err != nil {
+			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+		}
 		if err := b.Prepare(ctx, s); err != nil {
 			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
 		}
@@ -217,6 +252,28 @@ func (e *EPBackend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 	}
 	return ctx.Err()
 }
+
+// fits refuses, before anything is allocated, a rank whose GPU has less
+// free memory than its layer (the loop backend's plan, every expert's
+// weights included) and its exchange buffers need.
+func (e *EPBackend) fits(rk *epRank) error {
+	plan, err := rk.b.reg.Plan(e.s, nil)
+	if err != nil {
+		return err
+	}
+	layer, exchange := kernels.Total(plan), ExchangeBytes(e.s, len(e.Devices), len(rk.local))
+	free, _, err := rk.b.dev.MemInfo()
+	if err != nil {
+		return err
+	}
+	if need := layer + exchange; need > free {
+		return fmt.Errorf("%w: the rank needs %.2f GiB (layer %.2f GiB, exchange %.2f GiB), the GPU has %.2f GiB free",
+			kernels.ErrOutOfMemory, gib(need), gib(layer), gib(exchange), gib(free))
+	}
+	return nil
+}
+
+func gib(b uint64) float64 { return float64(b) / (1 << 30) }
 
 // setupRank uploads the rank's slice of the batch over the x its backend
 // filled (that is rows 0…tokens−1, rank 0's), and allocates the exchange.
@@ -238,29 +295,14 @@ func (e *EPBackend) setupRank(rk *epRank) error {
 			return err
 		}
 	}
-	dt := uint64(s.DType.Size())
-	T, K, E, H := uint64(s.Tokens), uint64(s.TopK), uint64(s.Experts), uint64(s.Hidden)
-	N := uint64(n)
-	maxPairs := N * T * uint64(min(s.TopK, max(1, len(rk.local))))
 	eb := &rk.bufs
-	for _, a := range []struct {
-		p    *ptr
-		name string
-		n    uint64
-	}{
-		{&eb.sendCounts, "ep send counts", 4 * N * (1 + E)}, {&eb.recvCounts, "ep recv counts", 4 * N * (1 + E)},
-		{&eb.sendIDs, "ep send slots", 4 * N * T * K}, {&eb.sendW, "ep send weights", 4 * N * T * K},
-		{&eb.sendRowOf, "ep send rows", 4 * T * N}, {&eb.sendX, "ep send x", N * T * H * dt},
-		{&eb.recvIDs, "ep recv slots", 4 * N * T * K}, {&eb.recvW, "ep recv weights", 4 * N * T * K},
-		{&eb.recvX, "ep recv x", N * T * H * dt}, {&eb.recvRowOf, "ep recv rows", 4 * N * T * K},
-		{&eb.px, "ep permuted x", maxPairs * H * dt}, {&eb.h, "ep h", maxPairs * uint64(s.W1Cols()) * dt},
-		{&eb.y, "ep y", maxPairs * H * dt}, {&eb.sums, "ep sums", N * T * H * dt}, {&eb.back, "ep sums back", N * T * H * dt},
-		{&eb.ones, "ep ones", 4 * T * N}, {&eb.red, "ep wait all-reduce", 4},
-	} {
-		if *a.p, err = alloc(a.name, a.n); err != nil {
+	sizes := exchangeSizes(s, n, len(rk.local))
+	for i, p := range eb.all() {
+		if *p, err = alloc(exchangeNames[i], sizes[i]); err != nil {
 			return err
 		}
 	}
+	T, N := s.Tokens, n
 	ones := make([]float32, T*N)
 	for i := range ones {
 		ones[i] = 1

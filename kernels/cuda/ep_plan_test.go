@@ -206,3 +206,31 @@ func TestReceivedCountsAndSlotsThatCannotBeAreRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestExchangeBuffersAreSizedForTheWorstStep(t *testing.T) {
+	var eb epBuffers
+	s := kernels.Shape{Tokens: 4, Hidden: 8, FFN: 8, Experts: 4, TopK: 2, DType: kernels.FP32}
+	if n, m := len(exchangeSizes(s, 2, 2)), len(eb.all()); n != m || n != len(exchangeNames) {
+		t.Fatalf("%d sizes, %d buffers, %d names", n, m, len(exchangeNames))
+	}
+	cases := []struct {
+		name  string
+		shape kernels.Shape
+		ranks int
+		local int
+		want  uint64
+	}{
+		// counts 80, send 416, recv 448, pairs 2·4·2 = 16 rows: 1536,
+		// combine and wait 548.
+		{"two ranks of two experts in fp32", s, 2, 2, 3028},
+		// One local expert: 8 pair rows, experts' buffers halve (768).
+		{"a rank of one expert runs at most one row per token", s, 2, 1, 2260},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ExchangeBytes(tc.shape, tc.ranks, tc.local); got != tc.want {
+				t.Errorf("ExchangeBytes = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
