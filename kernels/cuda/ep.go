@@ -163,6 +163,9 @@ func (eb *epBuffers) all() []*ptr {
 		&eb.recvW, &eb.recvX, &eb.recvRowOf, &eb.px, &eb.h, &eb.y, &eb.sums, &eb.back, &eb.ones, &eb.red}
 }
 
+// The step loop checks it against the CPU reference like any GPU backend.
+var _ kernels.Checkable = (*EPBackend)(nil)
+
 // Info names the backend after the GEMMs its ranks run.
 func (e *EPBackend) Info() kernels.Info {
 	dev := fmt.Sprintf("%d GPUs %v, expert-parallel over NCCL (unverified)", len(e.Devices), e.Devices)
