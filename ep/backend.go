@@ -90,6 +90,11 @@ func reportOf(r *RankResult, s kernels.Shape) Report {
 		SentBytes: sent, SavedBytes: saved, ExpertRows: r.ExpertRows}
 }
 
+// ResultOf is the whole step from every rank's report, in rank order: what
+// a backend whose ranks are not CPUBackend's (the GPUs, kernels/cuda)
+// reports, in the same form.
+func ResultOf(s kernels.Shape, reps []Report) kernels.StepResult { return resultOf(s, reps) }
+
 // resultOf is the whole step from every rank's report, in rank order:
 // rows per expert over all ranks and each rank's phases and traffic.
 func resultOf(s kernels.Shape, reps []Report) kernels.StepResult {

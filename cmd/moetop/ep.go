@@ -14,6 +14,7 @@ import (
 
 	"github.com/moetop/moetop/ep"
 	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/kernels/cuda"
 	"github.com/moetop/moetop/profiler"
 	"github.com/moetop/moetop/stream"
 	"github.com/moetop/moetop/tui"
@@ -31,6 +32,12 @@ type epFlags struct {
 	coordinator string
 	localRank   int // LOCAL_RANK, -1 when unset: the GPU the rank will drive
 	multi       bool
+
+	// Ranks on GPUs, all in this process: --gpus names their devices
+	// (default 0 … N−1); onGPU is set once backend chose that path.
+	gpus    string
+	devices []int
+	onGPU   bool
 }
 
 func (f *epFlags) register(fs *flag.FlagSet) {
@@ -39,6 +46,7 @@ func (f *epFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.timeout, "ep-timeout", 30*time.Second, "with --ep: how long a rank waits for the others before the run ends (processes also wait at least 1m for every rank to join)")
 	fs.IntVar(&f.rank, "rank", 0, "one process per rank: this process's rank, 0 … N−1; rank 0 shows, records and ends the run (its --steps, --duration), the others run headless until it does (default: $RANK)")
 	fs.IntVar(&f.world, "world", 0, "one process per rank: how many processes (ranks) the run has, = --ep (default: $WORLD_SIZE, else --ep)")
+	fs.StringVar(&f.gpus, "gpus", "", fmt.Sprintf("with --ep and a GPU backend: the CUDA `ORDINALS` of the ranks, one per GPU, such as 0,1 (default 0 … N−1; sets --ep when it is not given). Not yet checked on GPUs: needs %s=1", cuda.UnverifiedGPUEPEnv))
 	fs.StringVar(&f.coordinator, "coordinator", "", fmt.Sprintf("one process per rank: `HOST:PORT` where rank 0 listens and the others connect (default: $MASTER_ADDR or 127.0.0.1, port %d: moetop's own port, since a launcher such as torchrun holds $MASTER_PORT for its store)", ep.DefaultPort))
 }
 
@@ -54,6 +62,11 @@ func (f *epFlags) check(fs *flag.FlagSet) error {
 	case f.timeout <= 0:
 		return usagef("invalid --ep-timeout %s; want a positive duration such as 30s", f.timeout)
 	}
+	if f.gpus != "" {
+		if err := f.parseGPUs(); err != nil {
+			return err
+		}
+	}
 	launcher := f.ranks > 0 && os.Getenv("RANK") != "" && os.Getenv("WORLD_SIZE") != ""
 	if set["rank"] || set["world"] || set["coordinator"] || launcher {
 		if err := f.resolve(set); err != nil {
@@ -62,6 +75,29 @@ func (f *epFlags) check(fs *flag.FlagSet) error {
 	}
 	if f.ranks == 0 && f.placement != "" {
 		return usagef("--placement needs --ep N")
+	}
+	return nil
+}
+
+// parseGPUs reads --gpus: distinct ordinals, as many as --ep when given.
+func (f *epFlags) parseGPUs() error {
+	seen := map[int]bool{}
+	for _, field := range strings.Split(f.gpus, ",") {
+		d, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || d < 0 {
+			return usagef("invalid --gpus %q; want CUDA device ordinals such as 0,1", f.gpus)
+		}
+		if seen[d] {
+			return usagef("invalid --gpus %q: device %d named twice (one rank per GPU)", f.gpus, d)
+		}
+		seen[d] = true
+		f.devices = append(f.devices, d)
+	}
+	switch {
+	case f.ranks == 0:
+		f.ranks = len(f.devices)
+	case f.ranks != len(f.devices):
+		return usagef("--ep %d with --gpus %s (%d GPUs): one rank per GPU, so they must agree (or leave --ep out)", f.ranks, f.gpus, len(f.devices))
 	}
 	return nil
 }
@@ -157,13 +193,15 @@ func (f *epFlags) resolve(set map[string]bool) error {
 
 // backend opens the expert-parallel layer. Its ranks run the CPU
 // reference, all in this process over an in-process transport, or one
-// rank per process over TCP (multi); over GPUs (NCCL) expert parallelism
-// is not built yet, and a run that asks for a GPU backend is told so
-// rather than silently moved to the CPU.
+// rank per process over TCP (multi); or, once the user opts into the path
+// not yet checked on GPUs, one rank per GPU of this process over NCCL. A
+// run that asks for a GPU backend without opting in is told so rather
+// than silently moved to the CPU.
 func (f *epFlags) backend(ctx context.Context, name string, cfg profiler.Config, stderr io.Writer) (kernels.Backend, string, error) {
 	ref, _ := kernels.Reference()
-	if name != ref.Name && name != "auto" {
-		return nil, "", usagef("--ep runs on the CPU reference for now (expert parallelism over GPUs through NCCL is not built yet); use --backend %s", ref.Name)
+	gpu, err := f.wantsGPU(name, ref.Name)
+	if err != nil {
+		return nil, "", err
 	}
 	if f.ranks > cfg.Experts {
 		return nil, "", usagef("invalid --ep %d; want at most one rank per expert (%d experts)", f.ranks, cfg.Experts)
@@ -179,11 +217,79 @@ func (f *epFlags) backend(ctx context.Context, name string, cfg profiler.Config,
 			return nil, "", err
 		}
 	}
+	if gpu {
+		return f.gpuBackend(p)
+	}
 	if !f.multi {
 		return &ep.CPUBackend{Ranks: f.ranks, Timeout: f.timeout, Placement: p},
 			fmt.Sprintf("expert-parallel over %d ranks on the CPU reference", f.ranks), nil
 	}
 	return f.join(ctx, ref.Name, cfg, p, stderr)
+}
+
+// wantsGPU says whether the ranks run on GPUs: with --backend loop, or
+// auto with GPUs present, and only once the user opted in
+// (cuda.GPUEPAllowed); --backend cpu, and auto without opting in, keep
+// them on the CPU reference.
+func (f *epFlags) wantsGPU(name, ref string) (bool, error) {
+	gate := cuda.GPUEPAllowed()
+	switch {
+	case name == ref:
+		if f.gpus != "" {
+			return false, usagef("--gpus needs a GPU backend (--backend loop); --backend %s runs the ranks on the CPU", ref)
+		}
+		return false, nil
+	case name == "auto" && f.gpus == "":
+		if gate != nil {
+			return false, nil
+		}
+		ids, err := cuda.DeviceIDs(cudaOptions.LibDir)
+		return err == nil && len(ids) > 0, nil
+	case name == "auto" || name == "loop":
+		if gate != nil {
+			return false, usagef("--ep over GPUs: %v (or use --backend %s)", gate, ref)
+		}
+		return true, nil
+	}
+	if reg, ok := kernels.Lookup(name); ok && reg.NeedsGPU {
+		if gate != nil {
+			return false, usagef("--ep over GPUs: %v (or use --backend %s)", gate, ref)
+		}
+		return false, usagef("--ep over GPUs runs each rank's experts through the loop backend for now; use --backend loop (or --backend %s)", ref)
+	}
+	return false, usagef("--ep runs its ranks on the CPU reference or, on GPUs, the loop backend; use --backend %s or --backend loop", ref)
+}
+
+// gpuBackend is every rank on its own GPU of this process: NCCL must load
+// and the GPUs must be there, or the run ends with one line.
+func (f *epFlags) gpuBackend(p *ep.Placement) (kernels.Backend, string, error) {
+	if f.multi {
+		return nil, "", usagef("--ep over GPUs runs every rank in this process for now; one process per GPU (--rank, --world, --coordinator) is not built yet")
+	}
+	ids, err := cuda.DeviceIDs(cudaOptions.LibDir)
+	if err != nil {
+		return nil, "", usagef("--ep %d over GPUs: %s", f.ranks, oneLine(err.Error()))
+	}
+	devs := f.devices
+	if devs == nil {
+		for d := range f.ranks {
+			devs = append(devs, d)
+		}
+	}
+	if len(ids) < f.ranks {
+		return nil, "", usagef("--ep %d needs %d GPUs, one per rank; %d found (moetop devices lists them)", f.ranks, f.ranks, len(ids))
+	}
+	for _, d := range devs {
+		if d >= len(ids) {
+			return nil, "", usagef("--gpus %s: there is no device %d (%d found; moetop devices lists them)", f.gpus, d, len(ids))
+		}
+	}
+	if _, err := cuda.LoadNCCL(cudaOptions.LibDir); err != nil {
+		return nil, "", usagef("--ep over GPUs: %s", oneLine(err.Error()))
+	}
+	f.onGPU = true
+	return &cuda.EPBackend{Devices: devs, Placement: p, Timeout: f.timeout, Options: cudaOptions},
+		fmt.Sprintf("expert-parallel over %d GPUs %v through NCCL (not yet checked on GPUs: %s=1)", len(devs), devs, cuda.UnverifiedGPUEPEnv), nil
 }
 
 // join makes this process its rank of the run.
@@ -242,6 +348,8 @@ func (f *epFlags) describe(h *stream.Header, be kernels.Backend) {
 		h.Ranks, p = b.Ranks, b.Placement
 	case *ep.ProcBackend:
 		h.Ranks, p = b.Session.World(), b.Placement
+	case *cuda.EPBackend:
+		h.Ranks, p = b.Ranks(), b.Placement
 	default:
 		return
 	}
@@ -284,10 +392,12 @@ func (fixedControl) Do(tui.Request) (string, error) {
 	return "", errors.New("not available with one process per rank: every rank keeps the layer it started with")
 }
 
-// inProcess is how many ranks this process holds: all of --ep N's when
-// they run here, one when each rank is its own process.
+// inProcess is how many ranks the memory check counts on one device: all
+// of --ep N's when they run here on the CPU, one when each rank is its own
+// process or its own GPU. (Each GPU also holds the exchange's receive
+// buffers, which the check does not count yet.)
 func (f *epFlags) inProcess() int {
-	if f.ranks > 1 && !f.multi {
+	if f.ranks > 1 && !f.multi && !f.onGPU {
 		return f.ranks
 	}
 	return 1

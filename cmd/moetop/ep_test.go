@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moetop/moetop/kernels/cuda"
 	"github.com/moetop/moetop/recording"
 	"github.com/moetop/moetop/stream"
 )
@@ -128,10 +129,39 @@ func TestExpertParallelBadInput(t *testing.T) {
 		{"more ranks than experts", []string{"--ep", "9", "--backend", "cpu", "--experts", "8"}, "at most one rank per expert"},
 		{"placement without ranks", []string{"--placement", "p.json", "--backend", "cpu"}, "--placement needs --ep"},
 		{"a GPU backend", []string{"--ep", "2", "--backend", "loop"}, "--backend cpu"},
+		{"a GPU backend without opting in", []string{"--ep", "2", "--backend", "loop"}, "set MOETOP_UNVERIFIED_GPU_EP=1 to try it"},
+		{"GPUs named without opting in", []string{"--gpus", "0,1"}, "set MOETOP_UNVERIFIED_GPU_EP=1 to try it"},
+		{"GPUs that disagree with --ep", []string{"--ep", "3", "--gpus", "0,1"}, "--ep 3 with --gpus 0,1"},
+		{"a GPU named twice", []string{"--gpus", "0,0"}, "named twice"},
+		{"a GPU that is not a number", []string{"--gpus", "0,x"}, "invalid --gpus"},
+		{"GPUs with the CPU backend", []string{"--gpus", "0,1", "--backend", "cpu"}, "--gpus needs a GPU backend"},
 		{"a missing placement", []string{"--ep", "2", "--backend", "cpu", "--placement", filepath.Join(dir, "none.json")}, "none.json"},
 		{"zero timeout", []string{"--ep", "2", "--backend", "cpu", "--ep-timeout", "0s"}, "--ep-timeout"},
 		{"placement of a log without ranks", []string{"placement", plain}, "--ranks"},
 		{"negative redundancy", []string{"placement", plain, "--ranks", "2", "--redundant", "-1"}, "--redundant"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv(cuda.UnverifiedGPUEPEnv, "")
+			code, _, stderr := runCLI(t, c.args...)
+			if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+				t.Errorf("exit %d, stderr %q; want exit 2 and one line naming %q", code, stderr, c.want)
+			}
+		})
+	}
+}
+
+// Opted into GPU expert parallelism, a run the machine cannot hold still
+// ends with one line and exit 2: 64 ranks want 64 GPUs (or, here, any).
+func TestExpertParallelOverGPUsOptedInBadInput(t *testing.T) {
+	t.Setenv(cuda.UnverifiedGPUEPEnv, "1")
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"more ranks than GPUs", []string{"--ep", "64", "--experts", "64", "--backend", "loop"}, "GPUs"},
+		{"a GPU backend other than loop", []string{"--ep", "2", "--backend", "grouped"}, "use --backend loop"},
+		{"one process per GPU", []string{"--ep", "2", "--backend", "loop", "--rank", "1", "--world", "2", "--coordinator", "127.0.0.1:1"}, "one process per GPU"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, c.args...)

@@ -1,0 +1,1002 @@
+package cuda
+
+/*
+#include "calls.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/moetop/moetop/ep"
+	"github.com/moetop/moetop/kernels"
+)
+
+// Expert parallelism over the GPUs of one process: rank r drives device
+// Devices[r], all ranks share one NCCL clique (ncclCommInitAll), and every
+// step runs router → dispatch → local experts → combine as ep's CPU ranks
+// do, so that the CPU ranks are the oracle of this code.
+//
+// NOT YET RUN ON A GPU: written on a machine without GPUs or a loadable
+// NCCL. Every entry point refuses unless UnverifiedGPUEPEnv is 1.
+
+// UnverifiedGPUEPEnv is the variable that lets the unchecked GPU path run.
+const UnverifiedGPUEPEnv = "MOETOP_UNVERIFIED_GPU_EP"
+
+// ErrGPUEPUnverified is a GPU expert-parallel run asked for while the path
+// has not been checked on GPUs and the user has not opted in.
+var ErrGPUEPUnverified = errors.New("expert parallelism over GPUs is not yet checked on GPUs; set " + UnverifiedGPUEPEnv + "=1 to try it")
+
+// ErrEPTimeout is a step whose transfers did not finish within the
+// backend's Timeout: a rank hung, and every communicator was aborted.
+var ErrEPTimeout = errors.New("expert-parallel step timed out")
+
+// GPUEPAllowed says whether the user opted into the unchecked GPU path.
+func GPUEPAllowed() error {
+	if os.Getenv(UnverifiedGPUEPEnv) == "1" {
+		return nil
+	}
+	return ErrGPUEPUnverified
+}
+
+// The events each rank records per step, in stream order. Permute and
+// combine are each two stretches: the sender's side and the receiver's.
+const (
+	evStart      = iota
+	evRouted     // router done
+	evPacked     // sender: plan made, rows gathered per destination
+	evDispatched // counts, slots and rows received
+	evGrouped    // receiver: rows grouped by local expert
+	evGEMM1      //
+	evAct        //
+	evGEMM2      //
+	evSummed     // receiver: weighted sum of each token's local experts
+	evWaited     // the one-element all-reduce: waiting for the slowest
+	evCombined   // sums back at their source, summed over ranks
+	numEPEvents
+)
+
+// EPBackend runs the layer expert-parallel over the GPUs of this process,
+// one rank per device, through NCCL. Each rank holds Tokens of the shape
+// it is prepared with: rank r's tokens are rows [r·Tokens, (r+1)·Tokens)
+// of one batch, as in ep.Config. Its experts' GEMMs run as the loop
+// backend's (cublasGemmEx per expert), the simplest correct choice.
+type EPBackend struct {
+	// Devices are the CUDA ordinals, rank r on Devices[r]; at least 1.
+	Devices []int
+	// Placement says which rank holds each expert (nil: contiguous blocks).
+	Placement *ep.Placement
+	// Timeout bounds each wait on NCCL transfers (0: 30s); past it, or on
+	// an NCCL error, every communicator is aborted and the step fails.
+	Timeout time.Duration
+	// Options are those of each rank's loop backend (Device is set per
+	// rank from Devices).
+	Options Options
+
+	s     kernels.Shape
+	p     *ep.Placement
+	ranks []*epRank
+	comms []*Comm
+	// dead is the error that aborted the communicators: every later step
+	// returns it.
+	dead error
+	mu   sync.Mutex
+}
+
+// epRank is one rank: a loop backend on its device (x, weights of every
+// expert, router, stream, cuBLAS handle, layer kernels) and the buffers of
+// the exchange.
+type epRank struct {
+	r      int
+	b      *Backend
+	local  []int
+	holds  []bool // by expert: local or not
+	events [numEPEvents]C.CUevent
+	bufs   epBuffers
+
+	// This step's plan, on the host.
+	plan       *ep.SourcePlan
+	sentAt     []int // first send row of each destination
+	recvTok    []int // tokens received from each source
+	recvAt     []int // first received row of each source
+	pairs      int
+	expertRows []int // rows per expert (global index), 0 where not local
+}
+
+// epBuffers are a rank's device buffers beyond its loop backend's. They
+// are sized for the worst step: every rank sends every token to this one.
+type epBuffers struct {
+	sendCounts, recvCounts ptr // ranks × (1 + experts) int32: tokens, then pairs per expert
+	sendIDs, sendW         ptr // ranks·tokens × top-k: expert (or −1), weight
+	sendRowOf              ptr // tokens × ranks int32: send row of (token, destination), or −1
+	sendX                  ptr // ranks·tokens × hidden
+	recvIDs, recvW         ptr // ranks·tokens × top-k
+	recvX                  ptr // ranks·tokens × hidden
+	recvRowOf              ptr // ranks·tokens × top-k int32: pair row, or −1
+	px, h, y               ptr // pairs × hidden, pairs × W1Cols, pairs × hidden
+	sums                   ptr // ranks·tokens × hidden: weighted sums, sent back
+	back                   ptr // ranks·tokens × hidden: sums received back
+	ones                   ptr // tokens × ranks float32 1.0: the final sum's weights
+	red                    ptr // 1 float32: the wait all-reduce
+}
+
+// exchangeNames name the buffers of epBuffers.all, in its order.
+var exchangeNames = [...]string{"ep send counts", "ep recv counts", "ep send slots", "ep send weights", "ep send rows",
+	"ep send x", "ep recv slots", "ep recv weights", "ep recv x", "ep recv rows", "ep permuted x", "ep h", "ep y",
+	"ep sums", "ep sums back", "ep ones", "ep wait all-reduce"}
+
+// exchangeSizes are the bytes of a rank's exchange buffers, in the order
+// of epBuffers.all, for a rank holding local experts: sized for the worst
+// step, every rank sending every token here, so that no step allocates.
+func exchangeSizes(s kernels.Shape, ranks, local int) []uint64 {
+	dt := uint64(s.DType.Size())
+	T, K, E, H, N := uint64(s.Tokens), uint64(s.TopK), uint64(s.Experts), uint64(s.Hidden), uint64(ranks)
+	// A received token has at most min(top-k, local experts) local slots.
+	pairs := N * T * uint64(min(s.TopK, max(1, local)))
+	return []uint64{
+		4 * N * (1 + E), 4 * N * (1 + E), // counts
+		4 * N * T * K, 4 * N * T * K, 4 * T * N, N * T * H * dt, // send
+		4 * N * T * K, 4 * N * T * K, N * T * H * dt, 4 * N * T * K, // recv
+		pairs * H * dt, pairs * uint64(s.W1Cols()) * dt, pairs * H * dt, // experts
+		N * T * H * dt, N * T * H * dt, 4 * T * N, 4, // combine, wait
+	}
+}
+
+// ExchangeBytes is the device memory one rank of ranks holding local
+// experts needs for the exchange, beyond its loop backend's layer.
+func ExchangeBytes(s kernels.Shape, ranks, local int) uint64 {
+	var n uint64
+	for _, b := range exchangeSizes(s, ranks, local) {
+		n += b
+	}
+	return n
+}
+
+func (eb *epBuffers) all() []*ptr {
+	return []*ptr{&eb.sendCounts, &eb.recvCounts, &eb.sendIDs, &eb.sendW, &eb.sendRowOf, &eb.sendX, &eb.recvIDs,
+		&eb.recvW, &eb.recvX, &eb.recvRowOf, &eb.px, &eb.h, &eb.y, &eb.sums, &eb.back, &eb.ones, &eb.red}
+}
+
+// The step loop checks it against the CPU reference like any GPU backend.
+var _ kernels.Checkable = (*EPBackend)(nil)
+
+// Info names the backend after the GEMMs its ranks run.
+func (e *EPBackend) Info() kernels.Info {
+	dev := fmt.Sprintf("%d GPUs %v, expert-parallel over NCCL (unverified)", len(e.Devices), e.Devices)
+	if len(e.ranks) > 0 {
+		d := e.ranks[0].b.dev
+		dev = fmt.Sprintf("%d × %s (sm_%d%d) %v, expert-parallel over NCCL (unverified)", len(e.ranks), d.Name, d.Major, d.Minor, e.Devices)
+	}
+	return kernels.Info{Name: "loop", Device: dev}
+}
+
+// Ranks is how many ranks (GPUs) the backend runs.
+func (e *EPBackend) Ranks() int { return len(e.Devices) }
+
+// EPPlacement is the placement in use after Prepare (nil before).
+func (e *EPBackend) EPPlacement() *ep.Placement { return e.p }
+
+// Prepare opens one loop backend per device, gives each rank its slice of
+// the batch, allocates the exchange buffers and builds the NCCL clique.
+func (e *EPBackend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
+	if err := GPUEPAllowed(); err != nil {
+		return err
+	}
+	n := len(e.Devices)
+	switch {
+	case n < 1:
+		return errors.New("ep over GPUs: no devices")
+	case s.SharedWidth() > 0:
+		return fmt.Errorf("%w: shared experts with expert parallelism over GPUs are not built yet", kernels.ErrUnsupported)
+	case s.Tokens < 1 || s.TopK < 1 || s.Experts < n:
+		return fmt.Errorf("ep over GPUs: %d tokens per rank, top-k %d, %d experts over %d ranks", s.Tokens, s.TopK, s.Experts, n)
+	}
+	seen := map[int]bool{}
+	for _, d := range e.Devices {
+		if seen[d] {
+			return fmt.Errorf("ep over GPUs: device %d named twice in %v (one rank per GPU)", d, e.Devices)
+		}
+		seen[d] = true
+	}
+	p := e.Placement
+	if p == nil {
+		if p, err = ep.Contiguous(s.Experts, n); err != nil {
+			return err
+		}
+	}
+	if p.Experts() != s.Experts || p.Ranks() != n {
+		return fmt.Errorf("%w: placement of %d experts over %d ranks, the run has %d over %d", ep.ErrBadPlacement,
+			p.Experts(), p.Ranks(), s.Experts, n)
+	}
+	e.Close()
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	// NCCL_NVLS_ENABLE=0 before NCCL is opened: LoadNCCL sets it first.
+	if _, err := LoadNCCL(e.Options.LibDir); err != nil {
+		return err
+	}
+	e.s, e.p, e.dead = s, p, nil
+	for r, d := range e.Devices {
+		o := e.Options
+		o.Device = d
+		o.TimeExperts = false // no per-expert events: the rank times its own phases
+		b, err := New("loop", o)
+		if err != nil {
+			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+		}
+		rk := &epRank{r: r, b: b, local: p.Local(r), holds: make([]bool, s.Experts)}
+		for _, ex := range rk.local {
+			rk.holds[ex] = true
+		}
+		e.ranks = append(e.ranks, rk)
+		if err := e.fits(rk); err != nil {
+			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+		}
+		if err := b.Prepare(ctx, s); err != nil {
+			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+		}
+		if err := e.setupRank(rk); err != nil {
+			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+		}
+	}
+	// ncclCommInitAll switches this thread's current device; every later
+	// call enters its rank's device again.
+	if e.comms, err = CommInitAll(e.Devices); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// fits refuses, before anything is allocated, a rank whose GPU has less
+// free memory than its layer (the loop backend's plan, every expert's
+// weights included) and its exchange buffers need.
+func (e *EPBackend) fits(rk *epRank) error {
+	plan, err := rk.b.reg.Plan(e.s, nil)
+	if err != nil {
+		return err
+	}
+	layer, exchange := kernels.Total(plan), ExchangeBytes(e.s, len(e.Devices), len(rk.local))
+	free, _, err := rk.b.dev.MemInfo()
+	if err != nil {
+		return err
+	}
+	if need := layer + exchange; need > free {
+		return fmt.Errorf("%w: the rank needs %.2f GiB (layer %.2f GiB, exchange %.2f GiB), the GPU has %.2f GiB free",
+			kernels.ErrOutOfMemory, gib(need), gib(layer), gib(exchange), gib(free))
+	}
+	return nil
+}
+
+func gib(b uint64) float64 { return float64(b) / (1 << 30) }
+
+// setupRank uploads the rank's slice of the batch over the x its backend
+// filled (that is rows 0…tokens−1, rank 0's), and allocates the exchange.
+func (e *EPBackend) setupRank(rk *epRank) error {
+	s, n := e.s, len(e.Devices)
+	leave, err := rk.b.ctx.Enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	for i := range rk.events {
+		if err := check("cuEventCreate", C.call_cuEventCreate(&rk.events[i], 0)); err != nil {
+			return err
+		}
+	}
+	if rk.r > 0 {
+		x := hostRows(s.DType, kernels.InputRows(s, rk.r*s.Tokens, s.Tokens))
+		if err := check("cuMemcpyHtoD_v2(x of rank)", C.call_cuMemcpyHtoD_v2(rk.b.bufs[kernels.BufX], unsafe.Pointer(&x[0]), C.size_t(len(x)))); err != nil {
+			return err
+		}
+	}
+	eb := &rk.bufs
+	sizes := exchangeSizes(s, n, len(rk.local))
+	for i, p := range eb.all() {
+		if *p, err = alloc(exchangeNames[i], sizes[i]); err != nil {
+			return err
+		}
+	}
+	T, N := s.Tokens, n
+	ones := make([]float32, T*N)
+	for i := range ones {
+		ones[i] = 1
+	}
+	return check("cuMemcpyHtoD_v2(ones)", C.call_cuMemcpyHtoD_v2(eb.ones, unsafe.Pointer(&ones[0]), C.size_t(4*len(ones))))
+}
+
+// hostRows converts float32 rows to the dtype's bytes, as the device holds them.
+func hostRows(d kernels.DType, x []float32) []byte {
+	switch d {
+	case kernels.BF16, kernels.FP16:
+		out := make([]byte, 2*len(x))
+		for i, v := range x {
+			h := kernels.FloatToHalf(v)
+			if d == kernels.BF16 {
+				h = kernels.FloatToBF16(v)
+			}
+			out[2*i], out[2*i+1] = byte(h), byte(h>>8)
+		}
+		return out
+	}
+	out := make([]byte, 4*len(x))
+	copy(out, unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x)))
+	return out
+}
+
+// eachRank runs fn for every rank at once, each on its own goroutine with
+// its device entered, and joins their errors.
+func (e *EPBackend) eachRank(what string, fn func(rk *epRank) error) error {
+	errs := make([]error, len(e.ranks))
+	var wg sync.WaitGroup
+	for i, rk := range e.ranks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			leave, err := rk.b.ctx.Enter()
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: rank %d: %w", what, rk.r, err)
+				return
+			}
+			defer leave()
+			if err := fn(rk); err != nil {
+				errs[i] = fmt.Errorf("%s: rank %d: %w", what, rk.r, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// nccl is the rank's stream as NCCL's calls take it.
+func (rk *epRank) nccl() Stream { return streamOf(rk.b.stream) }
+
+// mark records event i on the rank's stream.
+func (rk *epRank) mark(i int) error {
+	return check(fmt.Sprintf("cuEventRecord(ep event %d)", i), C.call_cuEventRecord(rk.events[i], rk.b.stream))
+}
+
+// wait blocks until the rank's stream is idle. NCCL work on it can hang
+// forever when a peer is stuck, so the synchronize runs on its own
+// goroutine while this one polls ncclCommGetAsyncError and the deadline;
+// on either it aborts every communicator, which ends the NCCL kernels and
+// with them the synchronize.
+func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
+	done := make(chan error, 1)
+	go func() {
+		leave, err := rk.b.ctx.Enter()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer leave()
+		done <- check("cuStreamSynchronize("+what+")", C.call_cuStreamSynchronize(rk.b.stream))
+	}()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			// Under the lock: abort frees the communicator, and a poll
+			// racing it would read freed memory.
+			e.mu.Lock()
+			err := e.dead
+			if err == nil {
+				err = e.comms[rk.r].AsyncError()
+			}
+			e.mu.Unlock()
+			if err != nil {
+				return e.abort(fmt.Errorf("%s: %w", what, err))
+			}
+		case <-timer.C:
+			select { // finished as the deadline passed: not a hang
+			case err := <-done:
+				return err
+			default:
+			}
+			return e.abort(fmt.Errorf("%s: rank %d waited %v: %w", what, rk.r, e.timeout(), ErrEPTimeout))
+		}
+	}
+}
+
+// abort ends every communicator after cause, once; later steps return the
+// first cause.
+func (e *EPBackend) abort(cause error) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead != nil {
+		return cause
+	}
+	e.dead = cause
+	var errs []error
+	for _, c := range e.comms {
+		if err := c.Abort(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(append([]error{cause}, errs...)...)
+}
+
+func (e *EPBackend) timeout() time.Duration {
+	if e.Timeout <= 0 {
+		return 30 * time.Second
+	}
+	return e.Timeout
+}
+
+func (e *EPBackend) failed() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead != nil {
+		return fmt.Errorf("ep over GPUs: the communicators were aborted earlier: %w", e.dead)
+	}
+	return nil
+}
+
+// group issues fn's NCCL calls for every rank between one
+// ncclGroupStart/End on this goroutine's thread: in one process driving
+// several GPUs, each device's sends and receives must be in the same group
+// from the same thread, or the first send blocks for a receive that is
+// never issued.
+func (e *EPBackend) group(what string, fn func(rk *epRank, c *Comm) error) error {
+	err := Group(func() error {
+		for _, rk := range e.ranks {
+			if err := fn(rk, e.comms[rk.r]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return e.abort(fmt.Errorf("%s: %w", what, err))
+	}
+	return nil
+}
+
+// Step runs one step on every rank.
+func (e *EPBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepResult, error) {
+	var res kernels.StepResult
+	if len(e.ranks) == 0 || e.comms == nil {
+		return res, kernels.ErrNotPrepared
+	}
+	if err := e.failed(); err != nil {
+		return res, err
+	}
+	if in.Fixed != nil {
+		return res, errors.New("ep over GPUs: a fixed routing is not supported across ranks")
+	}
+	s, E, K := e.s, e.s.Experts, e.s.TopK
+	rowBytes := s.Hidden * s.DType.Size()
+	deadline := time.Now().Add(e.timeout())
+	// 1. Every rank routes its tokens and packs one row per destination.
+	if err := e.eachRank("route", func(rk *epRank) error { return e.send(rk, in, deadline) }); err != nil {
+		return res, err
+	}
+	// 2. Counts: tokens and pairs per expert, from every rank to every rank.
+	stride := 4 * (1 + E)
+	if err := e.group("ncclSend/Recv(counts)", func(rk *epRank, c *Comm) error {
+		for d := range e.ranks {
+			if err := c.Send(DevicePtr(rk.bufs.sendCounts+ptr(d*stride)), 1+E, NCCLInt32, d, rk.nccl()); err != nil {
+				return err
+			}
+			if err := c.Recv(DevicePtr(rk.bufs.recvCounts+ptr(d*stride)), 1+E, NCCLInt32, d, rk.nccl()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	if err := e.eachRank("counts", func(rk *epRank) error { return e.readCounts(rk, deadline) }); err != nil {
+		return res, err
+	}
+	// 3. Dispatch: each destination's slots, weights and token rows. A
+	// pair with nothing to carry is skipped on both ends, which both know
+	// from the counts.
+	if err := e.group("ncclSend/Recv(dispatch)", func(rk *epRank, c *Comm) error {
+		st := rk.nccl()
+		for d := range e.ranks {
+			if n := len(rk.plan.Tokens[d]); n > 0 {
+				at := rk.sentAt[d]
+				// Sent as bytes: nothing is reduced, and one type keeps
+				// both ends' counts in the same unit.
+				for _, x := range []struct {
+					buf   ptr
+					bytes int
+				}{{rk.bufs.sendIDs + ptr(4*at*K), 4 * n * K}, {rk.bufs.sendW + ptr(4*at*K), 4 * n * K}, {rk.bufs.sendX + ptr(at*rowBytes), n * rowBytes}} {
+					if err := c.Send(DevicePtr(x.buf), x.bytes, NCCLUint8, d, st); err != nil {
+						return err
+					}
+				}
+			}
+			if n := rk.recvTok[d]; n > 0 {
+				at := rk.recvAt[d]
+				for _, x := range []struct {
+					buf   ptr
+					bytes int
+				}{{rk.bufs.recvIDs + ptr(4*at*K), 4 * n * K}, {rk.bufs.recvW + ptr(4*at*K), 4 * n * K}, {rk.bufs.recvX + ptr(at*rowBytes), n * rowBytes}} {
+					if err := c.Recv(DevicePtr(x.buf), x.bytes, NCCLUint8, d, st); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	// 4. Every rank runs its experts over what it received and sums each
+	// token's local experts.
+	if err := e.eachRank("experts", func(rk *epRank) error { return e.experts(rk, deadline) }); err != nil {
+		return res, err
+	}
+	// 5. Wait: a one-element all-reduce, timed apart from the transfer back,
+	// is where a rank idles for the slowest.
+	if err := e.group("ncclAllReduce(wait)", func(rk *epRank, c *Comm) error {
+		return c.AllReduce(DevicePtr(rk.bufs.red), DevicePtr(rk.bufs.red), 1, NCCLFloat32, NCCLSum, rk.nccl())
+	}); err != nil {
+		return res, err
+	}
+	if err := e.eachRank("wait", func(rk *epRank) error { return rk.mark(evWaited) }); err != nil {
+		return res, err
+	}
+	// 6. Combine: the sums go back to their tokens' ranks, in the order
+	// they came.
+	if err := e.group("ncclSend/Recv(combine)", func(rk *epRank, c *Comm) error {
+		st := rk.nccl()
+		for d := range e.ranks {
+			if n := rk.recvTok[d]; n > 0 {
+				if err := c.Send(DevicePtr(rk.bufs.sums+ptr(rk.recvAt[d]*rowBytes)), n*rowBytes, NCCLUint8, d, st); err != nil {
+					return err
+				}
+			}
+			if n := len(rk.plan.Tokens[d]); n > 0 {
+				if err := c.Recv(DevicePtr(rk.bufs.back+ptr(rk.sentAt[d]*rowBytes)), n*rowBytes, NCCLUint8, d, st); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	reps := make([]ep.Report, len(e.ranks))
+	if err := e.eachRank("combine", func(rk *epRank) (err error) {
+		reps[rk.r], err = e.finish(rk, deadline)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	return ep.ResultOf(s, reps), ctx.Err()
+}
+
+// send routes the rank's tokens, plans where each goes and packs the send
+// buffers: one row per (token, destination rank), as ep.PlanSource says.
+func (e *EPBackend) send(rk *epRank, in kernels.StepInput, deadline time.Time) error {
+	s, b := e.s, rk.b
+	T, K, E, N := s.Tokens, s.TopK, s.Experts, len(e.ranks)
+	if err := rk.mark(evStart); err != nil {
+		return err
+	}
+	if err := b.route(in); err != nil {
+		return err
+	}
+	if err := rk.mark(evRouted); err != nil {
+		return err
+	}
+	ids, w := make([]int32, T*K), make([]float32, T*K)
+	if err := check("cuStreamSynchronize(route)", C.call_cuStreamSynchronize(b.stream)); err != nil {
+		return err
+	}
+	if err := check("cuMemcpyDtoH_v2(ids)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&ids[0]), b.bufs[kernels.BufTopKIDs], C.size_t(4*T*K))); err != nil {
+		return err
+	}
+	if err := check("cuMemcpyDtoH_v2(weights)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&w[0]), b.bufs[kernels.BufTopKWeights], C.size_t(4*T*K))); err != nil {
+		return err
+	}
+	plan, err := ep.PlanSource(e.p, rk.r, ids, K)
+	if err != nil {
+		return err
+	}
+	pk := packSends(plan, w, T, E)
+	rk.plan, rk.sentAt = plan, pk.at
+	rowOf, counts, slots, weights := pk.rowOf, pk.counts, pk.slots, pk.weights
+	for _, u := range []struct {
+		what string
+		dst  ptr
+		src  unsafe.Pointer
+		n    int
+	}{
+		{"cuMemcpyHtoD_v2(send rows)", rk.bufs.sendRowOf, unsafe.Pointer(&rowOf[0]), 4 * len(rowOf)},
+		{"cuMemcpyHtoD_v2(send counts)", rk.bufs.sendCounts, unsafe.Pointer(&counts[0]), 4 * len(counts)},
+		{"cuMemcpyHtoD_v2(send slots)", rk.bufs.sendIDs, unsafe.Pointer(&slots[0]), 4 * len(slots)},
+		{"cuMemcpyHtoD_v2(send weights)", rk.bufs.sendW, unsafe.Pointer(&weights[0]), 4 * len(weights)},
+	} {
+		if err := check(u.what, C.call_cuMemcpyHtoD_v2(u.dst, u.src, C.size_t(u.n))); err != nil {
+			return err
+		}
+	}
+	_, _, sfx := dtypes(s.DType)
+	// gather with k = ranks: block t·N+d copies token t to its row for d.
+	if err := b.mod.launch("gather_"+sfx, uint32(T*N), 128, b.stream, argPtr(b.bufs[kernels.BufX]), argPtr(rk.bufs.sendRowOf),
+		argInt(N), argInt(s.Hidden), argPtr(rk.bufs.sendX)); err != nil {
+		return err
+	}
+	return rk.mark(evPacked)
+}
+
+// readCounts waits for the counts and reads how many tokens each source
+// sends this rank.
+func (e *EPBackend) readCounts(rk *epRank, deadline time.Time) error {
+	E, N := e.s.Experts, len(e.ranks)
+	if err := e.wait(rk, "counts", deadline); err != nil {
+		return err
+	}
+	counts := make([]int32, N*(1+E))
+	if err := check("cuMemcpyDtoH_v2(recv counts)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&counts[0]), rk.bufs.recvCounts, C.size_t(4*len(counts)))); err != nil {
+		return err
+	}
+	var err error
+	rk.recvTok, rk.recvAt, rk.expertRows, err = readRecvCounts(counts, N, E, e.s.Tokens, rk.r, rk.holds)
+	return err
+}
+
+// experts groups the received rows by local expert, runs the experts'
+// GEMMs and sums each received token's local experts by their weights.
+func (e *EPBackend) experts(rk *epRank, deadline time.Time) error {
+	s, b := e.s, rk.b
+	K := s.TopK
+	if err := rk.mark(evDispatched); err != nil {
+		return err
+	}
+	R := 0
+	for _, n := range rk.recvTok {
+		R += n
+	}
+	if err := e.wait(rk, "dispatch", deadline); err != nil {
+		return err
+	}
+	ids := make([]int32, R*K)
+	if R > 0 {
+		if err := check("cuMemcpyDtoH_v2(recv slots)", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&ids[0]), rk.bufs.recvIDs, C.size_t(4*len(ids)))); err != nil {
+			return err
+		}
+	}
+	rowOf, off, pairs, err := groupReceived(ids, rk.r, rk.local, rk.holds, rk.expertRows)
+	if err != nil {
+		return err
+	}
+	rk.pairs = pairs
+	if R > 0 {
+		if err := check("cuMemcpyHtoD_v2(recv rows)", C.call_cuMemcpyHtoD_v2(rk.bufs.recvRowOf, unsafe.Pointer(&rowOf[0]), C.size_t(4*R*K))); err != nil {
+			return err
+		}
+	}
+	_, _, sfx := dtypes(s.DType)
+	if rk.pairs > 0 {
+		if err := b.mod.launch("gather_"+sfx, uint32(R*K), 128, b.stream, argPtr(rk.bufs.recvX), argPtr(rk.bufs.recvRowOf),
+			argInt(K), argInt(s.Hidden), argPtr(rk.bufs.px)); err != nil {
+			return err
+		}
+	}
+	if err := rk.mark(evGrouped); err != nil {
+		return err
+	}
+	dt := s.DType.Size()
+	gemm := func(second bool) error {
+		n, k, ldx := gemmShape(s, second)
+		for _, ex := range rk.local {
+			rows := rk.expertRows[ex]
+			if rows == 0 {
+				continue
+			}
+			o := off[ex]
+			x, w, y := rk.bufs.px+ptr(o*ldx*dt), b.bufs[kernels.BufW1]+ptr(ex*k*n*dt), rk.bufs.h+ptr(o*n*dt)
+			if second {
+				x, w, y = rk.bufs.h+ptr(o*ldx*dt), b.bufs[kernels.BufW2]+ptr(ex*k*n*dt), rk.bufs.y+ptr(o*n*dt)
+			}
+			if err := b.gemmEx(b.handle, rows, n, k, ldx, x, w, y); err != nil {
+				return fmt.Errorf("expert %d: %w", ex, err)
+			}
+		}
+		return nil
+	}
+	if err := gemm(false); err != nil {
+		return err
+	}
+	if err := rk.mark(evGEMM1); err != nil {
+		return err
+	}
+	if rk.pairs > 0 {
+		if err := b.activate(rk.bufs.h, rk.pairs, s.FFN, b.stream); err != nil {
+			return err
+		}
+	}
+	if err := rk.mark(evAct); err != nil {
+		return err
+	}
+	if err := gemm(true); err != nil {
+		return err
+	}
+	if err := rk.mark(evGEMM2); err != nil {
+		return err
+	}
+	if R > 0 {
+		// One block per received token: Σ over its local slots of weight ·
+		// y; slots of other ranks' experts are −1 and skipped.
+		if err := b.mod.launch("combine_"+sfx, uint32(R), uint32(min(256, roundUp(s.Hidden, 32))), b.stream,
+			argPtr(rk.bufs.y), argPtr(rk.bufs.recvRowOf), argPtr(rk.bufs.recvW), argInt(K), argInt(s.Hidden),
+			argPtr(0), argPtr(rk.bufs.sums)); err != nil {
+			return err
+		}
+	}
+	return rk.mark(evSummed)
+}
+
+// finish sums what came back for each of the rank's tokens (one row per
+// rank it went to, weight 1) into the output, waits, and reports the
+// rank's phases.
+func (e *EPBackend) finish(rk *epRank, deadline time.Time) (ep.Report, error) {
+	s, b, N := e.s, rk.b, len(e.ranks)
+	var rep ep.Report
+	_, _, sfx := dtypes(s.DType)
+	if err := b.mod.launch("combine_"+sfx, uint32(s.Tokens), uint32(min(256, roundUp(s.Hidden, 32))), b.stream,
+		argPtr(rk.bufs.back), argPtr(rk.bufs.sendRowOf), argPtr(rk.bufs.ones), argInt(N), argInt(s.Hidden),
+		argPtr(0), argPtr(b.bufs[kernels.BufOut])); err != nil {
+		return rep, err
+	}
+	if err := rk.mark(evCombined); err != nil {
+		return rep, err
+	}
+	if err := e.wait(rk, "combine", deadline); err != nil {
+		return rep, err
+	}
+	var ms [numEPEvents - 1]time.Duration
+	for i := range ms {
+		var f C.float
+		if err := check("cuEventElapsedTime", C.call_cuEventElapsedTime(&f, rk.events[i], rk.events[i+1])); err != nil {
+			return rep, err
+		}
+		ms[i] = time.Duration(float64(f) * 1e6)
+	}
+	ph := ep.PhaseTimes{
+		Router:   ms[evStart],
+		Permute:  ms[evRouted] + ms[evDispatched],
+		Dispatch: ms[evPacked],
+		GEMM1:    ms[evGrouped],
+		Act:      ms[evGEMM1],
+		GEMM2:    ms[evAct],
+		Wait:     ms[evSummed],
+		Combine:  ms[evGEMM2] + ms[evWaited],
+	}
+	d := ph.Durations()
+	rep.Rank = rk.r
+	for _, t := range d {
+		rep.PhasesNS = append(rep.PhasesNS, int64(t))
+	}
+	sentTok, sentPairs := 0, 0
+	for dst := range N {
+		if dst != rk.r {
+			sentTok += len(rk.plan.Tokens[dst])
+			sentPairs += rk.plan.Pairs[dst]
+		}
+	}
+	row := int64(s.Hidden) * int64(s.DType.Size())
+	rep.SentBytes, rep.SavedBytes = int64(sentTok)*row, int64(sentPairs-sentTok)*row
+	for _, n := range rk.recvTok {
+		rep.RecvTokens += n
+	}
+	rep.RecvRows = rk.pairs
+	rep.ExpertRows = append([]int(nil), rk.expertRows...)
+	return rep, nil
+}
+
+// Poison fills every rank's output with NaN.
+func (e *EPBackend) Poison() error {
+	for _, rk := range e.ranks {
+		if err := rk.b.Poison(); err != nil {
+			return fmt.Errorf("rank %d: %w", rk.r, err)
+		}
+	}
+	return nil
+}
+
+// Output is the whole batch's output, rank 0's tokens first.
+func (e *EPBackend) Output() ([]float32, error) {
+	var out []float32
+	for _, rk := range e.ranks {
+		o, err := rk.b.Output()
+		if err != nil {
+			return nil, fmt.Errorf("rank %d: %w", rk.r, err)
+		}
+		out = append(out, o...)
+	}
+	return out, nil
+}
+
+// Routing is the whole batch's router choice, rank 0's tokens first.
+func (e *EPBackend) Routing() (kernels.Assignment, error) {
+	var a kernels.Assignment
+	for _, rk := range e.ranks {
+		r, err := rk.b.Routing()
+		if err != nil {
+			return a, fmt.Errorf("rank %d: %w", rk.r, err)
+		}
+		a.IDs, a.Weights = append(a.IDs, r.IDs...), append(a.Weights, r.Weights...)
+	}
+	return a, nil
+}
+
+// Logits is the whole batch's router logits, rank 0's tokens first.
+func (e *EPBackend) Logits() ([]float32, error) {
+	var out []float32
+	for _, rk := range e.ranks {
+		l, err := rk.b.Logits()
+		if err != nil {
+			return nil, fmt.Errorf("rank %d: %w", rk.r, err)
+		}
+		out = append(out, l...)
+	}
+	return out, nil
+}
+
+// Close ends the communicators (aborting them when a step failed: a peer
+// may be gone) and releases every rank; a second Close does nothing.
+func (e *EPBackend) Close() error {
+	var errs []error
+	for _, c := range e.comms {
+		end := c.Destroy
+		if e.dead != nil {
+			end = c.Abort
+		}
+		if err := end(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	e.comms = nil
+	for _, rk := range e.ranks {
+		if rk.b.ctx != nil {
+			if leave, err := rk.b.ctx.Enter(); err == nil {
+				for _, p := range rk.bufs.all() {
+					if err := free(*p); err != nil {
+						errs = append(errs, fmt.Errorf("rank %d: %w", rk.r, err))
+					}
+					*p = 0
+				}
+				for i, ev := range rk.events {
+					if ev != nil {
+						C.call_cuEventDestroy_v2(ev)
+						rk.events[i] = nil
+					}
+				}
+				leave()
+			}
+		}
+		if err := rk.b.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("rank %d: %w", rk.r, err))
+		}
+	}
+	e.ranks = nil
+	return errors.Join(errs...)
+}
+
+// sends is what a rank uploads before dispatch, from its plan.
+type sends struct {
+	// at[d] is destination d's first row in the send buffers.
+	at []int
+	// rowOf[t·ranks+d] is token t's row in the send buffers for d, or −1.
+	rowOf []int32
+	// counts[d·(1+experts)…] is what d is told: tokens, then pairs per expert.
+	counts []int32
+	// slots and weights, top-k per sent row: the expert d runs for the
+	// slot (−1: another rank's) and the router's weight (0 for −1).
+	slots   []int32
+	weights []float32
+}
+
+// packSends lays out a source's sends by destination, in plan order; w is
+// the router's weights of the source's tokens, top-k per token.
+func packSends(plan *ep.SourcePlan, w []float32, tokens, experts int) sends {
+	N, K := len(plan.Tokens), plan.TopK
+	out := sends{at: make([]int, N), rowOf: make([]int32, tokens*N), counts: make([]int32, N*(1+experts))}
+	for i := range out.rowOf {
+		out.rowOf[i] = -1
+	}
+	at := 0
+	for d := range N {
+		out.at[d] = at
+		out.counts[d*(1+experts)] = int32(len(plan.Tokens[d]))
+		for ex, c := range plan.Rows[d] {
+			out.counts[d*(1+experts)+1+ex] = int32(c)
+		}
+		for j, t := range plan.Tokens[d] {
+			out.rowOf[int(t)*N+d] = int32(at + j)
+			for k := range K {
+				id := plan.Slots[d][j*K+k]
+				wt := float32(0)
+				if id >= 0 {
+					wt = w[int(t)*K+k]
+				}
+				out.slots, out.weights = append(out.slots, id), append(out.weights, wt)
+			}
+		}
+		at += len(plan.Tokens[d])
+	}
+	return out
+}
+
+// readRecvCounts reads what every source announced to rank self: tokens
+// from each (tok), where each source's rows start (at, in source order),
+// and pairs per expert over all sources. Counts a source could not have
+// sent, or for experts self does not hold, are refused.
+func readRecvCounts(counts []int32, ranks, experts, tokens, self int, holds []bool) (tok, at, expertRows []int, err error) {
+	if len(counts) != ranks*(1+experts) {
+		return nil, nil, nil, fmt.Errorf("%d counts, want %d ranks × (1 + %d experts)", len(counts), ranks, experts)
+	}
+	tok, at, expertRows = make([]int, ranks), make([]int, ranks), make([]int, experts)
+	next := 0
+	for src := range ranks {
+		c := counts[src*(1+experts) : (src+1)*(1+experts)]
+		if c[0] < 0 || int(c[0]) > tokens {
+			return nil, nil, nil, fmt.Errorf("rank %d says it sends %d tokens, of %d it holds", src, c[0], tokens)
+		}
+		tok[src], at[src] = int(c[0]), next
+		next += int(c[0])
+		for ex, n := range c[1:] {
+			switch {
+			case n < 0 || int(n) > int(c[0]):
+				return nil, nil, nil, fmt.Errorf("rank %d says it sends %d rows of expert %d in %d tokens", src, n, ex, c[0])
+			case n > 0 && !holds[ex]:
+				return nil, nil, nil, fmt.Errorf("rank %d sends %d rows of expert %d, which rank %d does not hold", src, n, ex, self)
+			}
+			expertRows[ex] += int(n)
+		}
+	}
+	return tok, at, expertRows, nil
+}
+
+// groupReceived gives each received (token, slot) its row among the pairs:
+// each local expert's rows after the earlier local experts' (off), −1 for
+// a slot another rank serves. ids are the received slots, top-k per token;
+// the slots must agree with the counts announced (expertRows).
+func groupReceived(ids []int32, self int, local []int, holds []bool, expertRows []int) (rowOf []int32, off []int, pairs int, err error) {
+	off = make([]int, len(expertRows))
+	for _, ex := range local {
+		off[ex] = pairs
+		pairs += expertRows[ex]
+	}
+	rowOf = make([]int32, max(1, len(ids)))
+	cursor := make([]int, len(expertRows))
+	for i, id := range ids {
+		if id < 0 {
+			rowOf[i] = -1
+			continue
+		}
+		if int(id) >= len(expertRows) || !holds[id] {
+			return nil, nil, 0, fmt.Errorf("received a slot for expert %d, which rank %d does not hold", id, self)
+		}
+		if cursor[id] >= expertRows[id] {
+			return nil, nil, 0, fmt.Errorf("received more slots of expert %d than the %d announced", id, expertRows[id])
+		}
+		rowOf[i] = int32(off[id] + cursor[id])
+		cursor[id]++
+	}
+	for _, ex := range local {
+		if cursor[ex] != expertRows[ex] {
+			return nil, nil, 0, fmt.Errorf("received %d slots of expert %d, %d were announced", cursor[ex], ex, expertRows[ex])
+		}
+	}
+	return rowOf, off, pairs, nil
+}
