@@ -147,7 +147,9 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		caps = probeGPU()
 	}
 	base := profiler.DefaultCPUConfig()
-	if caps.GPU && f.ep.ranks == 0 {
+	// Ranks on the CPU reference get its small default layer; GPUs, the
+	// GPU's, also when --ep runs its ranks on GPUs (opted in).
+	if caps.GPU && (f.ep.ranks == 0 || (!(named && !reg.NeedsGPU) && cuda.GPUEPAllowed() == nil)) {
 		base = profiler.DefaultGPUConfig()
 	}
 	cfg, err := f.layer.config(fs, base)
