@@ -273,6 +273,18 @@ run_decode() {
   python3 scripts/compare.py "$DIR/decode-moetop.json" "$DIR/decode-peer.json" | tee "$DIR/decode-compare.txt"
 }
 
+run_ep() {
+  step "expert parallelism over 2 GPUs through NCCL (not yet checked on GPUs: opted in here)"
+  n=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+  if [ "$n" -lt 2 ]; then echo "(one GPU here: skipped)"; return; fi
+  export NCCL_NVLS_ENABLE=0 MOETOP_UNVERIFIED_GPU_EP=1
+  (cd kernels/cuda && ../../bin/cuda.test -test.run TwoGPU -test.v -test.count=1 2>&1) > "$DIR/ep-test.log"
+  grep -E "^(--- |ok|FAIL|PASS)" "$DIR/ep-test.log" | head -20
+  timeout 120 bin/moetop --ep 2 --backend loop --steps 200 --window 0 --record "$DIR/ep2.jsonl" --force 2>&1 | tail -2
+  bin/moetop summary "$DIR/ep2.jsonl" 2>&1 | tail -25
+  unset MOETOP_UNVERIFIED_GPU_EP
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -286,7 +298,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,t
 for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
-    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; hopper) run_hopper;;
+    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; ep) run_ep;; hopper) run_hopper;;
     all) run_check; run_live; run_bench;;
   esac
 done
