@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/moetop/moetop/bench"
@@ -63,6 +62,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	warmup := fs.Int("warmup", 3, "untimed steps before timing")
 	format := fs.String("format", "table", "table, json, csv or md")
 	out := fs.String("out", "", "write results to FILE instead of stdout")
+	force := fs.Bool("force", false, "overwrite --out if it exists")
 	runOOM := fs.Bool("run-predicted-oom", false, "run cases the memory model says will not fit, to test the model")
 	noGraphs := fs.Bool("no-graphs", false, "issue every GEMM from the host (loop, streams): no CUDA graph replay")
 	gpuFlags(fs)
@@ -146,13 +146,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.Ceilings = c
 	}
 	w := stdout
+	var done func(ok bool) error // --out is written whole at the end, or not at all
 	if *out != "" {
-		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return fmt.Errorf("bench: %w", err)
+		if w, done, err = outputFile("", *out, *force); err != nil {
+			return err
 		}
-		defer f.Close()
-		w = f
 	}
 	prog := newProgress(stderr, bench.Total(cases, o))
 	o.Progress = prog.update
@@ -173,7 +171,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		bench.WriteCeilings(stdout, results)
 		bench.PassRates(stdout, results)
 	} else if err := bench.Write(w, *format, results); err != nil {
+		if done != nil {
+			done(false)
+		}
 		return fmt.Errorf("bench: writing results: %w", err)
+	}
+	// An interrupted bench keeps what it measured.
+	if done != nil {
+		if err := done(true); err != nil {
+			return fmt.Errorf("bench: writing %s: %w", *out, err)
+		}
 	}
 	if *format == "json" || *format == "csv" || *out != "" {
 		bench.WriteCeilings(stderr, results)

@@ -136,7 +136,7 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	w := stdout
 	var done func(ok bool) error
 	if *out != "" {
-		if w, done, err = exportFile(path, *out, *force); err != nil {
+		if w, done, err = outputFile(path, *out, *force); err != nil {
 			return err
 		}
 	}
@@ -165,12 +165,13 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// exportFile opens a temporary file beside out for an export of log; done
-// renames it to out when the export worked and removes it when not, so a
-// failed export leaves no partial file and an old out stays whole. out may
-// not be the log itself, whatever the path it is named by.
-func exportFile(log, out string, force bool) (w io.Writer, done func(ok bool) error, err error) {
-	if a, err := os.Stat(log); err == nil {
+// outputFile opens a temporary file beside out for a command's results
+// (an export of log, a bench); done renames it to out when the command
+// worked and removes it when not, so a failed run leaves no partial file
+// and an old out stays whole. out may not be the input log itself,
+// whatever the path it is named by.
+func outputFile(log, out string, force bool) (w io.Writer, done func(ok bool) error, err error) {
+	if a, err := os.Stat(log); log != "" && err == nil {
 		if b, err := os.Stat(out); err == nil && os.SameFile(a, b) {
 			return nil, nil, usagef("--out %s is the log being exported; choose another file", out)
 		}

@@ -21,7 +21,7 @@ moetop trace (docs/trace-format.md, v2), which --routing trace:FILE replays
 (--layers all steps through its layers like a forward pass; --layer L replays one).
 
 Usage:
-  moetop trace import --from FORMAT [--tokens-per-step N] [--experts N] IN... OUT
+  moetop trace import --from FORMAT [--tokens-per-step N] [--experts N] [--force] IN... OUT
 
 Formats:
 `)
@@ -46,6 +46,7 @@ func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	from := fs.String("from", "", "the dump's `FORMAT`: sglang, vllm, eplb or flame")
 	var opt trace.Options
 	fs.IntVar(&opt.TokensPerStep, "tokens-per-step", 0, "flame: tokens per step (default 4096)")
+	force := fs.Bool("force", false, "overwrite OUT if it exists")
 	fs.IntVar(&opt.Experts, "experts", 0, "flame: experts per layer (default: the highest expert id seen + 1)")
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -80,6 +81,9 @@ func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error 
 				return usagef("the output %s is also an input; choose another OUT", out)
 			}
 		}
+	}
+	if _, err := os.Lstat(out); err == nil && !*force {
+		return usagef("%s exists; pass --force to overwrite it", out)
 	}
 	if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
 		return usagef("cannot write %s: its folder does not exist", out)

@@ -63,6 +63,7 @@ func TestTraceCommandBadInput(t *testing.T) {
 		{"a directory", []string{"trace", "import", "--from", "eplb", dir, filepath.Join(dir, "o.jsonl")}, "directory"},
 		{"a missing input", []string{"trace", "import", "--from", "eplb", filepath.Join(dir, "none.csv"), filepath.Join(dir, "o.jsonl")}, "none.csv"},
 		{"the output is an input", []string{"trace", "import", "--from", "sglang", notDump, notDump}, "also an input"},
+		{"an output that exists", []string{"trace", "import", "--from", "sglang", "../../trace/testdata/sglang_stat.pt", notDump}, "--force"},
 		{"no folder for the output", []string{"trace", "import", "--from", "sglang", notDump, filepath.Join(dir, "no", "o.jsonl")}, "folder"},
 		{"layers without a trace", []string{"--layers", "all", "--backend", "cpu"}, "--routing trace:FILE"},
 		{"layer and layers", []string{"--layers", "all", "--layer", "3", "--routing", "trace:x"}, "not both"},
