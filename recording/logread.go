@@ -284,6 +284,9 @@ func (l *Log) index() error {
 		return err
 	}
 	if !header {
+		if l.temp != "" { // a .zst whose stream held no complete block
+			return &LogError{l.Path, "the zstd stream ends before its first complete block (was the recording killed at once?); there is nothing to read"}
+		}
 		return &LogError{l.Path, "the file is empty; it is not a moetop log"}
 	}
 	return l.walk(func(_ stream.Sample, start, end int64) error {

@@ -89,3 +89,17 @@ func TestOpenLogOfAMissingFileIsNotExist(t *testing.T) {
 		t.Fatalf("got %v, want os.ErrNotExist", err)
 	}
 }
+
+func TestAZstdCutBeforeItsFirstBlockSaysSo(t *testing.T) {
+	// A zstd frame header and nothing more: a recording killed at once.
+	cut := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58}
+	path := filepath.Join(t.TempDir(), "cut.jsonl.zst")
+	if err := os.WriteFile(path, cut, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenLog(path)
+	var le *LogError
+	if !errors.As(err, &le) || !strings.Contains(le.Msg, "before its first complete block") {
+		t.Fatalf("err = %v; want a LogError saying the stream ends before its first block", err)
+	}
+}
