@@ -30,29 +30,20 @@ const maxPlacementBytes = 4 << 20
 
 // ReadPlacement reads a placement file for a layer of experts experts run over
 // ranks ranks. Errors are one line naming the file and wrap ErrBadPlacement.
-// A FIFO, device or directory is refused before it is opened for reading, so
-// a wrong path never blocks.
+// A FIFO, device or directory is refused without blocking.
 func ReadPlacement(path string, experts, ranks int) (*Placement, error) {
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("placement %s: %w", path, badf(format, a...))
 	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("placement: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fail("not a regular file (want a JSON file of expert → ranks)")
-	}
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO returns at once instead of waiting for a
+	// writer; what was opened is then checked, with no window between.
+	f, err := openNonBlocking(path)
 	if err != nil {
 		return nil, fmt.Errorf("placement: %w", err)
 	}
 	defer f.Close()
-	// The path may have been swapped between Stat and Open; check what was
-	// opened too (opening a FIFO for reading would already have blocked, but
-	// reading a device would not stop).
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, fail("not a regular file")
+		return nil, fail("not a regular file (want a JSON file of expert → ranks)")
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPlacementBytes+1))
 	if err != nil {
