@@ -39,6 +39,10 @@ type Loop struct {
 	// Caps is that device's, for the memory model's capability checks
 	// (zero: unknown, nothing refused).
 	Caps kernels.Caps
+	// HeldRanks is how many expert-parallel ranks this process holds (0
+	// or 1: one): the memory model counts all of their tokens, as the
+	// step's rows do.
+	HeldRanks int
 	// MinSampleMS folds steps shorter than this into one sample with
 	// their mean and spread (0: a sample per step); see window.
 	MinSampleMS float64
@@ -254,7 +258,11 @@ func (l *Loop) attachReadings(s *stream.Sample) {
 	if r, known := kernels.Lookup(l.Backend.Info().Name); known && r.NeedsGPU && snap.Host != nil {
 		return
 	}
-	m := Model(l.Config, s.Rows, l.Backend.Info().Name, l.Caps, free, total)
+	c := l.Config
+	if l.HeldRanks > 1 {
+		c.Tokens *= l.HeldRanks
+	}
+	m := Model(c, s.Rows, l.Backend.Info().Name, l.Caps, free, total)
 	m.Host = snap.Host != nil
 	s.Memory = []stream.Memory{m}
 }

@@ -179,7 +179,8 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	poller := startSampler(ctx, running, f.interval)
 	defer poller.Close() // NVML shuts down after the sampler's last read
-	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, Caps: caps, MinSampleMS: float64(f.window) / 1e6}
+	loop := &profiler.Loop{Backend: be, Config: cfg, Sampler: poller, Caps: caps, MinSampleMS: float64(f.window) / 1e6,
+		HeldRanks: f.ep.inProcess()}
 	if f.ep.headless() {
 		return f.ep.follow(ctx, loop, stderr)
 	}
