@@ -164,8 +164,18 @@ func Check(ctx context.Context, b Checkable, c CheckCase, rng *rand.Rand) (r Che
 			}
 		}
 	}
+	// A backend's own ids and rows are checked before they index anything:
+	// a broken backend fails its check, it does not crash it.
+	if len(res.Rows) != s.Experts {
+		r.Err = fmt.Errorf("step reported rows for %d experts, the layer has %d", len(res.Rows), s.Experts)
+		return r
+	}
 	counts := make([]int, s.Experts)
-	for _, id := range route.IDs {
+	for i, id := range route.IDs {
+		if id < 0 || int(id) >= s.Experts {
+			r.Err = fmt.Errorf("routing slot %d names expert %d of %d", i, id, s.Experts)
+			return r
+		}
 		counts[id]++
 	}
 	for e, n := range counts {

@@ -354,6 +354,11 @@ func (c *CPU) Poison() error {
 	for i := range c.out {
 		c.out[i] = nan
 	}
+	// The shared experts' output too: their inputs do not change between
+	// steps, so an output left from the last step would hide a missing join.
+	for i := range c.sy {
+		c.sy[i] = nan
+	}
 	return nil
 }
 

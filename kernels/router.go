@@ -122,6 +122,8 @@ func (r Router) Check(experts, k int) error {
 	switch {
 	case !r.Kind.Valid():
 		return fmt.Errorf("unknown router %v", r.Kind)
+	case experts < 1 || k < 1 || k > experts:
+		return fmt.Errorf("top-%d of %d experts; want 1 ≤ top-k ≤ experts", k, experts)
 	case r.Scale < 0 || math.IsNaN(float64(r.Scale)) || math.IsInf(float64(r.Scale), 0):
 		return fmt.Errorf("routed scale %g; want a positive number", r.Scale)
 	case r.Kind != SigmoidGrouped && (r.Groups != 0 || r.TopKGroups != 0):

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"math/rand/v2"
@@ -206,6 +207,40 @@ func TestFLOPsCountGatedAndSharedExperts(t *testing.T) {
 		}
 		if g := sh.SharedFLOPs(); g != tc.shrdFLOP {
 			t.Errorf("%s: shared FLOPs %g, want %g", tc.name, g, tc.shrdFLOP)
+		}
+	}
+}
+
+func TestPrepareRefusesAnImpossibleTopK(t *testing.T) {
+	for _, k := range []int{0, -1, 9} {
+		s := Shape{Tokens: 4, Hidden: 8, FFN: 8, Experts: 8, TopK: k, DType: FP32}
+		if err := NewCPU().Prepare(context.Background(), s); err == nil {
+			t.Errorf("top-%d of 8 experts was prepared; want it refused", k)
+		}
+	}
+}
+
+func TestPoisonCoversTheSharedExpertsOutput(t *testing.T) {
+	c := NewCPU()
+	s := Shape{Tokens: 4, Hidden: 8, FFN: 8, Experts: 4, TopK: 2, DType: FP32, SharedExperts: 1}
+	if err := c.Prepare(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Poison(); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range c.sy {
+		if v == v { // not NaN
+			t.Fatalf("shared output %d is %v after Poison; a step that skipped the shared experts would pass", i, v)
+		}
+	}
+	if _, err := c.Step(context.Background(), StepInput{}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := c.Output()
+	for i, v := range out {
+		if v != v {
+			t.Fatalf("output %d is NaN after a step: the shared experts were not recomputed", i)
 		}
 	}
 }

@@ -640,10 +640,10 @@ func (b *Backend) route(in kernels.StepInput) error {
 				return fmt.Errorf("fixed assignment: expert %d out of range", id)
 			}
 		}
-		if err := check("cuMemcpyHtoD_v2(ids)", C.call_cuMemcpyHtoD_v2(b.bufs[kernels.BufTopKIDs], unsafe.Pointer(&in.Fixed.IDs[0]), C.size_t(4*s.Rows()))); err != nil {
+		if err := check("cuMemcpyHtoDAsync_v2(ids)", C.call_cuMemcpyHtoDAsync_v2(b.bufs[kernels.BufTopKIDs], unsafe.Pointer(&in.Fixed.IDs[0]), C.size_t(4*s.Rows()), b.stream)); err != nil {
 			return err
 		}
-		return check("cuMemcpyHtoD_v2(weights)", C.call_cuMemcpyHtoD_v2(b.bufs[kernels.BufTopKWeights], unsafe.Pointer(&in.Fixed.Weights[0]), C.size_t(4*s.Rows())))
+		return check("cuMemcpyHtoDAsync_v2(weights)", C.call_cuMemcpyHtoDAsync_v2(b.bufs[kernels.BufTopKWeights], unsafe.Pointer(&in.Fixed.Weights[0]), C.size_t(4*s.Rows()), b.stream))
 	}
 	data, _, _ := dtypes(s.DType)
 	// logits[T×E] = x[T×H]·Wg[H×E], kept in float32 whatever the dtype.
@@ -788,17 +788,25 @@ func (b *Backend) Poison() error {
 	}
 	defer leave()
 	n := b.s.Tokens * b.s.Hidden
-	out := b.bufs[kernels.BufOut]
-	switch b.s.DType {
-	case kernels.BF16:
-		err = check("cuMemsetD16Async", C.call_cuMemsetD16Async(out, 0x7fc0, C.size_t(n), b.stream))
-	case kernels.FP16:
-		err = check("cuMemsetD16Async", C.call_cuMemsetD16Async(out, 0x7e00, C.size_t(n), b.stream))
-	default:
-		err = check("cuMemsetD32Async", C.call_cuMemsetD32Async(out, 0x7fc00000, C.size_t(n), b.stream))
-	}
-	if err != nil {
-		return err
+	// The output, and the shared experts' output: their inputs do not
+	// change between steps, so a value left from the last step would hide
+	// a missing join.
+	for _, id := range []kernels.BufferID{kernels.BufOut, kernels.BufSharedY} {
+		buf := b.bufs[id]
+		if buf == 0 { // no shared experts: no buffer
+			continue
+		}
+		switch b.s.DType {
+		case kernels.BF16:
+			err = check("cuMemsetD16Async", C.call_cuMemsetD16Async(buf, 0x7fc0, C.size_t(n), b.stream))
+		case kernels.FP16:
+			err = check("cuMemsetD16Async", C.call_cuMemsetD16Async(buf, 0x7e00, C.size_t(n), b.stream))
+		default:
+			err = check("cuMemsetD32Async", C.call_cuMemsetD32Async(buf, 0x7fc00000, C.size_t(n), b.stream))
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return check("cuStreamSynchronize(poison)", C.call_cuStreamSynchronize(b.stream))
 }

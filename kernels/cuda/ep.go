@@ -79,6 +79,9 @@ type EPBackend struct {
 	// rank from Devices).
 	Options Options
 
+	// stepCtx is the running Step's context: a wait ends with it.
+	stepCtx context.Context
+
 	s     kernels.Shape
 	p     *ep.Placement
 	ranks []*epRank
@@ -294,7 +297,7 @@ func (e *EPBackend) setupRank(rk *epRank) error {
 	}
 	if rk.r > 0 {
 		x := hostRows(s.DType, kernels.InputRows(s, rk.r*s.Tokens, s.Tokens))
-		if err := check("cuMemcpyHtoD_v2(x of rank)", C.call_cuMemcpyHtoD_v2(rk.b.bufs[kernels.BufX], unsafe.Pointer(&x[0]), C.size_t(len(x)))); err != nil {
+		if err := check("cuMemcpyHtoDAsync_v2(x of rank)", C.call_cuMemcpyHtoDAsync_v2(rk.b.bufs[kernels.BufX], unsafe.Pointer(&x[0]), C.size_t(len(x)), rk.b.stream)); err != nil {
 			return err
 		}
 	}
@@ -305,12 +308,17 @@ func (e *EPBackend) setupRank(rk *epRank) error {
 			return err
 		}
 	}
+	// The wait all-reduce sums this one float every step: start it at 0
+	// rather than from whatever the allocation held.
+	if err := check("cuMemsetD32Async(wait buffer)", C.call_cuMemsetD32Async(eb.red, 0, 1, rk.b.stream)); err != nil {
+		return err
+	}
 	T, N := s.Tokens, n
 	ones := make([]float32, T*N)
 	for i := range ones {
 		ones[i] = 1
 	}
-	return check("cuMemcpyHtoD_v2(ones)", C.call_cuMemcpyHtoD_v2(eb.ones, unsafe.Pointer(&ones[0]), C.size_t(4*len(ones))))
+	return check("cuMemcpyHtoDAsync_v2(ones)", C.call_cuMemcpyHtoDAsync_v2(eb.ones, unsafe.Pointer(&ones[0]), C.size_t(4*len(ones)), rk.b.stream))
 }
 
 // hostRows converts float32 rows to the dtype's bytes, as the device holds them.
@@ -370,6 +378,10 @@ func (rk *epRank) mark(i int) error {
 // on either it aborts every communicator, which ends the NCCL kernels and
 // with them the synchronize.
 func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
+	ctx := e.stepCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	done := make(chan error, 1)
 	go func() {
 		leave, err := rk.b.ctx.Enter()
@@ -388,6 +400,10 @@ func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
 		select {
 		case err := <-done:
 			return err
+		case <-ctx.Done():
+			// q or Ctrl-C: end now rather than at the deadline of a rank
+			// that may never answer.
+			return e.abort(fmt.Errorf("%s: %w", what, ctx.Err()))
 		case <-tick.C:
 			// Under the lock: abort frees the communicator, and a poll
 			// racing it would read freed memory.
@@ -467,6 +483,7 @@ func (e *EPBackend) group(what string, fn func(rk *epRank, c *Comm) error) error
 
 // Step runs one step on every rank.
 func (e *EPBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepResult, error) {
+	e.stepCtx = ctx // the ranks' waits end with it
 	var res kernels.StepResult
 	if len(e.ranks) == 0 || e.comms == nil {
 		return res, kernels.ErrNotPrepared
@@ -619,12 +636,12 @@ func (e *EPBackend) send(rk *epRank, in kernels.StepInput, deadline time.Time) e
 		src  unsafe.Pointer
 		n    int
 	}{
-		{"cuMemcpyHtoD_v2(send rows)", rk.bufs.sendRowOf, unsafe.Pointer(&rowOf[0]), 4 * len(rowOf)},
-		{"cuMemcpyHtoD_v2(send counts)", rk.bufs.sendCounts, unsafe.Pointer(&counts[0]), 4 * len(counts)},
-		{"cuMemcpyHtoD_v2(send slots)", rk.bufs.sendIDs, unsafe.Pointer(&slots[0]), 4 * len(slots)},
-		{"cuMemcpyHtoD_v2(send weights)", rk.bufs.sendW, unsafe.Pointer(&weights[0]), 4 * len(weights)},
+		{"cuMemcpyHtoDAsync_v2(send rows)", rk.bufs.sendRowOf, unsafe.Pointer(&rowOf[0]), 4 * len(rowOf)},
+		{"cuMemcpyHtoDAsync_v2(send counts)", rk.bufs.sendCounts, unsafe.Pointer(&counts[0]), 4 * len(counts)},
+		{"cuMemcpyHtoDAsync_v2(send slots)", rk.bufs.sendIDs, unsafe.Pointer(&slots[0]), 4 * len(slots)},
+		{"cuMemcpyHtoDAsync_v2(send weights)", rk.bufs.sendW, unsafe.Pointer(&weights[0]), 4 * len(weights)},
 	} {
-		if err := check(u.what, C.call_cuMemcpyHtoD_v2(u.dst, u.src, C.size_t(u.n))); err != nil {
+		if err := check(u.what, C.call_cuMemcpyHtoDAsync_v2(u.dst, u.src, C.size_t(u.n), rk.b.stream)); err != nil {
 			return err
 		}
 	}
@@ -680,7 +697,7 @@ func (e *EPBackend) experts(rk *epRank, deadline time.Time) error {
 	}
 	rk.pairs = pairs
 	if R > 0 {
-		if err := check("cuMemcpyHtoD_v2(recv rows)", C.call_cuMemcpyHtoD_v2(rk.bufs.recvRowOf, unsafe.Pointer(&rowOf[0]), C.size_t(4*R*K))); err != nil {
+		if err := check("cuMemcpyHtoDAsync_v2(recv rows)", C.call_cuMemcpyHtoDAsync_v2(rk.bufs.recvRowOf, unsafe.Pointer(&rowOf[0]), C.size_t(4*R*K), rk.b.stream)); err != nil {
 			return err
 		}
 	}
