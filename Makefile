@@ -27,9 +27,16 @@ bench:
 # A minute of fuzzing the log readers (a whole log, then one line). Go
 # minimises each new input for up to -fuzzminimizetime (60 s by default),
 # which stalls on inputs this size.
+# Every fuzzer of what a user hands moetop (logs, traces, dumps,
+# placements, what the coordinator reads off the wire) and of the view
+# drawing whatever a log holds, FUZZTIME each.
+FUZZTIME ?= 20s
+FUZZERS := recording:FuzzOpenLog recording:FuzzSampleLine tui:FuzzView trace:FuzzRead trace:FuzzUnpickle \
+	trace:FuzzImportTorch trace:FuzzImportTables trace:FuzzImportFLAME ep:FuzzParsePlacement ep:FuzzDecodeMsg
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzOpenLog$$' -fuzztime 30s -fuzzminimizetime 2s ./recording
-	$(GO) test -run '^$$' -fuzz '^FuzzSampleLine$$' -fuzztime 30s -fuzzminimizetime 2s ./recording
+	@set -e; for f in $(FUZZERS); do pkg=$${f%%:*}; name=$${f#*:}; \
+		echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./$$pkg; done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
