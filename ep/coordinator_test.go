@@ -406,7 +406,10 @@ func TestARankKilledMidRunEndsTheOthersAtOnce(t *testing.T) {
 		}
 	}
 	bs[1].Session.kill()
-	expectEnd(t, bs, []int{0, 2}, ErrPeerLost, "rank 1 closed its connection")
+	// Rank 0, the one that tells the user, names the rank that died. Rank
+	// 2 ends as promptly, but may hear of it first as rank 0's abort
+	// closing its connection: which loss reaches it first is a race.
+	expectEnd(t, bs, []int{0, 2}, ErrPeerLost, "closed its connection")
 }
 
 func TestARankThatStopsAnsweringEndsTheOthersWithinTheTimeout(t *testing.T) {
