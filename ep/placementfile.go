@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/moetop/moetop/files"
 )
 
 // A placement file is one JSON object mapping expert numbers (as strings, the
@@ -35,16 +35,14 @@ func ReadPlacement(path string, experts, ranks int) (*Placement, error) {
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("placement %s: %w", path, badf(format, a...))
 	}
-	// O_NONBLOCK: opening a FIFO returns at once instead of waiting for a
-	// writer; what was opened is then checked, with no window between.
-	f, err := openNonBlocking(path)
+	f, _, err := files.OpenRegular(path)
+	if errors.Is(err, files.ErrNotRegular) {
+		return nil, fail("not a regular file (want a JSON file of expert → ranks)")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("placement: %w", err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, fail("not a regular file (want a JSON file of expert → ranks)")
-	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPlacementBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("placement: read %s: %w", path, err)
@@ -164,24 +162,7 @@ func WritePlacement(w io.Writer, p *Placement) error {
 // WritePlacementFile writes p to path through a temporary file in the same
 // folder and a rename, so that a reader never sees half a placement.
 func WritePlacementFile(path string, p *Placement) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write placement: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
-	if err := WritePlacement(tmp, p); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write placement: %w", err)
-	}
-	// CreateTemp makes 0600; a placement is read by every rank, maybe as
-	// another user.
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("write placement: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := files.WriteAtomic(path, func(w io.Writer) error { return WritePlacement(w, p) }); err != nil {
 		return fmt.Errorf("write placement: %w", err)
 	}
 	return nil

@@ -7,14 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/moetop/moetop/files"
 	"github.com/moetop/moetop/stream"
 )
 
@@ -71,56 +70,20 @@ func OpenLog(path string) (*Log, error) {
 	return newLog(path, f, st.Size(), f.Close)
 }
 
-// openRegular opens path for reading if it is a regular file. It opens
-// with O_NONBLOCK, so that a named pipe without a writer cannot hold the
-// open (a blocked open ignores SIGINT and SIGTERM), then asks the opened
-// file what it is: nothing can swap the path between the check and the
-// read. O_NONBLOCK does not change how a regular file reads.
+// openRegular opens path if it is a regular file, without blocking
+// (files.OpenRegular), and says in a LogError what it is when it is not.
 func openRegular(path string) (*os.File, os.FileInfo, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, st, err := files.OpenRegular(path)
+	var nr *files.NotRegularError
 	switch {
-	case errors.Is(err, syscall.ENXIO):
-		// Opening a socket fails so; say what the path is.
-		if st, serr := os.Stat(path); serr == nil {
-			return nil, nil, &LogError{path, notAFile(st.Mode())}
-		}
-		return nil, nil, fmt.Errorf("open log: %w", err)
+	case errors.As(err, &nr):
+		return nil, nil, &LogError{path, "is " + nr.Kind + ", not a log file"}
 	case errors.Is(err, os.ErrPermission):
 		return nil, nil, &LogError{path, "cannot be read: permission denied"}
 	case err != nil:
 		return nil, nil, fmt.Errorf("open log: %w", err)
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("open log: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, &LogError{path, notAFile(st.Mode())}
-	}
 	return f, st, nil
-}
-
-// notAFile says what a path that is not a regular file is.
-func notAFile(m fs.FileMode) string {
-	var what string
-	switch {
-	case m.IsDir():
-		what = "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		what = "a named pipe (FIFO)"
-	case m&fs.ModeSocket != 0:
-		what = "a socket"
-	case m&fs.ModeCharDevice != 0:
-		what = "a character device"
-	case m&fs.ModeDevice != 0:
-		what = "a block device"
-	default:
-		what = "not a regular file"
-		return "is " + what + "; give a log file"
-	}
-	return "is " + what + ", not a log file"
 }
 
 // ReadLog indexes a log held in memory (name is for messages).

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/moetop/moetop/files"
 	"github.com/moetop/moetop/stream"
 )
 
@@ -80,7 +81,7 @@ func CheckRecordPath(path string, maxBytes int64, force bool) error {
 		for _, p := range parts {
 			if st, err := os.Lstat(p); err == nil && !st.Mode().IsRegular() {
 				return fmt.Errorf("%s %s; it is not a part of an earlier recording that --force may remove: move it, or choose another --record file",
-					p, strings.TrimPrefix(notAFile(st.Mode()), "is "))
+					p, files.Kind(st.Mode()))
 			}
 		}
 		return nil

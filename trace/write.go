@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
+
+	"github.com/moetop/moetop/files"
 )
 
 // Write writes t in the v2 format: a header line, then one line of counts
@@ -55,23 +55,5 @@ func Write(w io.Writer, t *Trace) error {
 // WriteFile writes t to path through a temporary file beside it, so that a
 // failed write never leaves half a trace under the final name.
 func WriteFile(path string, t *Trace) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	if err := Write(tmp, t); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return files.WriteAtomic(path, func(w io.Writer) error { return Write(w, t) })
 }

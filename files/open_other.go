@@ -1,6 +1,6 @@
 //go:build !unix
 
-package ep
+package files
 
 import "os"
 

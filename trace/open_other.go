@@ -1,8 +1,0 @@
-//go:build !unix
-
-package trace
-
-import "os"
-
-// openNonBlocking is a plain open where there are no FIFOs to block on.
-func openNonBlocking(path string) (*os.File, error) { return os.Open(path) }
