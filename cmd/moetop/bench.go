@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/moetop/moetop/bench"
+	"github.com/moetop/moetop/files"
 	"github.com/moetop/moetop/kernels"
 	"github.com/moetop/moetop/kernels/cuda"
 	"github.com/moetop/moetop/profiler"
@@ -145,10 +146,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		o.Ceilings = c
 	}
-	w := stdout
-	var done func(ok bool) error // --out is written whole at the end, or not at all
 	if *out != "" {
-		if w, done, err = outputFile("", *out, *force); err != nil {
+		if err := checkOutput("", *out, *force); err != nil {
 			return err
 		}
 	}
@@ -170,17 +169,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if live {
 		bench.WriteCeilings(stdout, results)
 		bench.PassRates(stdout, results)
-	} else if err := bench.Write(w, *format, results); err != nil {
-		if done != nil {
-			done(false)
-		}
+	} else if err := writeResults(stdout, *out, func(w io.Writer) error { return bench.Write(w, *format, results) }); err != nil {
+		// An interrupted bench keeps what it measured; --out is written
+		// whole or not at all.
 		return fmt.Errorf("bench: writing results: %w", err)
-	}
-	// An interrupted bench keeps what it measured.
-	if done != nil {
-		if err := done(true); err != nil {
-			return fmt.Errorf("bench: writing %s: %w", *out, err)
-		}
 	}
 	if *format == "json" || *format == "csv" || *out != "" {
 		bench.WriteCeilings(stderr, results)
@@ -246,4 +238,12 @@ func benchCases(grid string, quick bool, shapes []string) ([]bench.Case, error) 
 		g = bench.Quick(grid, g)
 	}
 	return append(cs, g...), nil
+}
+
+// writeResults writes to stdout, or to the file out whole or not at all.
+func writeResults(stdout io.Writer, out string, write func(io.Writer) error) error {
+	if out == "" {
+		return write(stdout)
+	}
+	return files.WriteAtomic(out, write)
 }

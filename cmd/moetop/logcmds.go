@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/moetop/moetop/files"
 	"github.com/moetop/moetop/recording"
 )
 
@@ -133,18 +134,17 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer l.Close()
-	w := stdout
-	var done func(ok bool) error
-	if *out != "" {
-		if w, done, err = outputFile(path, *out, *force); err != nil {
+	var skipped int
+	if *out == "" {
+		skipped, err = export(l, stdout)
+	} else {
+		if err := checkOutput(path, *out, *force); err != nil {
 			return err
 		}
-	}
-	skipped, err := export(l, w)
-	if done != nil {
-		if derr := done(err == nil); err == nil {
-			err = derr
-		}
+		err = files.WriteAtomic(*out, func(w io.Writer) (err error) {
+			skipped, err = export(l, w)
+			return err
+		})
 	}
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
@@ -165,34 +165,20 @@ func runExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// outputFile opens a temporary file beside out for a command's results
-// (an export of log, a bench); done renames it to out when the command
-// worked and removes it when not, so a failed run leaves no partial file
-// and an old out stays whole. out may not be the input log itself,
-// whatever the path it is named by.
-func outputFile(log, out string, force bool) (w io.Writer, done func(ok bool) error, err error) {
+// checkOutput refuses a results file the user must change: one that
+// exists without --force, or the input log itself under another name.
+// The file is then written whole or not at all (files.WriteAtomic).
+func checkOutput(log, out string, force bool) error {
 	if a, err := os.Stat(log); log != "" && err == nil {
 		if b, err := os.Stat(out); err == nil && os.SameFile(a, b) {
-			return nil, nil, usagef("--out %s is the log being exported; choose another file", out)
+			return usagef("--out %s is the log being exported; choose another file", out)
 		}
 	}
 	if _, err := os.Lstat(out); err == nil && !force {
-		return nil, nil, usagef("%s exists; pass --force to overwrite it", out)
+		return usagef("%s exists; pass --force to overwrite it", out)
 	}
-	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-	if err != nil {
-		return nil, nil, usagef("cannot write %s: %v; choose a folder you can write", out, errors.Unwrap(err))
+	if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
+		return usagef("cannot write %s: its folder does not exist", out)
 	}
-	return f, func(ok bool) error {
-		err := f.Close()
-		if ok && err == nil {
-			if err = os.Chmod(f.Name(), 0o644); err == nil {
-				err = os.Rename(f.Name(), out)
-			}
-		}
-		if !ok || err != nil {
-			os.Remove(f.Name())
-		}
-		return err
-	}, nil
+	return nil
 }

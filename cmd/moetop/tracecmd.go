@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -82,11 +81,8 @@ func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}
 	}
-	if _, err := os.Lstat(out); err == nil && !*force {
-		return usagef("%s exists; pass --force to overwrite it", out)
-	}
-	if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
-		return usagef("cannot write %s: its folder does not exist", out)
+	if err := checkOutput("", out, *force); err != nil {
+		return err
 	}
 	err := trace.ImportFiles(*from, ins, out, opt)
 	if errors.Is(err, trace.ErrInvalid) || errors.Is(err, trace.ErrNotRegular) ||
