@@ -21,7 +21,7 @@ run used beside the proposal's, and writes the proposal for
 moetop --ep N --placement FILE, so the gain is measured, not guessed.
 
 Usage:
-  moetop placement LOG [--ranks N] [--redundant R] [--out FILE]
+  moetop placement LOG [--ranks N] [--redundant R] [--out FILE [--force]]
 `
 
 func runPlacement(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -29,9 +29,15 @@ func runPlacement(_ context.Context, args []string, stdout, stderr io.Writer) er
 	ranks := fs.Int("ranks", 0, "ranks to place over (default: the recording's --ep)")
 	redundant := fs.Int("redundant", 0, "extra expert copies to spread over the ranks")
 	out := fs.String("out", "", "write the placement to `FILE` (JSON; default: print it)")
+	force := fs.Bool("force", false, "overwrite --out if it exists")
 	path, err := fileArg(fs, args, placementUsage, stdout)
 	if err != nil {
 		return err
+	}
+	if *out != "" {
+		if err := checkOutput(path, *out, *force); err != nil {
+			return err
+		}
 	}
 	l, err := openLogFile(path)
 	if err != nil {
