@@ -31,15 +31,6 @@
 //   rows, releases the slot once the wgmma reading it completed), then
 //   applies the activation to the fp32 accumulators and stores. setmaxnreg
 //   moves registers from the producer to the consumer.
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
-// A CUtensorMap as the kernel takes it: 128 opaque bytes, by value, as a
-// `const __grid_constant__` parameter.
-struct alignas(64) TensorMap {
-	u64 opaque[16];
-};
 
 // Block tile rows, k-block depth (64 bf16 = 128 bytes: one swizzle row),
 // row tiles per L2 band, threads per block.
@@ -52,57 +43,6 @@ struct alignas(64) TensorMap {
 #define ACT_NONE 0
 #define ACT_GELU 1
 #define ACT_SILU 2
-
-__device__ __forceinline__ u32 smem_u32(const void *p) {
-	u64 a;
-	asm("cvta.to.shared.u64 %0, %1;" : "=l"(a) : "l"(p));
-	return (u32)a;
-}
-
-// ---- mbarriers -------------------------------------------------------------
-
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void mbar_expect_tx(u32 bar, u32 bytes) {
-	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-
-// Waits until the phase of the given parity has completed. A fresh
-// barrier is in phase 0, and parity 1 (the phase "before" it) counts as
-// complete: the producer's first pass over the empty slots does not wait.
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-	u32 done = 0;
-	while (!done) {
-		asm volatile("{\n\t.reg .pred p;\n\t"
-		             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-		             "selp.u32 %0, 1, 0, p;\n\t}"
-		             : "=r"(done)
-		             : "r"(bar), "r"(parity)
-		             : "memory");
-	}
-}
-
-// ---- TMA -------------------------------------------------------------------
-
-__device__ __forceinline__ void tma_load_2d(u32 dst, const TensorMap *map, int c0, int c1, u32 bar) {
-	asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-	             " [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
-	             "l"((u64)map), "r"(c0), "r"(c1), "r"(bar)
-	             : "memory");
-}
-
-__device__ __forceinline__ void tma_load_3d(u32 dst, const TensorMap *map, int c0, int c1, int c2, u32 bar) {
-	asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
-	             " [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(dst),
-	             "l"((u64)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
-	             : "memory");
-}
 
 // ---- wgmma -----------------------------------------------------------------
 

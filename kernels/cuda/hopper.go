@@ -32,12 +32,19 @@ func init() {
 //go:embed hopper.cu
 var hopperSource string
 
+// hopperPTX is the inline-PTX helpers (mbarriers, TMA, the tensor map)
+// every header-free Hopper program starts with: NVRTC has no toolkit
+// headers to include, so the text goes before the program's own.
+//
+//go:embed hopper_ptx.cuh
+var hopperPTX string
+
 // hopperProgram is the grouped GEMM and its weight generator; wgmma and
 // setmaxnreg need sm_90a.
 var hopperProgram = Program{
 	Name:         "hopper.cu",
 	What:         "the Hopper grouped GEMM",
-	Source:       hopperSource,
+	Source:       hopperPTX + hopperSource,
 	ArchSpecific: true,
 	Kernels:      hopperKernels(),
 }

@@ -20,7 +20,7 @@ var testKernelsSource string
 var testProgram = Program{
 	Name:         "testkernels.cu",
 	What:         "launch-path test kernels",
-	Source:       testKernelsSource,
+	Source:       hopperPTX + testKernelsSource,
 	ArchSpecific: true,
 	Kernels:      []string{"tma_tile", "big_smem", "cluster_pair", "echo_params"},
 }
