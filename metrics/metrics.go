@@ -171,7 +171,7 @@ func (m *Metrics) Observe(s stream.Sample) {
 	}
 	// A sample may stand for a window of n short steps (--window), with
 	// their mean times.
-	n := max(1, s.Steps)
+	n := s.StepCount()
 	m.steps.WithLabelValues(s.Backend).Add(0)
 	m.skipped.WithLabelValues(s.Backend).Add(0)
 	if s.Skipped || s.Rows == nil {

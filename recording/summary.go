@@ -160,7 +160,7 @@ func (sum *summarizer) add(s stream.Sample) {
 	}
 	// A window of short steps stands for several: its dropped rows are
 	// theirs, and so are the rows routed.
-	n := max(1, s.Steps)
+	n := s.StepCount()
 	sum.Steps += n
 	sum.stepsOf[s.Backend] += n
 	sum.dropped += s.Dropped

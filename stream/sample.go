@@ -50,6 +50,9 @@ type Sample struct {
 	Reset bool `json:"-"`
 }
 
+// StepCount is how many steps the sample stands for: one, or a window's.
+func (s *Sample) StepCount() int { return max(1, s.Steps) }
+
 // Mem is device's memory entry, or nil.
 func (s *Sample) Mem(device int) *Memory {
 	for i := range s.Memory {

@@ -165,7 +165,7 @@ func (s *state) add(x stream.Sample) {
 	}
 	s.phaseN++
 	s.stepTimes = append(s.stepTimes, x.Time)
-	s.stepCounts = append(s.stepCounts, max(1, x.Steps)) // a window of short steps is one sample of many
+	s.stepCounts = append(s.stepCounts, x.StepCount()) // a window of short steps is one sample of many
 	if len(s.stepTimes) > 4096 {
 		s.stepTimes = s.stepTimes[len(s.stepTimes)-2048:]
 		s.stepCounts = s.stepCounts[len(s.stepCounts)-2048:]

@@ -372,7 +372,7 @@ func (f *epFlags) headless() bool { return f.multi && f.rank > 0 }
 func (f *epFlags) follow(ctx context.Context, loop *profiler.Loop, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "moetop: rank %d of %d joined; running headless (rank 0 shows and records the run)\n", f.rank, f.world)
 	n := 0
-	err := drive(ctx, loop, 0, observer(func(s stream.Sample) { n += max(1, s.Steps) }))
+	err := drive(ctx, loop, 0, observer(func(s stream.Sample) { n += s.StepCount() }))
 	switch {
 	case errors.Is(err, ep.ErrEnded):
 		fmt.Fprintf(stderr, "moetop: rank %d of %d: the run ended after %d steps (%s)\n", f.rank, f.world, n, oneLine(err.Error()))

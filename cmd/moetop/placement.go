@@ -65,7 +65,7 @@ func runPlacement(_ context.Context, args []string, stdout, stderr io.Writer) er
 			return nil
 		}
 		// A window of short steps stands for its steps, with its newest load.
-		k := max(1, s.Steps)
+		k := s.StepCount()
 		for e, r := range s.Rows {
 			load[e] += float64(r * k)
 		}

@@ -51,7 +51,7 @@ func (st *statsSink) Observe(s stream.Sample) error {
 		st.skipped++
 		return nil
 	}
-	st.steps += max(1, s.Steps) // a window stands for several steps
+	st.steps += s.StepCount() // a window stands for several steps
 	st.stepMS.Add(s.StepMS)
 	st.tflops.Add(s.TFLOPS)
 	return nil
