@@ -48,6 +48,7 @@ lint:
 PEER ?= ../shared/peer/torch_moe_peer.py
 gpu-bins: build
 	$(GO) test -c -o $(BIN)/cuda.test ./kernels/cuda
+	$(GO) test -c -o $(BIN)/nvml.test ./nvml
 	@if [ -f "$(PEER)" ]; then cp "$(PEER)" $(BIN)/torch_moe_peer.py; \
 	else echo "no peer script at $(PEER) (set PEER=FILE): the bench will run without the PyTorch comparison"; fi
 	@for p in hf_layer_peer.py torch_ep_peer.py; do \

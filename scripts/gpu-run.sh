@@ -2,17 +2,18 @@
 # Checks, times and compares moetop on a machine with an NVIDIA GPU, from a
 # checkout of this repository. `make gpu-verify` builds what it needs and runs
 # it; to run it by hand, build first with `make gpu-bins` (bin/moetop,
-# bin/cuda.test and, when the Makefile finds it, the peer script
+# bin/cuda.test, bin/nvml.test and, when the Makefile finds it, the peer script
 # bin/torch_moe_peer.py, which needs PyTorch with CUDA).
 # Full logs and results go to DIR, a short summary to stdout.
 #
-#   usage: scripts/gpu-run.sh [--out DIR] [--peer FILE] [PART ...]
+#   usage: scripts/gpu-run.sh [--out DIR] [--peer FILE] [--baseline BIN] [PART ...]
 #     --out DIR    where results go (default ./results-YYYYmmdd-HHMMSS)
 #     --peer FILE  the PyTorch peer script (default bin/torch_moe_peer.py);
 #                  without it, bench and hybrid time moetop alone
 #     --baseline BIN  another moetop build to time beside this one (regress)
 #     PART         check live bench report overhead hybrid device1 oomsample
-#                  regress hopper, or all (= check live bench, the default)
+#                  regress layers decode hopper hopperbench ep, or all
+#                  (= check live bench, the default)
 set -u
 usage() { sed -n '/^#   usage:/,/^#.*(= check/s/^# \{0,1\}//p' "$0"; }
 
@@ -29,8 +30,8 @@ while [ $# -gt 0 ]; do
     --baseline=*) BASELINE=${1#--baseline=}; shift;;
     --baseline) [ $# -ge 2 ] || { echo "gpu-run: --baseline needs a moetop binary" >&2; exit 2; }; BASELINE=$2; shift 2;;
     -h|--help) usage; exit 0;;
-    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|hopper|all) parts+=("$1"); shift;;
-    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, hopper, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
+    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|layers|decode|hopper|hopperbench|ep|all) parts+=("$1"); shift;;
+    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, layers, decode, hopper, hopperbench, ep, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
   esac
 done
 [ ${#parts[@]} -gt 0 ] || parts=(all)
@@ -64,6 +65,11 @@ run_check() {
   step "GPU tests"
   (cd kernels/cuda && ../../bin/cuda.test -test.v -test.count=1 2>&1) > "$DIR/cuda-test.log"
   grep -E "^(--- |ok|FAIL|PASS)|predicted" "$DIR/cuda-test.log" | head -40
+  if [ -x bin/nvml.test ]; then
+    step "NVML tests on the card"
+    (cd nvml && ../bin/nvml.test -test.v -test.count=1 2>&1) > "$DIR/nvml-test.log"
+    grep -E "^(--- |ok|FAIL|PASS)" "$DIR/nvml-test.log" | head -20
+  fi
   step "moetop check"
   bin/moetop check --cases 4 > "$DIR/check.txt" 2>&1; echo "check exit $?"
   tail -1 "$DIR/check.txt"; grep FAIL "$DIR/check.txt" | head -10
@@ -228,6 +234,10 @@ run_hopper() {
   echo "check exit $?"; tail -3 "$DIR/check-hopper.txt"; grep FAIL "$DIR/check-hopper.txt" | head -10
   (cd kernels/cuda && ../../bin/cuda.test -test.run '^$' -test.bench HopperGEMM -test.benchtime 20x 2>&1) \
     | tee "$DIR/hopper-bench.txt" | grep -E "Benchmark|ok|FAIL"
+}
+
+run_hopperbench() {
+  step "hopper beside the other backends and the peer"
   shapes=(--shape qwen3-moe:8192:2048:768:128:8 --shape olmoe:16384:2048:1024:64:8 --shape dsv3:4096:7168:2048:256:8
           --shape dsv3-decode:128:7168:2048:256:8 --shape mixtral:8192:4096:14336:8:2)
   MOETOP_UNVERIFIED_HOPPER=1 bin/moetop bench "${shapes[@]}" --dist uniform,seed-uneven,zipf:1.2 \
@@ -298,7 +308,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,t
 for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
-    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; ep) run_ep;; hopper) run_hopper;;
+    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; ep) run_ep;; hopper) run_hopper;; hopperbench) run_hopperbench;;
     all) run_check; run_live; run_bench;;
   esac
 done
