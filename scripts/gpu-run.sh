@@ -63,7 +63,7 @@ have_peer() {
 
 run_check() {
   step "GPU tests"
-  (cd kernels/cuda && ../../bin/cuda.test -test.v -test.count=1 2>&1) > "$DIR/cuda-test.log"
+  (cd kernels/cuda && ../../bin/cuda.test -test.v -test.count=1 -test.timeout 300s 2>&1) > "$DIR/cuda-test.log"
   grep -E "^(--- |ok|FAIL|PASS)|predicted" "$DIR/cuda-test.log" | head -40
   if [ -x bin/nvml.test ]; then
     step "NVML tests on the card"
@@ -219,7 +219,7 @@ run_hopper() {
   step "hopper: our grouped GEMM's tests, its SASS, moetop check, the kernel alone, then beside the others"
   # The tests in the order to read their failures: weights, dense GEMM,
   # grouped GEMM, the backend against the CPU reference.
-  (cd kernels/cuda && MOETOP_HOPPER_CUBIN="$DIR/hopper.cubin" ../../bin/cuda.test -test.run Hopper -test.v -test.count=1 2>&1) \
+  (cd kernels/cuda && MOETOP_HOPPER_CUBIN="$DIR/hopper.cubin" ../../bin/cuda.test -test.run Hopper -test.v -test.count=1 -test.timeout 180s 2>&1) \
     > "$DIR/hopper-test.log"
   grep -E "^(--- |ok|FAIL|PASS)|registers|got .*want|values off" "$DIR/hopper-test.log" | head -60
   objdump=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
@@ -230,7 +230,7 @@ run_hopper() {
   fi
   # MOETOP_UNVERIFIED_HOPPER=1: the backend refuses to run without it until
   # a run like this one has checked it.
-  MOETOP_UNVERIFIED_HOPPER=1 bin/moetop check --backends hopper --dtypes bf16,fp16 --cases 12 > "$DIR/check-hopper.txt" 2>&1
+  MOETOP_UNVERIFIED_HOPPER=1 timeout 180 bin/moetop check --backends hopper --dtypes bf16,fp16 --cases 12 > "$DIR/check-hopper.txt" 2>&1
   echo "check exit $?"; tail -3 "$DIR/check-hopper.txt"; grep FAIL "$DIR/check-hopper.txt" | head -10
   (cd kernels/cuda && ../../bin/cuda.test -test.run '^$' -test.bench HopperGEMM -test.benchtime 20x 2>&1) \
     | tee "$DIR/hopper-bench.txt" | grep -E "Benchmark|ok|FAIL"

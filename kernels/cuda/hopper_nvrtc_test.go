@@ -87,5 +87,11 @@ func TestHopperKernelsCompileWithoutSpills(t *testing.T) {
 		if k.stack != 0 || k.spillStores != 0 || k.spillLoads != 0 {
 			t.Errorf("%s uses local memory: %d bytes stack, %d bytes spill stores, %d spill loads", name, k.stack, k.spillStores, k.spillLoads)
 		}
+		// The consumer's setmaxnreg.inc to 232 takes what the producer's
+		// dec to 40 gave back: ·128 must cover (232-R)·128, so an
+		// entry count under 136 would block the consumer forever.
+		if !strings.Contains(name, "fill") && k.registers < 136 {
+			t.Errorf("%s enters with %d registers: under 136, setmaxnreg.inc 232 would wait forever for registers the producer never frees", name, k.registers)
+		}
 	}
 }

@@ -38,9 +38,15 @@ __device__ __forceinline__ void mbar_arrive(u32 bar) {
 // Waits until the phase of the given parity has completed. A fresh
 // barrier is in phase 0, and parity 1 (the phase "before" it) counts as
 // complete: the producer's first pass over the empty slots does not wait.
+//
+// A wait that never ends is a protocol bug (a miscounted expect_tx, a
+// producer and consumer that disagree on the tiles); it traps after about
+// 2^30 tries, seconds of spinning, so the launch fails with an error
+// naming the kernel instead of hanging the process.
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 	u32 done = 0;
-	while (!done) {
+	for (u32 tries = 0; !done; tries++) {
+		if (tries == (1u << 30)) asm volatile("trap;");
 		asm volatile("{\n\t.reg .pred p;\n\t"
 		             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
 		             "selp.u32 %0, 1, 0, p;\n\t}"
