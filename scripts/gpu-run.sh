@@ -254,21 +254,18 @@ run_layers() {
   hf=$(dirname "$PEER")/hf_layer_peer.py
   for m in mixtral-8x7b qwen3-30b-a3b deepseek-v3; do
     for t in 4096 128; do
-      bin/moetop --model $m --tokens $t --steps 300 --window 0 --record "$DIR/layer-$m-$t.jsonl" --force > "$DIR/layer-$m-$t.log" 2>&1
-      printf '%-14s %5d tokens  ' $m $t
-      bin/moetop summary --json "$DIR/layer-$m-$t.jsonl" 2>/dev/null | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-b = s["backends"][0] if s.get("backends") else {}
-print("moetop %s step p50 %.3f ms" % (b.get("backend", "?"), b.get("step_p50_ms", float("nan"))))'
+      timeout 120 bin/moetop --model $m --tokens $t --steps 300 --window 0 --record "$DIR/layer-$m-$t.jsonl" --force > "$DIR/layer-$m-$t.log" 2>&1
+      echo "$m $t tokens: exit $? $(tail -1 "$DIR/layer-$m-$t.log")"
+      bin/moetop summary --json "$DIR/layer-$m-$t.jsonl" > "$DIR/layer-$m-$t.json" 2>> "$DIR/layer-$m-$t.log"
     done
   done
   if [ -f "$hf" ]; then
-    python3 "$hf" --model mixtral --model qwen3-moe --model deepseek-v3 --tokens 4096 --tokens 128 --json "$DIR/hf-layers.json" > "$DIR/hf-layers.log" 2>&1
+    timeout 240 python3 "$hf" --model mixtral --model qwen3-moe --model deepseek-v3 --tokens 4096 --tokens 128 --json "$DIR/hf-layers.json" > "$DIR/hf-layers.log" 2>&1
     tail -20 "$DIR/hf-layers.log"
   else
     echo "(no $hf: copy shared/peer/hf_layer_peer.py beside the peer to compare)"
   fi
+  python3 scripts/layers.py "$DIR" "$DIR/hf-layers.json" | tee "$DIR/layers.txt"
 }
 
 run_decode() {
