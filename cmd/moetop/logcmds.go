@@ -30,6 +30,27 @@ func openLogFile(path string) (*recording.Log, error) {
 	return l, nil
 }
 
+// parseAnywhere parses fs over args whose flags may come before, between
+// or after the positional arguments, as people type them
+// (`moetop trace import IN OUT --force`), and returns the positionals in
+// order. A "--" ends the flags: what follows it is positional.
+func parseAnywhere(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
 // fileArg takes the one FILE argument, before or after the flags.
 func fileArg(fs *flag.FlagSet, args []string, help string, stdout io.Writer) (string, error) {
 	var file string

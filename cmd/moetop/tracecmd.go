@@ -49,7 +49,8 @@ func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&opt.Experts, "experts", 0, "flame: experts per layer (default: the highest expert id seen + 1)")
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	if err := fs.Parse(args[1:]); err != nil {
+	files, err := parseAnywhere(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, traceUsage())
 			printDefaults(fs, stdout)
@@ -57,7 +58,6 @@ func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return flagError(fs, err)
 	}
-	files := fs.Args()
 	switch {
 	case *from == "":
 		return usagef("moetop trace import needs --from sglang, vllm, eplb or flame")
@@ -84,7 +84,7 @@ func runTrace(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := checkOutput("", out, *force); err != nil {
 		return err
 	}
-	err := trace.ImportFiles(*from, ins, out, opt)
+	err = trace.ImportFiles(*from, ins, out, opt)
 	if errors.Is(err, trace.ErrInvalid) || errors.Is(err, trace.ErrNotRegular) ||
 		errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
 		return usagef("%v", err)

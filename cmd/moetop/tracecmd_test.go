@@ -76,3 +76,26 @@ func TestTraceCommandBadInput(t *testing.T) {
 		})
 	}
 }
+
+// Flags after the files count as flags, not as more inputs: `--force` at
+// the end once made "want one input file, got 2".
+func TestTraceImportTakesFlagsAfterTheFiles(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "sg.jsonl")
+	for i, force := range []bool{false, true} {
+		args := []string{"trace", "import", "../../trace/testdata/sglang_stat.pt", out, "--from", "sglang"}
+		if force {
+			args = append(args, "--force")
+		}
+		if code, _, stderr := runCLI(t, args...); code != 0 {
+			t.Fatalf("run %d (%v): exit %d: %s", i, args, code, stderr)
+		}
+	}
+	// Without --force a third import refuses to overwrite.
+	if code, _, _ := runCLI(t, "trace", "import", "--from", "sglang", "../../trace/testdata/sglang_stat.pt", out); code != 2 {
+		t.Errorf("import over an existing OUT without --force: exit %d, want 2", code)
+	}
+	// After "--", a file named like a flag is a file.
+	if code, _, stderr := runCLI(t, "trace", "import", "--from", "sglang", "--", "--force", out); code != 2 || !strings.Contains(stderr, "--force") {
+		t.Errorf("a file named --force after --: exit %d: %s", code, stderr)
+	}
+}
