@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -9,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/moetop/moetop/bench"
+	"github.com/moetop/moetop/ep"
 	"github.com/moetop/moetop/kernels/cuda"
+	"github.com/moetop/moetop/stream"
 )
 
 // bench --ep on the CPU ranks: a result per case and distribution, with
@@ -83,5 +86,22 @@ func TestBenchHelpStatesTheBusBandwidthConvention(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("bench --help does not say %q", want)
 		}
+	}
+}
+
+// Only GPU ranks have an all-to-all ceiling; one that cannot be measured
+// is said, and the run goes on without it.
+func TestAllToAllCeilingIsForGPURanks(t *testing.T) {
+	t.Setenv(cuda.UnverifiedGPUEPEnv, "")
+	var h stream.Header
+	var e strings.Builder
+	allToAllCeiling(context.Background(), &h, &ep.CPUBackend{Ranks: 4}, &e)
+	allToAllCeiling(context.Background(), &h, &cuda.EPBackend{Devices: []int{0}}, &e)
+	if e.Len() != 0 || h.AllToAllGBps != 0 {
+		t.Errorf("CPU ranks or one GPU: %q, %v GB/s", e.String(), h.AllToAllGBps)
+	}
+	allToAllCeiling(context.Background(), &h, &cuda.EPBackend{Devices: []int{0, 1}}, &e)
+	if !strings.Contains(e.String(), "no all-to-all ceiling") || strings.Count(e.String(), "\n") != 1 || h.AllToAllGBps != 0 {
+		t.Errorf("two GPUs without opting in: %q, %v GB/s", e.String(), h.AllToAllGBps)
 	}
 }
