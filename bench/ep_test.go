@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -211,5 +213,83 @@ func TestWriteEPFormats(t *testing.T) {
 	}
 	if err := WriteEP(&b, "xml", nil); err == nil {
 		t.Error("xml")
+	}
+}
+
+// scripts/compare_ep.py reads moetop's JSON as WriteEP writes it and the
+// peer's, pools rounds, and marks exactly the figures off target.
+func TestCompareEPMarksTheMisses(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 to run scripts/compare_ep.py")
+	}
+	dir := t.TempDir()
+	ours := func(shape, dist string, d, c, step float64) EPResult {
+		return EPResult{Shape: shape, Dist: dist, World: 2, Case: Case{Name: shape}, Backend: "loop", Status: StatusOK,
+			DispatchGBps: d, CombineGBps: c, StepMS: step, GEMMTFLOPS: 500, AllToAllGBps: 321.5}
+	}
+	write := func(name string, v any) string {
+		p := filepath.Join(dir, name)
+		b, _ := json.Marshal(v)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var buf bytes.Buffer
+	// Round 1 misses mixtral's dispatch; round 2 makes it (the best round
+	// counts). dsv3's combine is off in both, qwen's step is slower.
+	if err := WriteEP(&buf, "json", []EPResult{ours("mixtral", "uniform", 90, 100, 5), ours("dsv3", "zipf:1.2", 100, 90, 5),
+		ours("qwen", "uniform", 100, 100, 5.5), {Shape: "big", Dist: "uniform", World: 2, Case: Case{Name: "big"},
+			Backend: "loop", Status: StatusOOM, Error: "out of memory"}}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := write("r1-moetop.json", json.RawMessage(buf.Bytes()))
+	r2 := write("r2-moetop.json", []EPResult{ours("mixtral", "uniform", 96, 100, 6)})
+	peer := func(shape, dist string) map[string]any {
+		return map[string]any{"shape": shape, "dist": dist, "world": 2, "dispatch_gbps": 100, "combine_gbps": 100,
+			"step_ms": 5, "gemm_tflops": 400}
+	}
+	p := write("peer.json", []map[string]any{peer("mixtral", "uniform"), peer("dsv3", "zipf:1.2"), peer("qwen", "uniform"),
+		peer("only-peer", "uniform")})
+	out, err := exec.Command(python, "../scripts/compare_ep.py", r1, r2, "--", p).CombinedOutput()
+	if err != nil {
+		t.Fatalf("compare_ep.py: %v\n%s", err, out)
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			lines[f[0]] = l
+		}
+	}
+	for shape, want := range map[string]string{"mixtral": "", "dsv3": "MISS combine", "qwen": "MISS step",
+		"only-peer": "only the peer ran it", "big": "moetop: oom out of memory"} {
+		l, ok := lines[shape]
+		if !ok || (want == "" && strings.Contains(l, "MISS")) || (want != "" && !strings.Contains(l, want)) {
+			t.Errorf("%s: %q, want %q\n%s", shape, l, want, out)
+		}
+	}
+	for _, want := range []string{"0.96x", "3 cases on both sides, 2 off target", "all-to-all ceiling over 2 ranks: 321.5 GB/s"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+}
+
+// scripts/gpu-run.sh parses, and names its epbench part in its help and
+// its refusal of an unknown part.
+func TestGPURunHasTheEPBenchPart(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	if out, err := exec.Command(bash, "-n", "../scripts/gpu-run.sh").CombinedOutput(); err != nil {
+		t.Fatalf("bash -n: %v\n%s", err, out)
+	}
+	help, _ := exec.Command(bash, "../scripts/gpu-run.sh", "--help").CombinedOutput()
+	bad, _ := exec.Command(bash, "../scripts/gpu-run.sh", "nosuchpart").CombinedOutput()
+	if !strings.Contains(string(help), "epbench") || !strings.Contains(string(help), "(= check live bench, the default)") ||
+		strings.Count(string(help), "\n") > 12 || !strings.Contains(string(bad), "epbench") {
+		t.Errorf("help:\n%s\nunknown part:\n%s", help, bad)
 	}
 }
