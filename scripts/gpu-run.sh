@@ -302,8 +302,12 @@ run_epbench() {
   peer=$(dirname "$PEER")/torch_ep_peer.py
   [ -f "$peer" ] || echo "(no $peer: moetop alone; make gpu-bins copies it beside the peer)"
   # NCCL_NVLS_ENABLE=0 for both sides: moetop sets it itself, the peer's
-  # NCCL reads it from here (the multicast NVLS needs is off on our machines).
+  # NCCL reads it from here (NVLS needs NVSwitch multicast; see kernels/cuda/nccl.go).
   export NCCL_NVLS_ENABLE=0
+  # First that the rows come back through their experts, then the timing.
+  (cd kernels/cuda && MOETOP_UNVERIFIED_GPU_EP=1 timeout 300 ../../bin/cuda.test -test.run TwoGPUExchange -test.v -test.count=1 2>&1) \
+    > "$DIR/epbench-test.log"
+  grep -E "^(--- |ok|FAIL|PASS)|all-to-all" "$DIR/epbench-test.log" | head -20
   shapes=(--shape mixtral:8192:4096:14336:8:2 --shape qwen3-moe:8192:2048:768:128:8 --shape dsv3:4096:7168:2048:256:8)
   rm -f "$DIR"/epbench-*.json
   # Two rounds, moetop and the peer in turn, so that neither has the card
