@@ -54,7 +54,7 @@ func writeLog(t testing.TB, path string, n int, maxBytes int64) stream.Header {
 	h := stream.Header{Version: "test", Host: "h", Device: "H100", Driver: "580", CUDA: "13.0", CUBLAS: "13.1.0",
 		Backend: "padded", BackendReason: "asked", Config: richSample(0).Config, Start: t0,
 		Devices:         []stream.DeviceID{{Rank: 0, CUDA: 1, NVML: 0, UUID: "GPU-1", PCIBusID: "00000000:1B:00.0", Name: "H100"}},
-		DenseGEMMTFLOPS: 700, ReadGBps: 3000}
+		DenseGEMMTFLOPS: 700, ReadGBps: 3000, AllToAllGBps: 370.5, AllToAllBytes: 256 << 20}
 	r, err := CreateRecorder(path, maxBytes, false, h)
 	if err != nil {
 		t.Fatal(err)

@@ -306,7 +306,7 @@ func (s Summary) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "%s\n", s.File)
 	fmt.Fprintf(w, "  recorded   %s on %s by moetop %s\n", h.Start.Format(time.RFC3339), h.Host, h.Version)
 	fmt.Fprintf(w, "  device     %s\n", h.Device)
-	if h.ComputeCeiling() > 0 || h.ReadGBps > 0 {
+	if h.ComputeCeiling() > 0 || h.ReadGBps > 0 || h.AllToAllGBps > 0 {
 		fmt.Fprintf(w, "  ceilings   %s\n", ceilingsText(h))
 	}
 	fmt.Fprintf(w, "  layer      %s routing %s\n", h.Config, h.Config.Routing)
@@ -363,6 +363,9 @@ func ceilingsText(h stream.Header) string {
 	}
 	if h.ReadGBps > 0 {
 		c = append(c, fmt.Sprintf("read %.4g GB/s", h.ReadGBps))
+	}
+	if h.AllToAllGBps > 0 {
+		c = append(c, fmt.Sprintf("all-to-all %.4g GB/s bus (%d MiB per rank)", h.AllToAllGBps, h.AllToAllBytes>>20))
 	}
 	return strings.Join(c, ", ") + " (measured at start)"
 }

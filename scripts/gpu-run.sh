@@ -12,7 +12,9 @@
 #                  without it, bench and hybrid time moetop alone
 #     --baseline BIN  another moetop build to time beside this one (regress)
 #     PART         check live bench report overhead hybrid device1 oomsample
-#                  regress layers decode hopper hopperbench ep, or all
+#                  regress layers decode hopper hopperbench ep epbench
+#                  (epbench: bench --ep N beside torch_ep_peer.py, found
+#                  beside --peer, on 2 and 4 GPUs), or all
 #                  (= check live bench, the default)
 set -u
 usage() { sed -n '/^#   usage:/,/^#.*(= check/s/^# \{0,1\}//p' "$0"; }
@@ -30,8 +32,8 @@ while [ $# -gt 0 ]; do
     --baseline=*) BASELINE=${1#--baseline=}; shift;;
     --baseline) [ $# -ge 2 ] || { echo "gpu-run: --baseline needs a moetop binary" >&2; exit 2; }; BASELINE=$2; shift 2;;
     -h|--help) usage; exit 0;;
-    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|layers|decode|hopper|hopperbench|ep|all) parts+=("$1"); shift;;
-    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, layers, decode, hopper, hopperbench, ep, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
+    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|layers|decode|hopper|hopperbench|ep|epbench|all) parts+=("$1"); shift;;
+    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, layers, decode, hopper, hopperbench, ep, epbench, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
   esac
 done
 [ ${#parts[@]} -gt 0 ] || parts=(all)
@@ -292,6 +294,42 @@ run_ep() {
   unset MOETOP_UNVERIFIED_GPU_EP
 }
 
+run_epbench() {
+  step "bench --ep N beside torch_ep_peer.py: the expert path over N GPUs, same shapes and counts (moetop's GPU ranks are not yet checked on GPUs: opted in here)"
+  n=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+  if [ "$n" -lt 2 ]; then echo "(one GPU here: skipped)"; return; fi
+  worlds=(2); [ "$n" -ge 4 ] && worlds=(2 4)
+  peer=$(dirname "$PEER")/torch_ep_peer.py
+  [ -f "$peer" ] || echo "(no $peer: moetop alone; make gpu-bins copies it beside the peer)"
+  # NCCL_NVLS_ENABLE=0 for both sides: moetop sets it itself, the peer's
+  # NCCL reads it from here (NVLS needs NVSwitch multicast; see kernels/cuda/nccl.go).
+  export NCCL_NVLS_ENABLE=0
+  # First that the rows come back through their experts, then the timing.
+  (cd kernels/cuda && MOETOP_UNVERIFIED_GPU_EP=1 timeout 300 ../../bin/cuda.test -test.run TwoGPUExchange -test.v -test.count=1 2>&1) \
+    > "$DIR/epbench-test.log"
+  grep -E "^(--- |ok|FAIL|PASS)|all-to-all" "$DIR/epbench-test.log" | head -20
+  shapes=(--shape mixtral:8192:4096:14336:8:2 --shape qwen3-moe:8192:2048:768:128:8 --shape dsv3:4096:7168:2048:256:8)
+  rm -f "$DIR"/epbench-*.json
+  # Two rounds, moetop and the peer in turn, so that neither has the card
+  # to itself in a better minute.
+  for round in 1 2; do
+    for w in "${worlds[@]}"; do
+      MOETOP_UNVERIFIED_GPU_EP=1 timeout 600 bin/moetop bench --ep "$w" "${shapes[@]}" --dist uniform,zipf:1.2,hot:0:0.5 \
+        --format json --out "$DIR/epbench-$round-n$w-moetop.json" --force 2>> "$DIR/epbench-moetop.log"
+      echo "moetop bench --ep $w, round $round: exit $?"
+      if [ -f "$peer" ]; then
+        timeout 600 python3 -m torch.distributed.run --nproc-per-node "$w" "$peer" "${shapes[@]}" \
+          --dist uniform --dist zipf:1.2 --dist hot:0:0.5 --json "$DIR/epbench-$round-n$w-peer.json" >> "$DIR/epbench-peer.log" 2>&1
+        echo "torch_ep_peer.py on $w GPUs, round $round: exit $?"
+      fi
+    done
+  done
+  tail -4 "$DIR/epbench-moetop.log"
+  files=("$DIR"/epbench-*.json)
+  [ -e "${files[0]}" ] || { echo "(no results)"; return; }
+  python3 scripts/compare_ep.py "${files[@]}" | tee "$DIR/epbench-compare.txt"
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -305,7 +343,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,t
 for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
-    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; ep) run_ep;; hopper) run_hopper;; hopperbench) run_hopperbench;;
+    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; ep) run_ep;; epbench) run_epbench;; hopper) run_hopper;; hopperbench) run_hopperbench;;
     all) run_check; run_live; run_bench;;
   esac
 done

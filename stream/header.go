@@ -30,6 +30,14 @@ type Header struct {
 	// a decode-sized layer's own dense GEMM pair is bound by memory and
 	// would put the ceiling far too low.
 	PeakTFLOPS float64 `json:"peak_tflops,omitempty"`
+	// AllToAllGBps is the expert-parallel ranks' all-to-all ceiling: an
+	// NCCL all-to-all of AllToAllBytes per rank between the run's GPUs,
+	// measured at start, in nccl-tests' bus bandwidth (GB/s, 1e9 B/s: the
+	// bytes that cross between ranks over the time, algbw × (n−1)/n), the
+	// convention of a rank's dispatch and combine GB/s. 0: not measured
+	// (CPU ranks, one rank, logs before it).
+	AllToAllGBps  float64 `json:"alltoall_gbps,omitempty"`
+	AllToAllBytes int64   `json:"alltoall_bytes,omitempty"`
 	// Ranks is the number of expert-parallel ranks (0: not expert
 	// parallel) and Placement each expert's ranks (absent: contiguous
 	// blocks).

@@ -49,10 +49,23 @@ func TestRanksPanel(t *testing.T) {
 	p := &ranksPanel{}
 	p.SetSize(120, 10)
 	v := p.View(s)
-	// GB/s is bytes sent to other ranks over the dispatch time.
+	// GB/s is bytes sent to other ranks over the dispatch time; beside
+	// it, dispatch's and combine's GB/s as shares of the header's
+	// all-to-all ceiling.
 	want := float64(rows[1].SentBytes) / (rows[1].dispatch * 1e6)
-	if !regexp.MustCompile(fmt.Sprintf(`(?m)^r1 .* %.0f +%s`, want, regexp.QuoteMeta(fmtMS(rows[1].wait)))).MatchString(v) {
-		t.Errorf("r1's line lacks %.0f GB/s and its wait %s:\n%s", want, fmtMS(rows[1].wait), v)
+	ceiling := src.header.AllToAllGBps
+	shares := fmt.Sprintf("%.0f/%.0f%%", 100*want/ceiling, 100*float64(rows[1].SentBytes)/(rows[1].combine*1e6)/ceiling)
+	if !regexp.MustCompile(fmt.Sprintf(`(?m)^r1 .* %.0f +%s +%s`, want, regexp.QuoteMeta(shares), regexp.QuoteMeta(fmtMS(rows[1].wait)))).MatchString(v) {
+		t.Errorf("r1's line lacks %.0f GB/s, %s of the ceiling and its wait %s:\n%s", want, shares, fmtMS(rows[1].wait), v)
+	}
+	if !strings.Contains(v, "% of a2a") || !strings.Contains(v, "all-to-all 370 GB/s") {
+		t.Errorf("no ceiling in the title or the columns' names:\n%s", v)
+	}
+	// Without a ceiling (CPU ranks, logs before it), no column for it.
+	bare := *s
+	bare.header.AllToAllGBps = 0
+	if nv := p.View(&bare); strings.Contains(nv, "a2a") || strings.Contains(nv, "all-to-all") || strings.Contains(nv, "%") {
+		t.Errorf("a ceiling that was not measured:\n%s", nv)
 	}
 	if !regexp.MustCompile(`(?m)^r0▲ `).MatchString(v) || strings.Count(v, "▲") != 2 {
 		t.Errorf("the straggler is not marked once in its line and once in the summary:\n%s", v)
@@ -252,6 +265,11 @@ func TestTheHelpExplainsTheFigures(t *testing.T) {
 		if !strings.Contains(strings.Join(strings.Fields(v), " "), want) {
 			t.Errorf("the full help does not say %q:\n%s", want, v)
 		}
+	}
+	eps := stateOf(src.header, drain(newFakeEP(1))...)
+	if got := strings.Join(legend(eps, 400), " "); !strings.Contains(got, "% of a2a") ||
+		!strings.Contains(got, "all-to-all ceiling, 370 GB/s: an NCCL all-to-all of 256 MiB per rank") {
+		t.Errorf("the ranks' legend does not explain the ceiling: %q", got)
 	}
 	src2 := newFakeRoofline(2)
 	s := stateOf(src2.header, drain(src2)...)

@@ -16,7 +16,8 @@ func newFakeEP(n int) *fakeSource {
 	cfg := stream.Layer{Tokens: 4096, Hidden: 4096, FFN: 14336, Experts: 16, TopK: 2, DType: "bf16", Act: "gelu",
 		Routing: "hot:0:0.4", Seed: 1}
 	h := stream.Header{Device: "4 × NVIDIA H100 80GB HBM3 (sm_90)", Driver: "580.159.04", CUDA: "13.0", CUBLAS: "13.1.0",
-		Backend: "grouped", Config: cfg, Start: t0, DenseGEMMTFLOPS: 700, ReadGBps: 3000, Ranks: ranks}
+		Backend: "grouped", Config: cfg, Start: t0, DenseGEMMTFLOPS: 700, ReadGBps: 3000, Ranks: ranks,
+		AllToAllGBps: 370, AllToAllBytes: 256 << 20}
 	for r := range ranks {
 		h.Devices = append(h.Devices, stream.DeviceID{Rank: r, CUDA: r, NVML: r, Name: "NVIDIA H100 80GB HBM3"})
 	}

@@ -169,6 +169,9 @@ func (r *bytesReader) sample() stream.Sample {
 func (r *bytesReader) header() stream.Header {
 	h := newFake(8, 1).header
 	h.DenseGEMMTFLOPS, h.ReadGBps, h.Ranks = r.float(), r.float(), r.int()
+	// The all-to-all ceiling from the read ceiling's bytes, so that the
+	// corpus reads as before: any value, NaN and ±Inf included.
+	h.AllToAllGBps, h.AllToAllBytes = h.ReadGBps/8, int64(h.Ranks)<<20
 	if r.byte()%2 == 0 {
 		h.Placement = [][]int{}
 		for range r.count(20) {

@@ -1,6 +1,10 @@
 package tui
 
-import "github.com/charmbracelet/bubbles/key"
+import (
+	"fmt"
+
+	"github.com/charmbracelet/bubbles/key"
+)
 
 // keyMap is every key the view answers; help shows those of the mode.
 type keyMap struct {
@@ -78,6 +82,10 @@ func legend(s *state, w int) []string {
 		items = append(items,
 			"ranks GB/s: bytes a rank sent to other ranks ÷ its dispatch time; for an even all-to-all this is nccl-tests' bus bandwidth, algbw × (n−1)/n",
 			"balancedness: mean ÷ max of the rows the ranks ran (1: even); ▲ straggler: the rank busy longest, whom the others wait for")
+		if c := ceilingOf(s.header); c > 0 {
+			items = append(items, fmt.Sprintf("%% of a2a: a rank's dispatch/combine GB/s as shares of the all-to-all ceiling, %s GB/s: an NCCL all-to-all of %d MiB per rank timed at start, in the same bus-bandwidth convention",
+				num("%.0f", c), s.header.AllToAllBytes>>20))
+		}
 	}
 	if s.last.LayerIndex != nil && len(s.heat) > 0 {
 		items = append(items, "layers × experts: each layer's newest load, an expert shaded by its rows over the layer's mean (the balanced share); a cell over several experts or layers shows the busiest")

@@ -12,8 +12,9 @@ import (
 
 // ranksPanel is "Ranks", shown under expert parallelism: rows each rank
 // received as bars, how even they are, each rank's dispatch and combine
-// time, the rate it sent at, and how long it waited for the slowest (the
-// straggler, marked ▲).
+// time, the rate it sent at (and, where the header has the all-to-all
+// ceiling, its dispatch and combine GB/s as shares of it), and how long it
+// waited for the slowest (the straggler, marked ▲).
 type ranksPanel struct{ w, h int }
 
 func (p *ranksPanel) SetSize(w, h int) { p.w, p.h = w, h }
@@ -94,18 +95,54 @@ const (
 	rcWait
 	rcBar
 	rcRate
+	rcShare
 	rcCombine
 	rcTokens
 	rcSaved
 )
 
-// rankFigures is the width of every column of figures of a rank's line.
-const rankFigures = 8 + 10 + 10 + 10 + 10 + 8 + 10
+// rankFigures is the width of every column of figures of a rank's line,
+// but the share of the all-to-all ceiling (shareW), which only a run with
+// the ceiling has.
+const (
+	rankFigures = 8 + 10 + 10 + 10 + 10 + 8 + 10
+	shareW      = 11
+)
 
-// rankCols decides the columns at width w after a label lead cells wide.
-func rankCols(w, lead int) []int {
+// rankCols decides the columns at width w after a label lead cells wide;
+// ceiling says whether the run has an all-to-all ceiling to share.
+func rankCols(w, lead int, ceiling bool) []int {
 	return fitCols(w, lead, []col{rcRows: {w: 8}, rcDispatch: {w: 10}, rcWait: {w: 10}, rcBar: {w: barMinW, flex: true},
-		rcRate: {w: 10}, rcCombine: {w: 10}, rcTokens: {w: 8}, rcSaved: {w: 10}})
+		rcRate: {w: 10}, rcShare: {w: shareW, skip: !ceiling}, rcCombine: {w: 10}, rcTokens: {w: 8}, rcSaved: {w: 10}})
+}
+
+// ceilingOf is the header's all-to-all ceiling in GB/s, 0 without a
+// usable one.
+func ceilingOf(h stream.Header) float64 {
+	if c := h.AllToAllGBps; c > 0 && finite(c) {
+		return c
+	}
+	return 0
+}
+
+// ceilingShare is a rank's dispatch and combine GB/s as percentages of ceiling,
+// "disp/comb%" ("" for a phase the step has not, or without a ceiling).
+func ceilingShare(sent, dispatchMS, combineMS, ceiling float64) string {
+	pct := func(ms float64) string {
+		if !(sent > 0) || !(ms > 0) || !(ceiling > 0) {
+			return "–"
+		}
+		v := sent / (ms * 1e6) / ceiling * 100
+		if !finite(v) || v > 999 {
+			return ">999"
+		}
+		return num("%.0f", v)
+	}
+	d, c := pct(dispatchMS), pct(combineMS)
+	if d == "–" && c == "–" {
+		return ""
+	}
+	return d + "/" + c + "%"
 }
 
 // summary is the line (or lines, at most n) under the ranks: balancedness
@@ -166,6 +203,11 @@ func (p *ranksPanel) Rows(s *state, w int) (need, want int) {
 func (p *ranksPanel) View(s *state) string {
 	rows, straggler := rankRows(s.last)
 	title := fmt.Sprintf("Ranks · %d expert-parallel", len(rows))
+	ceiling := ceilingOf(s.header)
+	// The ceiling in the title where it fits whole: cut, it reads as noise.
+	if more := " · all-to-all " + num("%.0f", ceiling) + " GB/s"; ceiling > 0 && lipgloss.Width(title+more)+4 <= p.w {
+		title += more
+	}
 	if len(rows) == 0 {
 		return panel("Ranks", p.w, p.h, labelStyle.Render("no ranks in this step"))
 	}
@@ -176,7 +218,11 @@ func (p *ranksPanel) View(s *state) string {
 	labelW = max(4, min(labelW, 8)) // "rank" heads the column
 	// A bar wider than sixty cells reads no better and pushes the
 	// figures away from it.
-	widths := rankCols(min(p.w, labelW+rankFigures+60), labelW)
+	figures := rankFigures
+	if ceiling > 0 {
+		figures += shareW
+	}
+	widths := rankCols(min(p.w, labelW+figures+60), labelW, ceiling > 0)
 	// Below the title and the columns' names: every rank and the summary
 	// when they fit; else the busiest ranks, a line on those left out and
 	// the summary's first line.
@@ -205,7 +251,7 @@ func (p *ranksPanel) View(s *state) string {
 		i    int
 		name string
 	}{{rcRows, "rows"}, {rcTokens, "tokens"}, {rcDispatch, "dispatch"}, {rcCombine, "combine"}, {rcRate, "GB/s"},
-		{rcWait, "wait"}, {rcSaved, "saved"}} {
+		{rcShare, "% of a2a"}, {rcWait, "wait"}, {rcSaved, "saved"}} {
 		head += cell(c.name, widths[c.i])
 	}
 	lines := []string{labelStyle.Render(head)}
@@ -225,6 +271,7 @@ func (p *ranksPanel) View(s *state) string {
 		b.WriteString(cell(msOrBlank(r.dispatch), widths[rcDispatch]))
 		b.WriteString(cell(msOrBlank(r.combine), widths[rcCombine]))
 		b.WriteString(cell(gbps(float64(r.SentBytes), r.dispatch), widths[rcRate]))
+		b.WriteString(cell(ceilingShare(float64(r.SentBytes), r.dispatch, r.combine, ceiling), widths[rcShare]))
 		b.WriteString(cell(msOrBlank(r.wait), widths[rcWait]))
 		b.WriteString(cell(fmtBytes(float64(r.SavedBytes)), widths[rcSaved]))
 		line := b.String()

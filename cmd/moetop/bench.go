@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/moetop/moetop/bench"
 	"github.com/moetop/moetop/files"
@@ -28,6 +29,23 @@ with the two ceilings measured once at the start of the run: never above
 100%, a * where the measurement beat the floor. Per-expert counts are
 computed as the peer script's count_rows does.
 
+With --ep N: the expert path over N ranks instead, on the same shapes and
+counts as the EP peer (torch_ep_peer.py): every rank holds the case's
+tokens and sends its tokens × top-k rows (bf16, no token sent once per
+rank) by the same fixed counts, experts in contiguous blocks. Per case and
+distribution: dispatch (the rows to the experts' ranks), gemm (the local
+experts' x·w1, gelu, ·w2), wait (a one-element all-reduce) and combine
+(the rows back), each the slowest rank's, of each rank's median step;
+the step; dispatch and combine GB/s, the most bytes a rank sends to other
+ranks over the phase's time, which for an even all-to-all is nccl-tests'
+bus bandwidth, algbw × (n−1)/n; gemm TFLOP/s, 4 · the most rows a rank
+ran · hidden · ffn over its time. On GPUs (ranks on CUDA devices 0 … N−1
+of this process, over NCCL; not yet checked on GPUs: needs
+MOETOP_UNVERIFIED_GPU_EP=1) an NCCL all-to-all of 256 MiB per rank is
+timed first, in the same bus-bandwidth convention, and dispatch and combine
+are given as a share of it. Without GPUs the ranks run on the CPU
+reference over the in-process transport, in float32, on shapes you name.
+
 The modern grid is the peer's prefill shapes (plain experts) and every
 preset's routed experts (moetop models) at 1, 32 and 128 tokens, gated as
 the model is, named MODEL@TOKENS.
@@ -35,11 +53,14 @@ the model is, named MODEL@TOKENS.
 Usage:
   moetop bench [--grid report|modern|FILE] [--quick] [--shape NAME:T:H:F:E:K ...] [--act ACT]
                [--dist LIST] [--backends LIST] [--dtypes LIST] [--format table|json|csv|md] [--out FILE]
+  moetop bench --ep N [--shape NAME:T:H:F:E:K ...] [--dist LIST] [--backends loop|cpu] [--format ...] [--out FILE]
 
 Examples:
   moetop bench --grid modern --dtypes bf16
   moetop bench --shape mixtral:8192:4096:14336:8:2 --act swiglu
   moetop bench --grid report --quick --backends cpu --format json
+  MOETOP_UNVERIFIED_GPU_EP=1 moetop bench --ep 2 --shape mixtral:8192:4096:14336:8:2 --dist uniform,zipf:1.2,hot:0:0.5
+  moetop bench --ep 4 --shape small:256:128:256:16:2 --dist uniform,zipf:1.2   # CPU ranks
 `
 
 type stringList []string
@@ -65,7 +86,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("out", "", "write results to FILE instead of stdout")
 	force := fs.Bool("force", false, "overwrite --out if it exists")
 	runOOM := fs.Bool("run-predicted-oom", false, "run cases the memory model says will not fit, to test the model")
-	noGraphs := fs.Bool("no-graphs", false, "issue every GEMM from the host (loop, streams): no CUDA graph replay")
+	noGraphs := fs.Bool("no-graphs", false, "issue every GEMM from the host (loop, streams, --ep's GPU ranks): no CUDA graph replay")
+	epRanks := fs.Int("ep", 0, "time the expert path over N ranks (dispatch, gemm, wait, combine), as torch_ep_peer.py does, instead of the GEMMs (0: off)")
+	epTimeout := fs.Duration("ep-timeout", time.Minute, "with --ep: how long a step may wait for its ranks before the run ends")
 	gpuFlags(fs)
 	if err := parse(fs, args, benchUsage, stdout); err != nil {
 		return err
@@ -79,6 +102,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if !okFormat {
 		return usagef("invalid --format %q; want one of %s", *format, strings.Join(bench.Formats, ", "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *epRanks == 0 && set["ep-timeout"] {
+		return usagef("--ep-timeout needs --ep N")
+	}
+	if *epRanks != 0 {
+		return runBenchEP(ctx, benchEP{ranks: *epRanks, timeout: *epTimeout, shapes: shapes, grid: *grid, quick: *quick,
+			dists: *dists, backends: *backends, act: *act, dtypes: *dtypes, reps: *reps, warmup: *warmup, format: *format, out: *out,
+			force: *force, noGraphs: *noGraphs, set: set}, stdout, stderr)
 	}
 	if _, err := kernels.ParseActivation(*act); err != nil {
 		return usagef("invalid --act: %v", err)

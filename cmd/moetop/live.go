@@ -190,6 +190,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "moetop: %s\n", n)
 	}
 	f.ep.describe(&h, be)
+	allToAllCeiling(ctx, &h, be, stderr)
 	if dense, ok := kernels.DenseBackend(onGPU(running)); ok {
 		// One dense GEMM pair of the same FLOPs: the view's "% of dense".
 		// (Per-expert events fall on the first step only, a warm-up.)

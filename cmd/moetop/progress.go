@@ -25,6 +25,11 @@ func (p *progress) update(done, total int, r bench.Result) {
 	if r.Status == bench.StatusOK {
 		what += fmt.Sprintf(" %.1f TFLOP/s", r.TFLOPS)
 	}
+	p.show(done, total, what)
+}
+
+// show draws the bar, or writes the line, for what the last result was.
+func (p *progress) show(done, total int, what string) {
 	if !p.tty {
 		fmt.Fprintf(p.w, "[%d/%d] %s\n", done, total, what)
 		return

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/moetop/moetop/kernels"
+	"github.com/moetop/moetop/kernels/cuda"
+	"github.com/moetop/moetop/stream"
+)
+
+// allToAllCeiling puts in the header, for expert-parallel ranks on GPUs
+// of this process, their all-to-all ceiling: an NCCL all-to-all of 256
+// MiB per rank, best of 5, in nccl-tests' bus bandwidth, which the ranks
+// panel puts each rank's dispatch and combine GB/s under. Measured before
+// the layer is prepared, so that its buffers do not crowd the layer's.
+// CPU ranks and a single rank have none; a failure is said and the run
+// goes on without it. (Not yet checked on GPUs, as the ranks are not: the
+// same opt-in, MOETOP_UNVERIFIED_GPU_EP=1, guards it.)
+func allToAllCeiling(ctx context.Context, h *stream.Header, be kernels.Backend, stderr io.Writer) {
+	b, ok := be.(*cuda.EPBackend)
+	if !ok || b.Ranks() < 2 {
+		return
+	}
+	gbps, err := cuda.MeasureAllToAll(ctx, b.Devices, cudaOptions.LibDir, 5)
+	if err != nil {
+		if ctx.Err() == nil {
+			fmt.Fprintf(stderr, "moetop: no all-to-all ceiling: %s\n", oneLine(err.Error()))
+		}
+		return
+	}
+	h.AllToAllGBps, h.AllToAllBytes = gbps, cuda.AllToAllCeilingBytes
+}
