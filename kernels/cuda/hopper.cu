@@ -255,7 +255,6 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 	}
 	__syncthreads();
-	const int total = cum[experts];
 
 	if (threadIdx.x < 128) {
 		// Producer warpgroup: one thread issues every copy; the rest leave.
@@ -263,7 +262,11 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 		if (threadIdx.x != 0) return;
 		int s = 0;
 		u32 phase = 0;
-		for (int t = blockIdx.x; t < total; t += gridDim.x) {
+		// The tile count (cum[experts]) is read from shared memory each
+		// tile, not held over the loop: held, it was live into both
+		// warpgroups' code, and ptxas, at the 168 registers the
+		// consumer's accumulators nearly fill, spilled it.
+		for (int t = blockIdx.x; t < cum[experts]; t += gridDim.x) {
 			const Tile tile = tile_at(t, cum, experts, nN);
 			const int row0 = offsets[tile.e] + tile.m * BM;
 			const int col0 = tile.n * BN;
@@ -279,6 +282,18 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 				}
 			}
 		}
+		// Wait, bounded, for the consumer to give every slot back (the
+		// ring's next STAGES waits for "empty"): a consumer stuck on a
+		// "full" that never completes then traps here, since its own
+		// waits, unbounded to spare a register, never would, even when
+		// the producer has nothing left to copy.
+		for (int i = 0; i < STAGES; i++) {
+			mbar_wait(bars + 8 * (STAGES + s), phase ^ 1);
+			if (++s == STAGES) {
+				s = 0;
+				phase ^= 1;
+			}
+		}
 		return;
 	}
 
@@ -288,13 +303,15 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 	float acc0[BN / 2], acc1[BN / 2];
 	int s = 0;
 	u32 phase = 0;
-	for (int t = blockIdx.x; t < total; t += gridDim.x) {
+	// The tile count is read from shared memory each tile, as in the
+	// producer.
+	for (int t = blockIdx.x; t < cum[experts]; t += gridDim.x) {
 		const Tile tile = tile_at(t, cum, experts, nN);
 #pragma unroll
 		for (int i = 0; i < BN / 2; i++) acc0[i] = acc1[i] = 0.0f;
 		int prev = 0;
 		for (int kb = 0; kb < nK; kb++) {
-			mbar_wait(bars + 8 * s, phase);
+			mbar_wait_unbounded(bars + 8 * s, phase);
 			wgmma_fence();
 			const u32 a = sa + s * A_BYTES, b = sb + s * B_BYTES;
 #pragma unroll
