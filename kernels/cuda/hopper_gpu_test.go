@@ -370,9 +370,9 @@ func TestHopperGroupedGEMMMatchesTheHost(t *testing.T) {
 
 // The backend through kernels.Check, as `moetop check --backends hopper`
 // runs it: random shapes it takes (each activation among them, gated
-// ones too), experts starved of rows, and a qwen3-moe-like layer at a few
-// tokens (the prefill configuration) and at decode (1 and 4 rows per
-// expert on average: the decode one), plain and gated.
+// ones too), experts starved of rows, and layers of qwen3-moe's sizes at
+// 1 and 32 rows per expert on average (the decode configuration) and at
+// 128 (the prefill one), plain and gated.
 func TestHopperBackendMatchesCPUReference(t *testing.T) {
 	d, _ := hopperDevice(t)
 	t.Setenv(UnverifiedHopperEnv, "1")
@@ -393,18 +393,21 @@ func TestHopperBackendMatchesCPUReference(t *testing.T) {
 	if gated == 0 {
 		t.Error("no random case is gated")
 	}
-	decode := 0
+	configs := map[hopperConfig]int{}
 	for _, act := range []kernels.Activation{kernels.GELU, kernels.SiLU, kernels.SwiGLU, kernels.GeGLU} {
-		for _, tokens := range []int{512, 64, 16} {
-			s := kernels.Shape{Tokens: tokens, Hidden: 2048, FFN: 768, Experts: 128, TopK: 8, DType: kernels.BF16, Act: act, Seed: 3}
-			if hopperConfigFor(s) == hopperDecode {
-				decode++
-			}
+		for _, size := range []struct{ tokens, experts, topK int }{
+			{512, 128, 8}, // 32 rows an expert: decode tiles
+			{16, 128, 8},  // 1 row an expert
+			{1024, 16, 2}, // 128 rows an expert: prefill tiles
+		} {
+			s := kernels.Shape{Tokens: size.tokens, Hidden: 2048, FFN: 768, Experts: size.experts, TopK: size.topK,
+				DType: kernels.BF16, Act: act, Seed: 3}
+			configs[hopperConfigFor(s)]++
 			cases = append(cases, kernels.CheckCase{Backend: "hopper", Starve: 5, Shape: s})
 		}
 	}
-	if decode == 0 {
-		t.Error("no case runs the decode configuration")
+	if configs[hopperDecode] == 0 || configs[hopperDefault] == 0 {
+		t.Errorf("cases per configuration %v: want both the decode and the prefill one", configs)
 	}
 	zeroRows := 0
 	for _, c := range cases {
