@@ -221,7 +221,7 @@ run_hopper() {
   step "hopper: our grouped GEMM's tests, its SASS, moetop check, the kernel alone, then beside the others"
   # The tests in the order to read their failures: weights, dense GEMM,
   # grouped GEMM, the backend against the CPU reference.
-  (cd kernels/cuda && MOETOP_HOPPER_CUBIN="$DIR/hopper.cubin" ../../bin/cuda.test -test.run Hopper -test.v -test.count=1 -test.timeout 180s 2>&1) \
+  (cd kernels/cuda && MOETOP_HOPPER_CUBIN="$DIR/hopper.cubin" ../../bin/cuda.test -test.run Hopper -test.v -test.count=1 -test.timeout 300s 2>&1) \
     > "$DIR/hopper-test.log"
   grep -E "^(--- |ok|FAIL|PASS)|registers|got .*want|values off" "$DIR/hopper-test.log" | head -60
   objdump=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
@@ -231,23 +231,40 @@ run_hopper() {
       "$(grep -cE '\b(LDL|STL)\b' "$DIR/hopper.sass") local loads/stores (want 0)"
   fi
   # MOETOP_UNVERIFIED_HOPPER=1: the backend refuses to run without it until
-  # a run like this one has checked it.
-  MOETOP_UNVERIFIED_HOPPER=1 timeout 180 bin/moetop check --backends hopper --dtypes bf16,fp16 --cases 12 > "$DIR/check-hopper.txt" 2>&1
+  # a run like this one has checked it. check has no activation flag: its
+  # first four cases of each dtype are gelu, silu, swiglu and geglu, and the
+  # rest draw any, so 12 cases check the gated epilogue several times over;
+  # the count of gated lines says so.
+  MOETOP_UNVERIFIED_HOPPER=1 timeout 240 bin/moetop check --backends hopper --dtypes bf16,fp16 --cases 12 > "$DIR/check-hopper.txt" 2>&1
   echo "check exit $?"; tail -3 "$DIR/check-hopper.txt"; grep FAIL "$DIR/check-hopper.txt" | head -10
+  echo "gated cases checked: $(grep -cE '\b(swiglu|geglu)\b' "$DIR/check-hopper.txt")"
+  # The kernel alone: prefill (8192 tokens) and decode (128), plain, gated
+  # gemm1 and the gemm2 after it; _chosen marks what the backend runs.
   (cd kernels/cuda && ../../bin/cuda.test -test.run '^$' -test.bench HopperGEMM -test.benchtime 20x 2>&1) \
     | tee "$DIR/hopper-bench.txt" | grep -E "Benchmark|ok|FAIL"
 }
 
 run_hopperbench() {
-  step "hopper beside the other backends and the peer"
+  step "hopper beside the other backends and the peer: prefill and decode shapes, gelu and swiglu"
+  # dsv3-decode and qwen3-moe-decode average 4 and 8 rows an expert: the
+  # backend runs its 64-row decode tiles there, 128-row tiles elsewhere.
   shapes=(--shape qwen3-moe:8192:2048:768:128:8 --shape olmoe:16384:2048:1024:64:8 --shape dsv3:4096:7168:2048:256:8
-          --shape dsv3-decode:128:7168:2048:256:8 --shape mixtral:8192:4096:14336:8:2)
+          --shape dsv3-decode:128:7168:2048:256:8 --shape qwen3-moe-decode:128:2048:768:128:8
+          --shape mixtral:8192:4096:14336:8:2)
   MOETOP_UNVERIFIED_HOPPER=1 bin/moetop bench "${shapes[@]}" --dist uniform,seed-uneven,zipf:1.2 \
     --backends hopper,grouped,loop,streams,padded,hybrid --format json --out "$DIR/moetop-bench.json" 2> "$DIR/moetop-bench.log"
   tail -6 "$DIR/moetop-bench.log"
+  # Gated (SwiGLU): the epilogue's act(gate)·up, prefill and decode.
+  gated=(--shape qwen3-moe:8192:2048:768:128:8 --shape dsv3-decode:128:7168:2048:256:8
+         --shape qwen3-moe-decode:128:2048:768:128:8 --shape mixtral-decode:128:4096:14336:8:2)
+  MOETOP_UNVERIFIED_HOPPER=1 bin/moetop bench "${gated[@]}" --act swiglu --dist uniform,zipf:1.2 \
+    --backends hopper,grouped,loop,hybrid --format json --out "$DIR/moetop-bench-swiglu.json" 2> "$DIR/moetop-bench-swiglu.log"
+  tail -6 "$DIR/moetop-bench-swiglu.log"
   if have_peer; then
     python3 "$PEER" "${shapes[@]}" --dist uniform --dist seed-uneven --dist zipf:1.2 --json "$DIR/peer.json" > "$DIR/peer.log" 2>&1
     python3 scripts/compare.py "$DIR/moetop-bench.json" "$DIR/peer.json" | tee "$DIR/compare.txt"
+    python3 "$PEER" "${gated[@]}" --gated --dist uniform --dist zipf:1.2 --json "$DIR/peer-swiglu.json" > "$DIR/peer-swiglu.log" 2>&1
+    python3 scripts/compare.py "$DIR/moetop-bench-swiglu.json" "$DIR/peer-swiglu.json" | tee "$DIR/compare-swiglu.txt"
   fi
 }
 

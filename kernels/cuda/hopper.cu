@@ -6,10 +6,24 @@
 // What it computes, for every expert e with rows[e] > 0:
 //   out[off[e] + r][n] = act( Σ_k a[off[e] + r][k] · w[e][n][k] )
 // for r < rows[e], n < N. a is the permuted activations (every expert's
-// rows after the earlier experts', as the permute step lays them out), w
-// the expert's weights stored transposed (N × K, K contiguous: both wgmma
+// rows after the earlier experts', as the permute step lays them out; its
+// rows may be further apart than K, which the tensor map says), w the
+// expert's weights stored transposed (N × K, K contiguous: both wgmma
 // operands are then K-major, the layout TMA's 128-byte swizzle and wgmma's
-// descriptors are simplest in), out row-major with N columns.
+// descriptors are simplest in), out row-major, its rows ldo apart.
+//
+// Gated (SwiGLU, GeGLU), N is 2F and w's rows interleave the gate's and
+// the up projection's in blocks of 8: rows 16i..16i+7 are the gate's
+// columns 8i..8i+7 and rows 16i+8..16i+15 the up projection's same
+// columns (fill_transposed writes them so; hopper.go's hopperW1Row is the
+// map). A thread's accumulator fragment holds, for each 8 columns j, the
+// same two columns of block j (see store_half), so blocks 2i and 2i+1 give
+// it gate and up of the same output columns, and the epilogue writes
+//   out[off[e] + r][f] = act(gate) · up
+// for f < F = N/2: BN/2 output columns per tile, nothing leaving the
+// registers but the product. The other backends' act kernel leaves the
+// product in the first F columns of gemm1's 2F-wide rows; so does this, by
+// ldo = 2F, and gemm2 reads it from there in every backend.
 //
 // The design, and why:
 // - Tiles are BM×BN of one expert. A tile near an expert's end reads rows
@@ -27,22 +41,31 @@
 //   tiles and a few activation tiles in L2.
 // - Warpgroup 0 produces (one thread issues TMA copies into a STAGES-deep
 //   ring, waiting on each slot's "empty" barrier), warpgroup 1 consumes
-//   (waits on "full", runs wgmma m64nBNk16 twice per k16 step for the 128
-//   rows, releases the slot once the wgmma reading it completed), then
-//   applies the activation to the fp32 accumulators and stores. setmaxnreg
-//   moves registers from the producer to the consumer.
+//   (waits on "full", runs wgmma m64nBNk16 once per m64 half of the BM
+//   rows per k16 step, releases the slot once the wgmma reading it
+//   completed), then applies the activation to the fp32 accumulators and
+//   stores. setmaxnreg moves registers from the producer to the consumer.
+// - BM is 128 (two m64 halves) for prefill, or 64 (one) for decode, where
+//   an expert holds a few rows: a 128-row tile would then multiply, and
+//   read, mostly rows of the next expert. Either way each weight tile is
+//   read once per row tile, so at a few rows per expert the kernel streams
+//   every active expert's weights once, which is all decode can hope for.
 
-// Block tile rows, k-block depth (64 bf16 = 128 bytes: one swizzle row),
-// row tiles per L2 band, threads per block.
-#define BM 128
+// k-block depth (64 bf16 = 128 bytes: one swizzle row), row tiles per L2
+// band, threads per block. The row tile BM is a template parameter.
 #define BK 64
 #define GROUP_M 8
 #define THREADS 256
 
 // Activation codes (the host's hopperAct maps kernels.Activation to them).
+// The gated forms apply GELU or SiLU to the gate (their code minus
+// ACT_GATED) and multiply by up.
 #define ACT_NONE 0
 #define ACT_GELU 1
 #define ACT_SILU 2
+#define ACT_GEGLU 3
+#define ACT_SWIGLU 4
+#define ACT_GATED 2
 
 // ---- wgmma -----------------------------------------------------------------
 
@@ -157,6 +180,8 @@ struct Tile {
 
 // Tile t of the block-shared schedule: cum[e] is the number of tiles of
 // the experts before e (cum[experts] is every tile), nN column tiles each.
+// Cheap enough (a binary search in shared memory) to call twice a tile:
+// the consumer keeps no tile in registers over its k-loop.
 __device__ __forceinline__ Tile tile_at(int t, const int *cum, int experts, int nN) {
 	// The last expert whose first tile is at or before t: experts with no
 	// tiles share their cum with the next one and are passed over.
@@ -180,14 +205,14 @@ __device__ __forceinline__ Tile tile_at(int t, const int *cum, int experts, int 
 }
 
 // Epilogue of one 64-row half: activation, round, masked stores of the
-// rows below the expert's count and the columns below N. Thread (warp,
-// lane) holds, for each 8 columns j, rows warp·16 + lane/4 (+8) and
-// columns 8j + 2·(lane%4) (+1): d[4j], d[4j+1] on the first row, d[4j+2],
-// d[4j+3] on the second. The array is indexed with constants only (every
-// loop unrolled), so it stays in registers.
+// rows below the expert's count and the columns below N, rows ldo apart.
+// Thread (warp, lane) holds, for each 8 columns j, rows warp·16 + lane/4
+// (+8) and columns 8j + 2·(lane%4) (+1): d[4j], d[4j+1] on the first row,
+// d[4j+2], d[4j+3] on the second. The array is indexed with constants only
+// (every loop unrolled), so it stays in registers.
 template <class T, int BN>
-__device__ __forceinline__ void store_half(const float (&d)[BN / 2], u16 *dst, int rows, int N, int row0, int col0,
-                                           int warp, int lane, int act) {
+__device__ __forceinline__ void store_half(const float (&d)[BN / 2], u16 *dst, int rows, int N, int ldo, int row0,
+                                           int col0, int warp, int lane, int act) {
 	const int col_base = col0 + 2 * (lane % 4);
 #pragma unroll
 	for (int j = 0; j < BN / 8; j++) {
@@ -198,19 +223,49 @@ __device__ __forceinline__ void store_half(const float (&d)[BN / 2], u16 *dst, i
 			if (row < rows && col < N) {
 				const float v0 = activate(d[4 * j + 2 * h8], act);
 				const float v1 = activate(d[4 * j + 2 * h8 + 1], act);
-				// N is a multiple of 8, so col+1 < N too and the pair is
-				// 4-byte aligned.
-				*(u32 *)(dst + (u64)row * N + col) = pack2(T(), v0, v1);
+				// N and ldo are multiples of 8, so col+1 < N too and the
+				// pair is 4-byte aligned.
+				*(u32 *)(dst + (u64)row * ldo + col) = pack2(T(), v0, v1);
 			}
 		}
 	}
 }
 
-template <class T, int BN, int STAGES>
+// The gated epilogue of one 64-row half: the tile's BN GEMM columns are
+// BN/16 pairs of 8-column blocks, gate then up of the same 8 output
+// columns (the weights' interleave), so d[4·2i + x] is the gate and
+// d[4·(2i+1) + x] the up projection of output column
+// ocol0 + 8i + 2·(lane%4) (+1), ocol0 = col0/2. The product is rounded
+// once, from the fp32 accumulators (the unfused backends and the CPU
+// reference round gate and up to 16 bits first: the two differ by about
+// a rounding); F (the output width) and ldo are multiples of 8.
+template <class T, int BN>
+__device__ __forceinline__ void store_half_gated(const float (&d)[BN / 2], u16 *dst, int rows, int F, int ldo,
+                                                 int row0, int ocol0, int warp, int lane, int act) {
+	const int col_base = ocol0 + 2 * (lane % 4);
+#pragma unroll
+	for (int i = 0; i < BN / 16; i++) {
+		const int col = col_base + 8 * i;
+#pragma unroll
+		for (int h8 = 0; h8 < 2; h8++) {
+			const int row = row0 + warp * 16 + lane / 4 + 8 * h8;
+			if (row < rows && col < F) {
+				const int g = 8 * i + 2 * h8, u = g + 4; // d[4·2i + 2h8], d[4·(2i+1) + 2h8]
+				const float v0 = activate(d[g], act) * d[u];
+				const float v1 = activate(d[g + 1], act) * d[u + 1];
+				*(u32 *)(dst + (u64)row * ldo + col) = pack2(T(), v0, v1);
+			}
+		}
+	}
+}
+
+template <class T, int BM, int BN, int STAGES>
 __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const TensorMap *map_b, u16 *out,
                                              const int *counts, const int *offsets, int experts, int N, int K,
-                                             int act) {
+                                             int ldo, int act) {
+	static_assert(BM == 64 || BM == 128, "BM is one or two m64 halves");
 	static_assert(BN == 64 || BN == 128, "BN is 64 or 128 (one consumer warpgroup, wgmma m64nBNk16)");
+	constexpr int HALVES = BM / 64;
 	constexpr u32 A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2;
 	extern __shared__ __align__(1024) unsigned char smem[];
 	const u32 raw = smem_u32(smem);
@@ -227,7 +282,7 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 		asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
 		if (bars + 16 * STAGES + 4 * (experts + 1) - raw > have) asm volatile("trap;");
 	}
-	const int nN = (N + BN - 1) / BN;
+	const int nN = (N + BN - 1) / BN; // gated: N is 2F, a multiple of 16, so no tile splits a gate/up pair
 	const int nK = (K + BK - 1) / BK;
 
 	// Warp 0: tiles per expert and their running sum, 32 experts at a time.
@@ -255,7 +310,6 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 		asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 	}
 	__syncthreads();
-	const int total = cum[experts];
 
 	if (threadIdx.x < 128) {
 		// Producer warpgroup: one thread issues every copy; the rest leave.
@@ -263,7 +317,11 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 		if (threadIdx.x != 0) return;
 		int s = 0;
 		u32 phase = 0;
-		for (int t = blockIdx.x; t < total; t += gridDim.x) {
+		// The tile count (cum[experts]) is read from shared memory each
+		// tile, not held over the loop: held, it was live into both
+		// warpgroups' code, and ptxas, at the 168 registers the
+		// consumer's accumulators nearly fill, spilled it.
+		for (int t = blockIdx.x; t < cum[experts]; t += gridDim.x) {
 			const Tile tile = tile_at(t, cum, experts, nN);
 			const int row0 = offsets[tile.e] + tile.m * BM;
 			const int col0 = tile.n * BN;
@@ -279,52 +337,76 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 				}
 			}
 		}
+		// Wait, bounded, for the consumer to give every slot back (the
+		// ring's next STAGES waits for "empty"): a consumer stuck on a
+		// "full" that never completes then traps here, since its own
+		// waits, unbounded to spare a register, never would, even when
+		// the producer has nothing left to copy.
+		for (int i = 0; i < STAGES; i++) {
+			mbar_wait(bars + 8 * (STAGES + s), phase ^ 1);
+			if (++s == STAGES) {
+				s = 0;
+				phase ^= 1;
+			}
+		}
 		return;
 	}
 
-	// Consumer warpgroup: 128 rows as two m64 halves, BN/2 fp32 each.
+	// Consumer warpgroup: BM rows as m64 halves, BN/2 fp32 each.
 	asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
 	const int tid = threadIdx.x - 128, warp = tid / 32, lane = tid % 32;
-	float acc0[BN / 2], acc1[BN / 2];
+	float acc[HALVES][BN / 2];
 	int s = 0;
 	u32 phase = 0;
-	for (int t = blockIdx.x; t < total; t += gridDim.x) {
-		const Tile tile = tile_at(t, cum, experts, nN);
+	// The tile count is read from shared memory each tile, as in the
+	// producer.
+	for (int t = blockIdx.x; t < cum[experts]; t += gridDim.x) {
 #pragma unroll
-		for (int i = 0; i < BN / 2; i++) acc0[i] = acc1[i] = 0.0f;
-		int prev = 0;
+		for (int h = 0; h < HALVES; h++)
+#pragma unroll
+			for (int i = 0; i < BN / 2; i++) acc[h][i] = 0.0f;
 		for (int kb = 0; kb < nK; kb++) {
-			mbar_wait(bars + 8 * s, phase);
+			mbar_wait_unbounded(bars + 8 * s, phase);
 			wgmma_fence();
 			const u32 a = sa + s * A_BYTES, b = sb + s * B_BYTES;
 #pragma unroll
 			for (int kk = 0; kk < BK / 16; kk++) {
 				const u64 db = desc_k_major_sw128(b + kk * 32);
-				Mma<T, BN>::run(acc0, desc_k_major_sw128(a + kk * 32), db);
-				Mma<T, BN>::run(acc1, desc_k_major_sw128(a + 64 * 128 + kk * 32), db);
+#pragma unroll
+				for (int h = 0; h < HALVES; h++) Mma<T, BN>::run(acc[h], desc_k_major_sw128(a + h * 64 * 128 + kk * 32), db);
 			}
 			wgmma_commit();
 			// Keep this k-block's wgmma in flight; the previous one is done
-			// reading its slot, which goes back to the producer.
+			// reading its slot (the one before s in the ring), which goes
+			// back to the producer.
 			wgmma_wait<1>();
-			fence_acc(acc0);
-			fence_acc(acc1);
-			if (kb > 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + prev));
-			prev = s;
+#pragma unroll
+			for (int h = 0; h < HALVES; h++) fence_acc(acc[h]);
+			if (kb > 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + (s == 0 ? STAGES - 1 : s - 1)));
 			if (++s == STAGES) {
 				s = 0;
 				phase ^= 1;
 			}
 		}
 		wgmma_wait<0>();
-		fence_acc(acc0);
-		fence_acc(acc1);
-		if (nK > 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + prev));
+#pragma unroll
+		for (int h = 0; h < HALVES; h++) fence_acc(acc[h]);
+		// The last k-block's slot is the one before s now.
+		if (nK > 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + (s == 0 ? STAGES - 1 : s - 1)));
 
+		const Tile tile = tile_at(t, cum, experts, nN);
 		const int rows = counts[tile.e];
-		u16 *dst = out + (u64)offsets[tile.e] * N;
-		store_half<T, BN>(acc0, dst, rows, N, tile.m * BM, tile.n * BN, warp, lane, act);
-		store_half<T, BN>(acc1, dst, rows, N, tile.m * BM + 64, tile.n * BN, warp, lane, act);
+		u16 *dst = out + (u64)offsets[tile.e] * ldo;
+		if (act >= ACT_GEGLU) {
+#pragma unroll
+			for (int h = 0; h < HALVES; h++)
+				store_half_gated<T, BN>(acc[h], dst, rows, N / 2, ldo, tile.m * BM + 64 * h, tile.n * (BN / 2), warp,
+				                        lane, act - ACT_GATED);
+		} else {
+#pragma unroll
+			for (int h = 0; h < HALVES; h++)
+				store_half<T, BN>(acc[h], dst, rows, N, ldo, tile.m * BM + 64 * h, tile.n * BN, warp, lane, act);
+		}
 	}
 }
 
@@ -336,19 +418,21 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 // can be added without changing the budget: 128·40 + 256·232 ≤ 65536.
 #define BOUND_THREADS 384
 
-#define GEMM_INSTANCE(NAME, T, BN, STAGES)                                                               \
+#define GEMM_INSTANCE(NAME, T, BM, BN, STAGES)                                                           \
 	extern "C" __global__ void __launch_bounds__(BOUND_THREADS, 1)                                 \
 	    NAME(const __grid_constant__ TensorMap map_a, const __grid_constant__ TensorMap map_b, u16 *out, \
-	         const int *counts, const int *offsets, int experts, int N, int K, int act) {              \
-		grouped_gemm<T, BN, STAGES>(&map_a, &map_b, out, counts, offsets, experts, N, K, act);     \
+	         const int *counts, const int *offsets, int experts, int N, int K, int ldo, int act) {     \
+		grouped_gemm<T, BM, BN, STAGES>(&map_a, &map_b, out, counts, offsets, experts, N, K, ldo, act); \
 	}
 
-// The default configuration, and the others the microbenchmark compares.
-// hopper.go's hopperConfigs lists the same names.
-GEMM_INSTANCE(hopper_gemm_bf16_n128_s4, BF16, 128, 4)
-GEMM_INSTANCE(hopper_gemm_fp16_n128_s4, FP16, 128, 4)
-GEMM_INSTANCE(hopper_gemm_bf16_n128_s5, BF16, 128, 5)
-GEMM_INSTANCE(hopper_gemm_bf16_n64_s6, BF16, 64, 6)
+// The default (prefill) and decode configurations, and the others the
+// microbenchmark compares. hopper.go's hopperConfigs lists the same names.
+GEMM_INSTANCE(hopper_gemm_bf16_m128_n128_s4, BF16, 128, 128, 4)
+GEMM_INSTANCE(hopper_gemm_fp16_m128_n128_s4, FP16, 128, 128, 4)
+GEMM_INSTANCE(hopper_gemm_bf16_m64_n128_s6, BF16, 64, 128, 6)
+GEMM_INSTANCE(hopper_gemm_fp16_m64_n128_s6, FP16, 64, 128, 6)
+GEMM_INSTANCE(hopper_gemm_bf16_m128_n128_s5, BF16, 128, 128, 5)
+GEMM_INSTANCE(hopper_gemm_bf16_m128_n64_s6, BF16, 128, 64, 6)
 
 // ---- weights in the kernel's layout --------------------------------------------
 
@@ -373,15 +457,22 @@ __device__ __forceinline__ float fsub_rn(float a, float b) {
 }
 
 // Fills dst with the weights tensor `tensor` of every expert, transposed:
-// the logical w[e][k][n] (element e·K·N + k·N + n of kernels.Fill's
-// tensor, as the CPU reference holds it) goes to dst[e][n][k].
+// the logical w[e][k][c] (element e·K·N + k·N + c of kernels.Fill's
+// tensor, as the CPU reference holds it) goes to dst[e][n][k], with n = c,
+// or, when gated (N = 2F, columns c < F the gate's and the rest the up
+// projection's), the gate's and up's rows interleaved in blocks of 8 for
+// the gated epilogue: n = 16·(f/8) + 8·half + f%8 for c = half·F + f.
+// The values are the same as every other backend's; only their places
+// differ.
 template <class T>
-__device__ void fill_transposed(u16 *dst, u64 experts, u64 K, u64 N, u64 seed, u32 tensor, float scale) {
-	const u64 per = K * N, n_all = experts * per;
+__device__ void fill_transposed(u16 *dst, u64 experts, u64 K, u64 N, u64 seed, u32 tensor, float scale, u32 gated) {
+	const u64 per = K * N, n_all = experts * per, F = N / 2;
 	for (u64 j = blockIdx.x * (u64)blockDim.x + threadIdx.x; j < n_all; j += (u64)gridDim.x * blockDim.x) {
 		const u64 e = j / per, r = j - e * per;
 		const u64 n = r / K, k = r - n * K;
-		const u64 i = e * per + k * N + n;
+		// The logical column of row n (hopper.go's hopperW1Col).
+		const u64 c = gated ? ((n >> 3) & 1) * F + (n >> 4) * 8 + (n & 7) : n;
+		const u64 i = e * per + k * N + c;
 		const u64 h = mix(seed ^ mix(((u64)tensor << 40) ^ i));
 		const float u = (float)(h >> 40) * (1.0f / 16777216.0f);
 		dst[j] = pack1(T(), fmul_rn(fmul_rn(fsub_rn(fmul_rn(2.0f, u), 1.0f), 1.7320508f), scale));
@@ -389,10 +480,10 @@ __device__ void fill_transposed(u16 *dst, u64 experts, u64 K, u64 N, u64 seed, u
 }
 
 extern "C" __global__ void hopper_fill_t_bf16(u16 *dst, u64 experts, u64 K, u64 N, u64 seed, u32 tensor,
-                                              float scale) {
-	fill_transposed<BF16>(dst, experts, K, N, seed, tensor, scale);
+                                              float scale, u32 gated) {
+	fill_transposed<BF16>(dst, experts, K, N, seed, tensor, scale, gated);
 }
 extern "C" __global__ void hopper_fill_t_fp16(u16 *dst, u64 experts, u64 K, u64 N, u64 seed, u32 tensor,
-                                              float scale) {
-	fill_transposed<FP16>(dst, experts, K, N, seed, tensor, scale);
+                                              float scale, u32 gated) {
+	fill_transposed<FP16>(dst, experts, K, N, seed, tensor, scale, gated);
 }

@@ -56,6 +56,23 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 	}
 }
 
+// mbar_wait with no bound, for a waiter whose every hang a bounded wait
+// elsewhere in the block turns into a trap (hopper.cu's consumer: its
+// producer waits, bounded, for every slot to come back before it leaves).
+// It spares the count's register where every register is taken: with 128
+// accumulators live, that one more makes ptxas spill.
+__device__ __forceinline__ void mbar_wait_unbounded(u32 bar, u32 parity) {
+	u32 done = 0;
+	while (!done) {
+		asm volatile("{\n\t.reg .pred p;\n\t"
+		             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+		             "selp.u32 %0, 1, 0, p;\n\t}"
+		             : "=r"(done)
+		             : "r"(bar), "r"(parity)
+		             : "memory");
+	}
+}
+
 // TMA: copies the box at (c0, c1) (innermost first; c2 the outermost of a
 // 3-D map) of the tensor map's tensor into shared memory at dst,
 // completing its bytes on bar.
