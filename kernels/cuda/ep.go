@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -199,16 +200,15 @@ var _ kernels.Checkable = (*EPBackend)(nil)
 
 // Info names the backend after the GEMMs its ranks run.
 func (e *EPBackend) Info() kernels.Info {
-	where := fmt.Sprintf("%d GPUs %v", len(e.Devices), e.Devices)
-	if e.World > 0 {
-		where = fmt.Sprintf("rank %s of %d on GPU %v", e.rankSpan(), e.World, e.Devices)
-	}
+	gpu := "GPU"
 	if len(e.ranks) > 0 {
 		d := e.ranks[0].b.dev
-		where = fmt.Sprintf("%d × %s (sm_%d%d) %v", len(e.ranks), d.Name, d.Major, d.Minor, e.Devices)
-		if e.World > 0 {
-			where = fmt.Sprintf("rank %s of %d on %s (sm_%d%d) %v", e.rankSpan(), e.World, d.Name, d.Major, d.Minor, e.Devices)
-		}
+		gpu = fmt.Sprintf("%s (sm_%d%d)", d.Name, d.Major, d.Minor)
+	}
+	where := fmt.Sprintf("%d × %s %v", len(e.Devices), gpu, e.Devices)
+	if e.World > 0 {
+		where = fmt.Sprintf("rank %s of %d on %s, device %s", e.rankSpan(), e.World, gpu,
+			strings.Trim(fmt.Sprint(e.Devices), "[]"))
 	}
 	return kernels.Info{Name: "loop", Device: where + ", expert-parallel over NCCL (unverified)"}
 }
