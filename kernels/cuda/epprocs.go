@@ -89,18 +89,23 @@ func (e *EPBackend) joinComms(ctx context.Context) ([]*Comm, error) {
 		comms []*Comm
 		err   error
 	}
+	e.mu.Lock()
+	dead, cause := e.deadCh, e.dead
+	e.mu.Unlock()
+	if cause == nil && ctx.Err() != nil {
+		cause = context.Cause(ctx)
+	}
+	if cause != nil { // over before it began: nothing to give up on
+		return nil, fmt.Errorf("ep over GPUs: joining the communicator: %w", cause)
+	}
 	done := make(chan joined, 1)
 	ranks := e.ranks
 	go func() {
 		comms, err := e.initRanks(ranks)
 		done <- joined{comms, err}
 	}()
-	e.mu.Lock()
-	dead := e.deadCh
-	e.mu.Unlock()
 	timer := time.NewTimer(e.joinTimeout())
 	defer timer.Stop()
-	var cause error
 	select {
 	case j := <-done:
 		return j.comms, j.err

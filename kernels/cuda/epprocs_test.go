@@ -289,6 +289,16 @@ func TestJoiningTheCommunicatorGivesUpOnRanksThatNeverCome(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a run over before the join begins does not start it", func(t *testing.T) {
+		e := NewEPRank(0, 1, 2, func(int) (*Comm, error) { t.Error("joined a run that is over"); return nil, nil })
+		e.world, e.deadCh = 2, make(chan struct{})
+		e.ranks = []*epRank{{r: 1, b: &Backend{name: "loop", ctx: &fakeContext{}}}}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(errors.New("rank 0 ended its run and left"))
+		if _, err := e.joinComms(ctx); err == nil || !strings.Contains(err.Error(), "rank 0 ended") || e.abandoned {
+			t.Errorf("joinComms = %v (abandoned %v); want the cause, nothing left behind", err, e.abandoned)
+		}
+	})
 	t.Run("a join that returns is kept", func(t *testing.T) {
 		release := make(chan struct{})
 		close(release)
