@@ -135,6 +135,11 @@ type Session struct {
 	done      chan struct{}
 	abortOnce sync.Once
 	cause     error
+	// over is closed once the run is over for this process, aborted or
+	// ended by a goodbye (its own or a peer's); overCause says why.
+	over      chan struct{}
+	overOnce  sync.Once
+	overCause error
 	closing   atomic.Bool
 	closeOnce sync.Once
 	readers   sync.WaitGroup
@@ -219,7 +224,8 @@ func Join(ctx context.Context, cfg JoinConfig) (*Session, error) {
 		cfg.JoinTimeout = cfg.Timeout
 	}
 	s := &Session{rank: cfg.Rank, world: cfg.World, timeout: cfg.Timeout, grace: graceFor(cfg.Timeout),
-		spec: cfg.Spec, addr: cfg.Addr, done: make(chan struct{}), events: make(chan ctlEvent, 4*cfg.World)}
+		spec: cfg.Spec, addr: cfg.Addr, done: make(chan struct{}), over: make(chan struct{}),
+		events: make(chan ctlEvent, 4*cfg.World)}
 	var err error
 	if cfg.Rank == 0 {
 		err = s.lead(ctx, cfg)
@@ -617,6 +623,11 @@ func (s *Session) reader(p int, cc *ctlConn) {
 		switch kind {
 		case frameReport, frameReports, frameBye:
 			bye = kind == frameBye
+			if bye {
+				// Ranks that wait on something else than this session
+				// (GPU ranks on NCCL) stop waiting for a rank that left.
+				s.end(&peerGone{rank: p, ended: true})
+			}
 			select {
 			case s.events <- ctlEvent{from: p, kind: kind, payload: payload}:
 			case <-s.done:
@@ -629,12 +640,40 @@ func (s *Session) reader(p int, cc *ctlConn) {
 	}
 }
 
+// end marks the run over for this process; the first cause wins.
+func (s *Session) end(cause error) {
+	s.overOnce.Do(func() {
+		s.overCause = cause
+		close(s.over)
+	})
+}
+
+// Done is closed once the run is over for this process: aborted (a rank
+// died, hung or disagreed, or this process aborted it), or ended by a
+// goodbye, a peer's (rank 0 ended the run) or its own (Close). Err says
+// why. A rank that waits on its peers through something other than the
+// session, as GPU ranks do on NCCL, watches it to stop waiting for a rank
+// that is gone.
+func (s *Session) Done() <-chan struct{} { return s.over }
+
+// Err is why the run is over for this process (it wraps ErrEnded after a
+// goodbye), or nil while it is not.
+func (s *Session) Err() error {
+	select {
+	case <-s.over:
+		return s.overCause
+	default:
+		return nil
+	}
+}
+
 // Abort ends the run for every rank: the cause goes to rank 0, which passes
 // it on to all, and aborts the mesh. The first cause wins.
 func (s *Session) Abort(cause error) {
 	s.abortOnce.Do(func() {
 		s.cause = cause
 		close(s.done)
+		s.end(cause)
 		if s.mesh != nil {
 			s.mesh.Abort(cause)
 		}
@@ -675,7 +714,11 @@ func (s *Session) Close() error {
 					closeWrite(cc.c)
 				}
 			}
-			s.abortOnce.Do(func() { s.cause = &peerGone{rank: s.rank, ended: true}; close(s.done) })
+			s.abortOnce.Do(func() {
+				s.cause = &peerGone{rank: s.rank, ended: true}
+				close(s.done)
+				s.end(s.cause)
+			})
 		}
 		dl := time.Now().Add(s.grace)
 		for _, cc := range s.conns {

@@ -45,11 +45,8 @@ func (b *ProcBackend) Prepare(ctx context.Context, s kernels.Shape) error {
 	if sess.Transport() == nil {
 		return errors.New("ep: the session has no mesh to run CPU ranks over (join with Mesh)")
 	}
-	l := sess.Spec().Layer
-	if s.Tokens != l.Tokens || s.Hidden != l.Hidden || s.FFN != l.FFN || s.Experts != l.Experts || s.TopK != l.TopK ||
-		s.Seed != l.Seed || s.DType.String() != l.DType || s.Act.String() != l.Act {
-		return fmt.Errorf("ep: rank %d asked for %v, but the ranks agreed on %v: a multi-process run keeps its layer",
-			sess.Rank(), s, l)
+	if err := sess.keepsLayer(s); err != nil {
+		return err
 	}
 	p := b.Placement
 	if p == nil {
@@ -78,21 +75,13 @@ func (b *ProcBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.S
 	b.rank.cfg.Bias = in.Bias
 	step := b.steps
 	b.steps++
-	res, err := b.rank.Step(ctx)
-	if err != nil {
-		err = fmt.Errorf("step %d: %w", step, err)
-	} else {
-		rep := reportOf(res, b.shape)
-		rep.Bias = biasPrint(in.Bias)
-		var reps []Report
-		if reps, err = b.Session.Gather(ctx, rep); err == nil {
-			return resultOf(b.shape, reps), nil
+	return b.Session.runStep(ctx, b.shape, step, in, func() (Report, error) {
+		res, err := b.rank.Step(ctx)
+		if err != nil {
+			return Report{}, err
 		}
-	}
-	if ctx.Err() == nil {
-		b.Session.Abort(err)
-	}
-	return kernels.StepResult{}, err
+		return reportOf(res, b.shape), nil
+	})
 }
 
 // Close leaves the run: after rank 0's Close, the other ranks end with

@@ -299,15 +299,54 @@ run_decode() {
   python3 scripts/compare.py "$DIR/decode-moetop.json" "$DIR/decode-peer.json" | tee "$DIR/decode-compare.txt"
 }
 
+# ep_procs NAME STEPS RANK1_ENV [FLAGS...]: one process per GPU on this host,
+# rank 0 on GPU 0 recording NAME.jsonl, rank 1 in the background with the
+# environment RANK1_ENV (LOCAL_RANK=1, or CUDA_VISIBLE_DEVICES=1 with
+# --device 0). Each is bounded by a timeout: a rank that hangs cannot hold
+# the script.
+ep_procs() {
+  local name=$1 steps=$2 env1=$3; shift 3
+  local coord=127.0.0.1:29731 r1 c0 c1
+  env $env1 timeout 180 bin/moetop --ep 2 --rank 1 --world 2 --coordinator $coord --backend loop "$@" \
+    > "$DIR/$name-rank1.log" 2>&1 &
+  r1=$!
+  timeout 180 bin/moetop --ep 2 --rank 0 --world 2 --coordinator $coord --backend loop --steps "$steps" --window 0 \
+    --record "$DIR/$name.jsonl" --force "$@" > "$DIR/$name-rank0.log" 2>&1
+  c0=$?
+  wait $r1; c1=$?
+  echo "rank 0 exit $c0: $(tail -1 "$DIR/$name-rank0.log")"
+  echo "rank 1 ($env1) exit $c1: $(tail -1 "$DIR/$name-rank1.log")"
+  [ $c0 -eq 0 ] && bin/moetop summary "$DIR/$name.jsonl" 2>&1 | tail -25
+}
+
 run_ep() {
   step "expert parallelism over 2 GPUs through NCCL (not yet checked on GPUs: opted in here)"
   n=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
   if [ "$n" -lt 2 ]; then echo "(one GPU here: skipped)"; return; fi
   export NCCL_NVLS_ENABLE=0 MOETOP_UNVERIFIED_GPU_EP=1
-  (cd kernels/cuda && ../../bin/cuda.test -test.run TwoGPU -test.v -test.count=1 2>&1) > "$DIR/ep-test.log"
+  # TwoGPU: one process of both ranks, and two processes (the test runs
+  # itself again as rank 1) against one and against the CPU reference.
+  (cd kernels/cuda && timeout 600 ../../bin/cuda.test -test.run TwoGPU -test.v -test.count=1 2>&1) > "$DIR/ep-test.log"
   grep -E "^(--- |ok|FAIL|PASS)" "$DIR/ep-test.log" | head -20
   timeout 120 bin/moetop --ep 2 --backend loop --steps 200 --window 0 --record "$DIR/ep2.jsonl" --force 2>&1 | tail -2
   bin/moetop summary "$DIR/ep2.jsonl" 2>&1 | tail -25
+
+  step "one process per GPU: rank 1 on the GPU of its LOCAL_RANK, then alone in CUDA_VISIBLE_DEVICES"
+  ep_procs ep2procs 200 LOCAL_RANK=1
+  ep_procs ep2procs-visible 50 CUDA_VISIBLE_DEVICES=1 --device 0
+
+  step "one process per GPU: rank 1 killed mid-run ends rank 0 within --ep-timeout"
+  # Not under timeout: the kill must reach moetop itself (it ends it anyway).
+  bin/moetop --ep 2 --rank 1 --world 2 --coordinator 127.0.0.1:29731 --backend loop --device 1 \
+    --ep-timeout 10s > "$DIR/ep2kill-rank1.log" 2>&1 &
+  local r1=$!
+  timeout 120 bin/moetop --ep 2 --rank 0 --world 2 --coordinator 127.0.0.1:29731 --backend loop --duration 2m \
+    --ep-timeout 10s --record "$DIR/ep2kill.jsonl" --force > "$DIR/ep2kill-rank0.log" 2>&1 &
+  local r0=$! start
+  sleep 20
+  kill -9 $r1; start=$(date +%s)
+  wait $r0; local c0=$?
+  echo "rank 0 exit $c0 $(( $(date +%s) - start ))s after the kill (want 1, within 10s): $(tail -1 "$DIR/ep2kill-rank0.log")"
   unset MOETOP_UNVERIFIED_GPU_EP
 }
 

@@ -30,8 +30,10 @@ type epFlags struct {
 	// are known, from flags or the launcher's variables).
 	rank, world int
 	coordinator string
-	localRank   int // LOCAL_RANK, -1 when unset: the GPU the rank will drive
-	multi       bool
+	// localRank is LOCAL_RANK, -1 when unset: on GPUs, the device the
+	// rank drives unless --device says otherwise.
+	localRank int
+	multi     bool
 
 	// Ranks on GPUs, all in this process: --gpus names their devices
 	// (default 0 … N−1); onGPU is set once backend chose that path.
@@ -44,9 +46,9 @@ func (f *epFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.ranks, "ep", 0, "run the layer expert-parallel over N ranks, each holding --tokens tokens (0: off)")
 	fs.StringVar(&f.placement, "placement", "", "with --ep: JSON `FILE` of expert → [ranks] (replicas allowed; default: contiguous blocks)")
 	fs.DurationVar(&f.timeout, "ep-timeout", 30*time.Second, "with --ep: how long a rank waits for the others before the run ends (processes also wait at least 1m for every rank to join)")
-	fs.IntVar(&f.rank, "rank", 0, "one process per rank: this process's rank, 0 … N−1; rank 0 shows, records and ends the run (its --steps, --duration), the others run headless until it does (default: $RANK)")
+	fs.IntVar(&f.rank, "rank", 0, "one process per rank: this process's rank, 0 … N−1; rank 0 shows, records and ends the run (its --steps, --duration), the others run headless until it does (default: $RANK). On GPUs (--backend loop) each process drives --device, by default $LOCAL_RANK")
 	fs.IntVar(&f.world, "world", 0, "one process per rank: how many processes (ranks) the run has, = --ep (default: $WORLD_SIZE, else --ep)")
-	fs.StringVar(&f.gpus, "gpus", "", fmt.Sprintf("with --ep and a GPU backend: the CUDA `ORDINALS` of the ranks, one per GPU, such as 0,1 (default 0 … N−1; sets --ep when it is not given). Not yet checked on GPUs: needs %s=1", cuda.UnverifiedGPUEPEnv))
+	fs.StringVar(&f.gpus, "gpus", "", fmt.Sprintf("with --ep and a GPU backend: the CUDA `ORDINALS` of the ranks, one per GPU, all in this process, such as 0,1 (default 0 … N−1; sets --ep when it is not given). Not yet checked on GPUs: needs %s=1", cuda.UnverifiedGPUEPEnv))
 	fs.StringVar(&f.coordinator, "coordinator", "", fmt.Sprintf("one process per rank: `HOST:PORT` where rank 0 listens and the others connect (default: $MASTER_ADDR or 127.0.0.1, port %d: moetop's own port, since a launcher such as torchrun holds $MASTER_PORT for its store)", ep.DefaultPort))
 }
 
@@ -62,15 +64,25 @@ func (f *epFlags) check(fs *flag.FlagSet) error {
 	case f.timeout <= 0:
 		return usagef("invalid --ep-timeout %s; want a positive duration such as 30s", f.timeout)
 	}
+	launcher := (f.ranks > 0 || f.gpus != "") && os.Getenv("RANK") != "" && os.Getenv("WORLD_SIZE") != ""
+	multi := set["rank"] || set["world"] || set["coordinator"] || launcher
+	if f.gpus != "" && multi {
+		return usagef("--gpus names the GPUs of a run whose ranks are all in this process; with one process per GPU (--rank, --world or a launcher's RANK) each process picks its own with --device (default: LOCAL_RANK, else 0)")
+	}
 	if f.gpus != "" {
 		if err := f.parseGPUs(); err != nil {
 			return err
 		}
 	}
-	launcher := f.ranks > 0 && os.Getenv("RANK") != "" && os.Getenv("WORLD_SIZE") != ""
-	if set["rank"] || set["world"] || set["coordinator"] || launcher {
+	if multi {
 		if err := f.resolve(set); err != nil {
 			return err
+		}
+		// One process per GPU: each drives the GPU of its local rank,
+		// unless --device names one (as when CUDA_VISIBLE_DEVICES gives
+		// each process its own GPU, which it sees as device 0).
+		if !set["device"] && f.localRank >= 0 {
+			cudaOptions.Device = f.localRank
 		}
 	}
 	if f.ranks == 0 && f.placement != "" {
@@ -194,9 +206,10 @@ func (f *epFlags) resolve(set map[string]bool) error {
 // backend opens the expert-parallel layer. Its ranks run the CPU
 // reference, all in this process over an in-process transport, or one
 // rank per process over TCP (multi); or, once the user opts into the path
-// not yet checked on GPUs, one rank per GPU of this process over NCCL. A
-// run that asks for a GPU backend without opting in is told so rather
-// than silently moved to the CPU.
+// not yet checked on GPUs, on GPUs over NCCL, one rank per GPU of this
+// process or one process per GPU (multi). A run that asks for a GPU
+// backend without opting in is told so rather than silently moved to the
+// CPU.
 func (f *epFlags) backend(ctx context.Context, name string, cfg profiler.Config, stderr io.Writer) (kernels.Backend, string, error) {
 	ref, _ := kernels.Reference()
 	gpu, err := f.wantsGPU(name, ref.Name)
@@ -217,14 +230,21 @@ func (f *epFlags) backend(ctx context.Context, name string, cfg profiler.Config,
 			return nil, "", err
 		}
 	}
-	if gpu {
+	switch {
+	case gpu && f.multi:
+		return f.joinGPU(ctx, cfg, p, stderr)
+	case gpu:
 		return f.gpuBackend(p)
-	}
-	if !f.multi {
+	case !f.multi:
 		return &ep.CPUBackend{Ranks: f.ranks, Timeout: f.timeout, Placement: p},
 			fmt.Sprintf("expert-parallel over %d ranks on the CPU reference", f.ranks), nil
 	}
-	return f.join(ctx, ref.Name, cfg, p, stderr)
+	sess, hosts, err := f.join(ctx, ref.Name, cfg, p, false, stderr)
+	if err != nil {
+		return nil, "", err
+	}
+	return &ep.ProcBackend{Session: sess, Placement: p},
+		fmt.Sprintf("expert-parallel over %d processes on the CPU reference (hosts %s)", f.world, hosts), nil
 }
 
 // wantsGPU says whether the ranks run on GPUs: with --backend loop, or
@@ -263,9 +283,6 @@ func (f *epFlags) wantsGPU(name, ref string) (bool, error) {
 // gpuBackend is every rank on its own GPU of this process: NCCL must load
 // and the GPUs must be there, or the run ends with one line.
 func (f *epFlags) gpuBackend(p *ep.Placement) (kernels.Backend, string, error) {
-	if f.multi {
-		return nil, "", usagef("--ep over GPUs runs every rank in this process for now; one process per GPU (--rank, --world, --coordinator) is not built yet")
-	}
 	ids, err := cuda.DeviceIDs(cudaOptions.LibDir)
 	if err != nil {
 		return nil, "", usagef("--ep %d over GPUs: %s", f.ranks, oneLine(err.Error()))
@@ -292,8 +309,45 @@ func (f *epFlags) gpuBackend(p *ep.Placement) (kernels.Backend, string, error) {
 		fmt.Sprintf("expert-parallel over %d GPUs %v through NCCL (not yet checked on GPUs: %s=1)", len(devs), devs, cuda.UnverifiedGPUEPEnv), nil
 }
 
-// join makes this process its rank of the run.
-func (f *epFlags) join(ctx context.Context, backend string, cfg profiler.Config, p *ep.Placement, stderr io.Writer) (kernels.Backend, string, error) {
+// joinGPU makes this process its rank of a run of one process per GPU,
+// on the GPU --device names (by default its LOCAL_RANK, else 0): the
+// device and NCCL must be there before it joins, so that a rank that
+// cannot run says so at once rather than holding the others up. Rank 0
+// makes the NCCL unique id once every rank has joined, and the
+// coordinator hands it to all.
+func (f *epFlags) joinGPU(ctx context.Context, cfg profiler.Config, p *ep.Placement, stderr io.Writer) (kernels.Backend, string, error) {
+	dev := cudaOptions.Device
+	ids, err := cuda.DeviceIDs(cudaOptions.LibDir)
+	if err != nil {
+		return nil, "", usagef("--ep %d over GPUs, rank %d: %s", f.ranks, f.rank, oneLine(err.Error()))
+	}
+	if dev < 0 || dev >= len(ids) {
+		return nil, "", usagef("rank %d: there is no CUDA device %d (%d found; moetop devices lists them); each process drives --device, by default its LOCAL_RANK: pass --device 0 when CUDA_VISIBLE_DEVICES gives each process one GPU", f.rank, dev, len(ids))
+	}
+	// LoadNCCL sets NCCL_NVLS_ENABLE=0 first (unless the user set it).
+	if _, err := cuda.LoadNCCL(cudaOptions.LibDir); err != nil {
+		return nil, "", usagef("--ep over GPUs, rank %d: %s", f.rank, oneLine(err.Error()))
+	}
+	sess, hosts, err := f.join(ctx, "loop", cfg, p, true, stderr)
+	if err != nil {
+		return nil, "", err
+	}
+	be, err := cuda.NewEPProcess(sess, dev, p, f.timeout, cudaOptions)
+	if err != nil {
+		sess.Abort(err)
+		sess.Close()
+		return nil, "", err
+	}
+	f.onGPU = true
+	return be, fmt.Sprintf("expert-parallel over %d processes, one GPU each (this one on device %d), through NCCL (hosts %s; not yet checked on GPUs: %s=1)",
+		f.world, dev, hosts, cuda.UnverifiedGPUEPEnv), nil
+}
+
+// join makes this process its rank of the run, and names the ranks'
+// hosts. CPU ranks exchange rows over a TCP mesh between every pair; GPU
+// ranks over NCCL, whose unique id rank 0 makes once all have joined and
+// the coordinator hands every rank.
+func (f *epFlags) join(ctx context.Context, backend string, cfg profiler.Config, p *ep.Placement, gpu bool, stderr io.Writer) (*ep.Session, string, error) {
 	agreed := p
 	if agreed == nil {
 		var err error
@@ -307,7 +361,10 @@ func (f *epFlags) join(ctx context.Context, backend string, cfg profiler.Config,
 	}
 	host, _ := os.Hostname()
 	jc := ep.JoinConfig{Rank: f.rank, World: f.world, Addr: f.coordinator, Spec: spec, Host: host, LocalRank: f.localRank,
-		Timeout: f.timeout, JoinTimeout: max(f.timeout, time.Minute), Mesh: true}
+		Timeout: f.timeout, JoinTimeout: max(f.timeout, time.Minute), Mesh: !gpu}
+	if gpu && f.rank == 0 {
+		jc.Blob = cuda.UniqueIDBlob
+	}
 	if f.rank == 0 {
 		ln, err := ep.Listen(f.coordinator)
 		if err != nil {
@@ -332,8 +389,7 @@ func (f *epFlags) join(ctx context.Context, backend string, cfg profiler.Config,
 	for _, peer := range sess.Peers() {
 		hosts = append(hosts, peer.Host)
 	}
-	return &ep.ProcBackend{Session: sess, Placement: p},
-		fmt.Sprintf("expert-parallel over %d processes on the CPU reference (hosts %s)", f.world, strings.Join(hosts, ", ")), nil
+	return sess, strings.Join(hosts, ", "), nil
 }
 
 // errInterrupted is a run stopped (by a signal) before it started.
@@ -347,6 +403,8 @@ func (f *epFlags) describe(h *stream.Header, be kernels.Backend) {
 	case *ep.CPUBackend:
 		h.Ranks, p = b.Ranks, b.Placement
 	case *ep.ProcBackend:
+		h.Ranks, p = b.Session.World(), b.Placement
+	case *ep.SessionBackend:
 		h.Ranks, p = b.Session.World(), b.Placement
 	case *cuda.EPBackend:
 		h.Ranks, p = b.Ranks(), b.Placement

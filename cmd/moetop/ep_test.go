@@ -161,9 +161,17 @@ func TestExpertParallelOverGPUsOptedInBadInput(t *testing.T) {
 	}{
 		{"more ranks than GPUs", []string{"--ep", "64", "--experts", "64", "--backend", "loop"}, "GPUs"},
 		{"a GPU backend other than loop", []string{"--ep", "2", "--backend", "grouped"}, "use --backend loop"},
-		{"one process per GPU", []string{"--ep", "2", "--backend", "loop", "--rank", "1", "--world", "2", "--coordinator", "127.0.0.1:1"}, "one process per GPU"},
+		// Each process checks its own GPU and NCCL before it joins: here
+		// there is none, and the rank says so rather than waiting for
+		// the coordinator.
+		{"one process per GPU without a GPU", []string{"--ep", "2", "--backend", "loop", "--rank", "1", "--world", "2", "--coordinator", "127.0.0.1:1"}, "no CUDA device"},
+		{"one process per GPU as rank 0 without a GPU", []string{"--backend", "loop", "--rank", "0", "--world", "2", "--coordinator", "127.0.0.1:0"}, "rank 0: no CUDA device"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			clearLauncher(t)
+			if ids, err := cuda.DeviceIDs(""); err == nil && len(ids) > 0 && strings.Contains(c.want, "no CUDA device") {
+				t.Skip("this machine has a GPU")
+			}
 			code, _, stderr := runCLI(t, c.args...)
 			if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
 				t.Errorf("exit %d, stderr %q; want exit 2 and one line naming %q", code, stderr, c.want)

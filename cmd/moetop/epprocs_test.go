@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moetop/moetop/kernels/cuda"
 	"github.com/moetop/moetop/recording"
 	"github.com/moetop/moetop/stream"
 )
@@ -54,6 +55,12 @@ func TestOneProcessPerRankBadInput(t *testing.T) {
 			"--ep 2 with a world of 3 processes"},
 		{"a bad local rank", []string{"--rank", "0", "--world", "2"}, map[string]string{"LOCAL_RANK": "-3"}, "LOCAL_RANK=-3"},
 		{"a GPU backend", []string{"--rank", "0", "--world", "2", "--backend", "loop"}, nil, "--backend cpu"},
+		{"a GPU backend without opting in", []string{"--rank", "1", "--world", "2", "--backend", "loop"}, nil,
+			"set MOETOP_UNVERIFIED_GPU_EP=1 to try it"},
+		{"GPUs named in a process of one rank", []string{"--rank", "1", "--world", "2", "--gpus", "0,1"}, nil,
+			"each process picks its own with --device"},
+		{"GPUs named under a launcher", []string{"--gpus", "0,1"}, map[string]string{"RANK": "0", "WORLD_SIZE": "2"},
+			"--gpus names the GPUs of a run whose ranks are all in this process"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -68,6 +75,47 @@ func TestOneProcessPerRankBadInput(t *testing.T) {
 			code, _, stderr := runCLI(t, args...)
 			if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
 				t.Errorf("exit %d, stderr %q; want exit 2 and one line saying %q", code, stderr, c.want)
+			}
+		})
+	}
+}
+
+// One process per GPU drives the GPU of its local rank, unless --device
+// names one (CUDA_VISIBLE_DEVICES giving each process its own GPU makes it
+// device 0 there).
+func TestARankDrivesTheGPUOfItsLocalRank(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{"the launcher's local rank", []string{"--ep", "4"}, map[string]string{"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, 1},
+		{"--device over the local rank", []string{"--ep", "2", "--device", "0"}, map[string]string{"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, 0},
+		{"no local rank: --device's default", []string{"--rank", "1", "--world", "2"}, nil, 0},
+		{"no local rank: --device", []string{"--rank", "1", "--world", "2", "--device", "2"}, nil, 2},
+		{"one process of every rank keeps --device", []string{"--ep", "2", "--device", "1"}, map[string]string{"LOCAL_RANK": "3"}, 1},
+	}
+	saved := cudaOptions
+	t.Cleanup(func() { cudaOptions = saved })
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			clearLauncher(t)
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			var f epFlags
+			fs := flag.NewFlagSet("moetop", flag.ContinueOnError)
+			f.register(fs)
+			gpuFlags(fs)
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.check(fs); err != nil {
+				t.Fatal(err)
+			}
+			if cudaOptions.Device != c.want {
+				t.Errorf("device %d, want %d", cudaOptions.Device, c.want)
 			}
 		})
 	}
@@ -144,12 +192,20 @@ type rankProc struct {
 
 func startRank(t *testing.T, bin string, args ...string) *rankProc {
 	t.Helper()
+	return startRankEnv(t, bin, nil, args...)
+}
+
+// startRankEnv starts a rank with env added to this process's environment
+// (less a launcher's variables).
+func startRankEnv(t *testing.T, bin string, env []string, args ...string) *rankProc {
+	t.Helper()
 	p := &rankProc{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
 	for _, kv := range os.Environ() {
 		if !slices.ContainsFunc(launcherVars, func(v string) bool { return strings.HasPrefix(kv, v+"=") }) {
 			p.cmd.Env = append(p.cmd.Env, kv)
 		}
 	}
+	p.cmd.Env = append(p.cmd.Env, env...)
 	pipe, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -308,5 +364,94 @@ func TestAKilledRankEndsRankZero(t *testing.T) {
 	}
 	if got := samples(t, log); len(got) == 0 || len(got[len(got)-1].Ranks) != 2 {
 		t.Errorf("the log holds %d samples; want the steps before the kill, each with both ranks", len(got))
+	}
+}
+
+// twoGPUs skips unless this machine has two CUDA devices and NCCL, and
+// returns what runs the program: this test binary (TestMain runs main), so
+// that the test needs no Go toolchain where the GPUs are.
+func twoGPUs(t *testing.T) (bin string, env []string) {
+	t.Helper()
+	ids, err := cuda.DeviceIDs("")
+	if err != nil {
+		t.Skipf("skipping: %v", err) // it says "no CUDA device: why"
+	}
+	if len(ids) < 2 {
+		t.Skipf("no CUDA device: %d found, the test needs 2", len(ids))
+	}
+	if _, err := cuda.LoadNCCL(""); err != nil {
+		t.Skipf("no CUDA device: NCCL cannot be loaded: %v", err)
+	}
+	return os.Args[0], []string{"MOETOP_TEST_MAIN=1", cuda.UnverifiedGPUEPEnv + "=1", cuda.NVLSEnv + "=0"}
+}
+
+var gpuEPLayer = []string{"--backend", "loop", "--experts", "16", "--top-k", "2", "--tokens", "256", "--hidden", "256",
+	"--ffn", "512", "--routing", "hot:0:0.45", "--window", "0"}
+
+// Two processes, one GPU each (rank 1 on the GPU of its LOCAL_RANK), record
+// every step with both ranks, as one process of two GPU ranks does.
+func TestTwoGPUProcessesRecordBothRanks(t *testing.T) {
+	bin, env := twoGPUs(t)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "gpus.jsonl")
+	r0 := startRankEnv(t, bin, env, append([]string{"--ep", "2", "--rank", "0", "--world", "2", "--coordinator", "127.0.0.1:0",
+		"--steps", "5", "--record", log, "--force"}, gpuEPLayer...)...)
+	addr := r0.waitFor(t, listening)
+	r1 := startRankEnv(t, bin, append(env, "LOCAL_RANK=1"), append([]string{"--ep", "2", "--rank", "1", "--world", "2",
+		"--coordinator", addr}, gpuEPLayer...)...)
+	if code := r0.wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("rank 0 exit %d:\n%s\nrank 1:\n%s", code, r0.stderr(), r1.stderr())
+	}
+	if code := r1.wait(t, time.Minute); code != 0 {
+		t.Fatalf("rank 1 exit %d:\n%s", code, r1.stderr())
+	}
+	if s := r1.stderr(); !strings.Contains(s, "running headless") || !strings.Contains(s, "the run ended after 5 steps") {
+		t.Errorf("rank 1's status:\n%s", s)
+	}
+	got := samples(t, log)
+	if len(got) != 5 {
+		t.Fatalf("%d samples, want 5", len(got))
+	}
+	for i, s := range got {
+		if d := s.Phases.Devices(); !slices.Equal(d, []int{0, 1}) {
+			t.Errorf("step %d: phases on devices %v, want 0 and 1", i, d)
+		}
+		rows, sum := 0, 0
+		for _, r := range s.Ranks {
+			rows += r.RecvRows
+		}
+		for _, r := range s.Rows {
+			sum += r
+		}
+		if len(s.Ranks) != 2 || rows != 2*256*2 || sum != rows {
+			t.Errorf("step %d: %d ranks ran %d rows, experts got %d; want 2 ranks × 256 tokens × top-2", i, len(s.Ranks), rows, sum)
+		}
+	}
+}
+
+// A GPU rank killed mid-run ends rank 0 within --ep-timeout, with a line
+// naming it: rank 0's wait in NCCL ends through the session's loss of it.
+func TestAKilledGPURankEndsRankZero(t *testing.T) {
+	bin, env := twoGPUs(t)
+	const timeout = 10 * time.Second
+	r0 := startRankEnv(t, bin, env, append([]string{"--ep", "2", "--rank", "0", "--world", "2", "--coordinator", "127.0.0.1:0",
+		"--duration", "2m", "--ep-timeout", timeout.String(), "--record", filepath.Join(t.TempDir(), "killed.jsonl"), "--force"},
+		gpuEPLayer...)...)
+	addr := r0.waitFor(t, listening)
+	r1 := startRankEnv(t, bin, env, append([]string{"--ep", "2", "--rank", "1", "--world", "2", "--coordinator", addr,
+		"--device", "1", "--ep-timeout", timeout.String()}, gpuEPLayer...)...)
+	r1.waitFor(t, regexp.MustCompile(`(running headless)`))
+	time.Sleep(5 * time.Second) // past NCCL's init, some steps
+	r1.cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	code := r0.wait(t, timeout+10*time.Second)
+	took := time.Since(killed)
+	lines := strings.Split(strings.TrimSpace(r0.stderr()), "\n")
+	last := lines[len(lines)-1]
+	if code != 1 || !strings.Contains(last, "rank 1") {
+		t.Errorf("rank 0 exit %d, last line %q; want exit 1 and a line naming rank 1", code, last)
+	}
+	if took > timeout+2*time.Second {
+		t.Errorf("rank 0 took %v to end, more than --ep-timeout %v", took, timeout)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -18,10 +19,13 @@ import (
 	"github.com/moetop/moetop/kernels"
 )
 
-// Expert parallelism over the GPUs of one process: rank r drives device
-// Devices[r], all ranks share one NCCL clique (ncclCommInitAll), and every
-// step runs router → dispatch → local experts → combine as ep's CPU ranks
-// do, so that the CPU ranks are the oracle of this code.
+// Expert parallelism over GPUs through NCCL: rank r drives one device, and
+// every step runs router → dispatch → local experts → combine as ep's CPU
+// ranks do, so that the CPU ranks are the oracle of this code. One process
+// drives all ranks (ncclCommInitAll), or each process drives its share of
+// the world, one rank per GPU, over a communicator its Join makes
+// (ncclCommInitRank with the unique id rank 0 handed out): the step is the
+// same code either way, over the ranks this process holds.
 //
 // NOT YET RUN ON A GPU: written on a machine without GPUs or a loadable
 // NCCL. Every entry point refuses unless UnverifiedGPUEPEnv is 1.
@@ -62,14 +66,28 @@ const (
 	numEPEvents
 )
 
-// EPBackend runs the layer expert-parallel over the GPUs of this process,
-// one rank per device, through NCCL. Each rank holds Tokens of the shape
-// it is prepared with: rank r's tokens are rows [r·Tokens, (r+1)·Tokens)
-// of one batch, as in ep.Config. Its experts' GEMMs run as the loop
-// backend's (cublasGemmEx per expert), the simplest correct choice.
+// EPBackend runs the layer expert-parallel over GPUs through NCCL, one rank
+// per device: every rank of the run in this process (Devices alone), or
+// this process's share of a world spread over processes (Rank, World and
+// Join; NewEPRank makes one rank). Each rank holds Tokens of the shape it
+// is prepared with: rank r's tokens are rows [r·Tokens, (r+1)·Tokens) of
+// one batch, as in ep.Config. Its experts' GEMMs run as the loop backend's
+// (cublasGemmEx per expert), the simplest correct choice.
 type EPBackend struct {
-	// Devices are the CUDA ordinals, rank r on Devices[r]; at least 1.
+	// Devices are the CUDA ordinals of this process's ranks, rank Rank+i
+	// on Devices[i]; at least 1.
 	Devices []int
+	// Rank and World place this process's ranks in a run spread over
+	// processes: they are ranks Rank … Rank+len(Devices)−1 of World.
+	// World 0: every rank is in this process (World = len(Devices)).
+	Rank, World int
+	// Join makes rank r's communicator with r's device current on the
+	// calling thread: ncclCommInitRank with the unique id of the run. Nil:
+	// ncclCommInitAll over Devices, which needs every rank in this process.
+	Join func(rank int) (*Comm, error)
+	// JoinTimeout bounds Join, which returns once every rank of the world
+	// has joined (0: Timeout, at least a minute).
+	JoinTimeout time.Duration
 	// Placement says which rank holds each expert (nil: contiguous blocks).
 	Placement *ep.Placement
 	// Timeout bounds each wait on NCCL transfers (0: 30s); past it, or on
@@ -84,19 +102,30 @@ type EPBackend struct {
 
 	s     kernels.Shape
 	p     *ep.Placement
+	world int
 	ranks []*epRank
-	comms []*Comm
+	comms []*Comm // comms[i] is ranks[i]'s
 	// dead is the error that aborted the communicators: every later step
-	// returns it.
-	dead error
-	mu   sync.Mutex
+	// returns it. deadCh is closed when it is set.
+	dead   error
+	deadCh chan struct{}
+	mu     sync.Mutex
+	// stepping is held through a Step: Abort from another goroutine
+	// leaves the communicators to the step's own waits while one runs,
+	// since NCCL forbids calls on a communicator while it is aborted.
+	stepping sync.Mutex
+	// abandoned is set when an NCCL call never returned and was given up
+	// on: its communicators and devices are left to the process's exit,
+	// since freeing them under the call could crash the process.
+	abandoned bool
 }
 
 // epRank is one rank: a loop backend on its device (x, weights of every
 // expert, router, stream, cuBLAS handle, layer kernels) and the buffers of
 // the exchange.
 type epRank struct {
-	r      int
+	r      int // in the world
+	i      int // in this process: ranks[i], comms[i]
 	b      *Backend
 	local  []int
 	holds  []bool // by expert: local or not
@@ -171,103 +200,185 @@ var _ kernels.Checkable = (*EPBackend)(nil)
 
 // Info names the backend after the GEMMs its ranks run.
 func (e *EPBackend) Info() kernels.Info {
-	dev := fmt.Sprintf("%d GPUs %v, expert-parallel over NCCL (unverified)", len(e.Devices), e.Devices)
+	gpu := "GPU"
 	if len(e.ranks) > 0 {
 		d := e.ranks[0].b.dev
-		dev = fmt.Sprintf("%d × %s (sm_%d%d) %v, expert-parallel over NCCL (unverified)", len(e.ranks), d.Name, d.Major, d.Minor, e.Devices)
+		gpu = fmt.Sprintf("%s (sm_%d%d)", d.Name, d.Major, d.Minor)
 	}
-	return kernels.Info{Name: "loop", Device: dev}
+	where := fmt.Sprintf("%d × %s %v", len(e.Devices), gpu, e.Devices)
+	if e.World > 0 {
+		where = fmt.Sprintf("rank %s of %d on %s, device %s", e.rankSpan(), e.World, gpu,
+			strings.Trim(fmt.Sprint(e.Devices), "[]"))
+	}
+	return kernels.Info{Name: "loop", Device: where + ", expert-parallel over NCCL (unverified)"}
 }
 
-// Ranks is how many ranks (GPUs) the backend runs.
-func (e *EPBackend) Ranks() int { return len(e.Devices) }
+// rankSpan names this process's ranks: "1", or "2…3".
+func (e *EPBackend) rankSpan() string {
+	if len(e.Devices) == 1 {
+		return fmt.Sprint(e.Rank)
+	}
+	return fmt.Sprintf("%d…%d", e.Rank, e.Rank+len(e.Devices)-1)
+}
+
+// Ranks is how many ranks (GPUs) the run has, over every process.
+func (e *EPBackend) Ranks() int {
+	if e.World > 0 {
+		return e.World
+	}
+	return len(e.Devices)
+}
 
 // EPPlacement is the placement in use after Prepare (nil before).
 func (e *EPBackend) EPPlacement() *ep.Placement { return e.p }
 
-// Prepare opens one loop backend per device, gives each rank its slice of
-// the batch, allocates the exchange buffers and builds the NCCL clique.
-func (e *EPBackend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
-	if err := GPUEPAllowed(); err != nil {
-		return err
+// epRankPlan is one rank of this process as the host lays it out before
+// anything is opened: a rank of a process holding a share of the world is
+// laid out exactly as the same rank of one process holding them all.
+type epRankPlan struct {
+	rank, device int
+	local        []int  // the experts it holds
+	holds        []bool // by expert: local or not
+	// firstRow is its tokens' first row of the batch (kernels.InputRows).
+	firstRow int
+	// layer is the bytes of its loop backend's plan (every expert's
+	// weights included); exchange, of each exchange buffer, in the order
+	// of epBuffers.all.
+	layer    uint64
+	exchange []uint64
+}
+
+// plan checks a run before anything is loaded and lays out this process's
+// ranks: the placement over the whole world, and each rank's part.
+func (e *EPBackend) plan(s kernels.Shape) (*ep.Placement, int, []epRankPlan, error) {
+	n, world := len(e.Devices), e.World
+	if world == 0 {
+		world = n
 	}
-	n := len(e.Devices)
 	switch {
 	case n < 1:
-		return errors.New("ep over GPUs: no devices")
+		return nil, 0, nil, errors.New("ep over GPUs: no devices")
 	case s.SharedWidth() > 0:
-		return fmt.Errorf("%w: shared experts with expert parallelism over GPUs are not built yet", kernels.ErrUnsupported)
-	case s.Tokens < 1 || s.TopK < 1 || s.Experts < n:
-		return fmt.Errorf("ep over GPUs: %d tokens per rank, top-k %d, %d experts over %d ranks", s.Tokens, s.TopK, s.Experts, n)
+		return nil, 0, nil, fmt.Errorf("%w: shared experts with expert parallelism over GPUs are not built yet", kernels.ErrUnsupported)
+	case e.World < 0 || e.Rank < 0 || e.Rank+n > world:
+		return nil, 0, nil, fmt.Errorf("ep over GPUs: ranks %d … %d of a world of %d", e.Rank, e.Rank+n-1, world)
+	case n < world && e.Join == nil:
+		return nil, 0, nil, fmt.Errorf("ep over GPUs: %d of %d ranks in this process need Join to make their communicators (ncclCommInitAll needs every rank here)", n, world)
+	case s.Tokens < 1 || s.TopK < 1 || s.Experts < world:
+		return nil, 0, nil, fmt.Errorf("ep over GPUs: %d tokens per rank, top-k %d, %d experts over %d ranks", s.Tokens, s.TopK, s.Experts, world)
 	}
 	seen := map[int]bool{}
 	for _, d := range e.Devices {
 		if seen[d] {
-			return fmt.Errorf("ep over GPUs: device %d named twice in %v (one rank per GPU)", d, e.Devices)
+			return nil, 0, nil, fmt.Errorf("ep over GPUs: device %d named twice in %v (one rank per GPU)", d, e.Devices)
 		}
 		seen[d] = true
 	}
 	p := e.Placement
 	if p == nil {
-		if p, err = ep.Contiguous(s.Experts, n); err != nil {
-			return err
+		var err error
+		if p, err = ep.Contiguous(s.Experts, world); err != nil {
+			return nil, 0, nil, err
 		}
 	}
-	if p.Experts() != s.Experts || p.Ranks() != n {
-		return fmt.Errorf("%w: placement of %d experts over %d ranks, the run has %d over %d", ep.ErrBadPlacement,
-			p.Experts(), p.Ranks(), s.Experts, n)
+	if p.Experts() != s.Experts || p.Ranks() != world {
+		return nil, 0, nil, fmt.Errorf("%w: placement of %d experts over %d ranks, the run has %d over %d", ep.ErrBadPlacement,
+			p.Experts(), p.Ranks(), s.Experts, world)
 	}
-	e.Close()
+	bufs, err := gpuBackends["loop"].reg.Plan(s, nil)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	var ranks []epRankPlan
+	for i, d := range e.Devices {
+		r := e.Rank + i
+		rp := epRankPlan{rank: r, device: d, local: p.Local(r), holds: make([]bool, s.Experts), firstRow: r * s.Tokens,
+			layer: kernels.Total(bufs)}
+		for _, ex := range rp.local {
+			rp.holds[ex] = true
+		}
+		rp.exchange = exchangeSizes(s, world, len(rp.local))
+		ranks = append(ranks, rp)
+	}
+	return p, world, ranks, nil
+}
+
+// Prepare opens one loop backend per device of this process, gives each
+// rank its slice of the batch, allocates the exchange buffers and makes
+// the communicators.
+func (e *EPBackend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
+	if err := GPUEPAllowed(); err != nil {
+		return err
+	}
+	p, world, plans, err := e.plan(s)
+	if err != nil {
+		return err
+	}
+	// Held while preparing: an Abort meanwhile leaves the communicators
+	// being made to joinComms, which gives up on them.
+	e.stepping.Lock()
+	defer e.stepping.Unlock()
+	if e.abandoned {
+		return errors.New("ep over GPUs: an earlier NCCL call never returned; start the process again")
+	}
+	e.close()
 	defer func() {
 		if err != nil {
-			e.Close()
+			e.close()
 		}
 	}()
 	// NCCL_NVLS_ENABLE=0 before NCCL is opened: LoadNCCL sets it first.
 	if _, err := LoadNCCL(e.Options.LibDir); err != nil {
 		return err
 	}
-	e.s, e.p, e.dead = s, p, nil
-	for r, d := range e.Devices {
+	e.mu.Lock()
+	e.s, e.p, e.world, e.dead, e.deadCh = s, p, world, nil, make(chan struct{})
+	e.mu.Unlock()
+	for i, pl := range plans {
 		o := e.Options
-		o.Device = d
+		o.Device = pl.device
 		o.TimeExperts = false // no per-expert events: the rank times its own phases
 		b, err := New("loop", o)
 		if err != nil {
-			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+			return fmt.Errorf("rank %d (device %d): %w", pl.rank, pl.device, err)
 		}
-		rk := &epRank{r: r, b: b, local: p.Local(r), holds: make([]bool, s.Experts)}
-		for _, ex := range rk.local {
-			rk.holds[ex] = true
-		}
+		rk := &epRank{r: pl.rank, i: i, b: b, local: pl.local, holds: pl.holds}
 		e.ranks = append(e.ranks, rk)
-		if err := e.fits(rk); err != nil {
-			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+		if err := e.fits(rk, pl); err != nil {
+			return fmt.Errorf("rank %d (device %d): %w", pl.rank, pl.device, err)
 		}
 		if err := b.Prepare(ctx, s); err != nil {
-			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+			return fmt.Errorf("rank %d (device %d): %w", pl.rank, pl.device, err)
 		}
-		if err := e.setupRank(rk); err != nil {
-			return fmt.Errorf("rank %d (device %d): %w", r, d, err)
+		if err := e.setupRank(rk, pl); err != nil {
+			return fmt.Errorf("rank %d (device %d): %w", pl.rank, pl.device, err)
 		}
 	}
-	// ncclCommInitAll switches this thread's current device; every later
-	// call enters its rank's device again.
-	if e.comms, err = CommInitAll(e.Devices); err != nil {
+	var comms []*Comm
+	if e.Join != nil {
+		comms, err = e.joinComms(ctx)
+	} else {
+		// ncclCommInitAll switches this thread's current device; every
+		// later call enters its rank's device again.
+		comms, err = CommInitAll(e.Devices)
+	}
+	if err != nil {
 		return err
 	}
+	e.mu.Lock()
+	e.comms = comms
+	e.mu.Unlock()
 	return ctx.Err()
 }
 
 // fits refuses, before anything is allocated, a rank whose GPU has less
 // free memory than its layer (the loop backend's plan, every expert's
 // weights included) and its exchange buffers need.
-func (e *EPBackend) fits(rk *epRank) error {
-	plan, err := rk.b.reg.Plan(e.s, nil)
-	if err != nil {
-		return err
+func (e *EPBackend) fits(rk *epRank, pl epRankPlan) error {
+	layer, exchange := pl.layer, uint64(0)
+	for _, b := range pl.exchange {
+		exchange += b
 	}
-	layer, exchange := kernels.Total(plan), ExchangeBytes(e.s, len(e.Devices), len(rk.local))
 	free, _, err := rk.b.dev.MemInfo()
 	if err != nil {
 		return err
@@ -283,8 +394,8 @@ func gib(b uint64) float64 { return float64(b) / (1 << 30) }
 
 // setupRank uploads the rank's slice of the batch over the x its backend
 // filled (that is rows 0…tokens−1, rank 0's), and allocates the exchange.
-func (e *EPBackend) setupRank(rk *epRank) error {
-	s, n := e.s, len(e.Devices)
+func (e *EPBackend) setupRank(rk *epRank, pl epRankPlan) error {
+	s, n := e.s, e.world
 	leave, err := rk.b.ctx.Enter()
 	if err != nil {
 		return err
@@ -295,16 +406,15 @@ func (e *EPBackend) setupRank(rk *epRank) error {
 			return err
 		}
 	}
-	if rk.r > 0 {
-		x := hostRows(s.DType, kernels.InputRows(s, rk.r*s.Tokens, s.Tokens))
+	if pl.firstRow > 0 {
+		x := hostRows(s.DType, kernels.InputRows(s, pl.firstRow, s.Tokens))
 		if err := check("cuMemcpyHtoDAsync_v2(x of rank)", C.call_cuMemcpyHtoDAsync_v2(rk.b.bufs[kernels.BufX], unsafe.Pointer(&x[0]), C.size_t(len(x)), rk.b.stream)); err != nil {
 			return err
 		}
 	}
 	eb := &rk.bufs
-	sizes := exchangeSizes(s, n, len(rk.local))
 	for i, p := range eb.all() {
-		if *p, err = alloc(exchangeNames[i], sizes[i]); err != nil {
+		if *p, err = alloc(exchangeNames[i], pl.exchange[i]); err != nil {
 			return err
 		}
 	}
@@ -410,7 +520,7 @@ func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
 			e.mu.Lock()
 			err := e.dead
 			if err == nil {
-				err = e.comms[rk.r].AsyncError()
+				err = e.comms[rk.i].AsyncError()
 			}
 			e.mu.Unlock()
 			if err != nil {
@@ -427,22 +537,50 @@ func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
 	}
 }
 
-// abort ends every communicator after cause, once; later steps return the
-// first cause.
+// abort ends every communicator after cause; the first cause is the one
+// later steps return. It runs only where no NCCL call on the communicators
+// is in flight on another goroutine: NCCL forbids calls on a communicator
+// while it is aborted, and the abort frees it.
 func (e *EPBackend) abort(cause error) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.dead != nil {
-		return cause
-	}
-	e.dead = cause
-	var errs []error
+	e.die(cause)
+	errs := []error{cause}
 	for _, c := range e.comms {
-		if err := c.Abort(); err != nil {
+		if err := c.Abort(); err != nil { // nothing on one aborted already
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(append([]error{cause}, errs...)...)
+	return errors.Join(errs...)
+}
+
+// die records cause unless another came first; the caller holds e.mu.
+func (e *EPBackend) die(cause error) {
+	if e.dead != nil {
+		return
+	}
+	e.dead = cause
+	if e.deadCh != nil {
+		close(e.deadCh)
+	}
+}
+
+// Abort ends the communicators from any goroutine, as a failed step does:
+// a step waiting on NCCL returns an error wrapping cause within a
+// millisecond, and so does every later step; a Prepare waiting for the
+// other ranks to join gives up. ep.SessionBackend calls it when a peer
+// process is gone. While a step runs, its own waits abort the
+// communicators (no NCCL call may overlap the abort); otherwise Abort does.
+func (e *EPBackend) Abort(cause error) {
+	e.mu.Lock()
+	e.die(cause)
+	e.mu.Unlock()
+	if e.stepping.TryLock() {
+		defer e.stepping.Unlock()
+		if !e.abandoned {
+			e.abort(cause)
+		}
+	}
 }
 
 func (e *EPBackend) timeout() time.Duration {
@@ -461,30 +599,86 @@ func (e *EPBackend) failed() error {
 	return nil
 }
 
-// group issues fn's NCCL calls for every rank between one
-// ncclGroupStart/End on this goroutine's thread: in one process driving
-// several GPUs, each device's sends and receives must be in the same group
-// from the same thread, or the first send blocks for a receive that is
-// never issued.
-func (e *EPBackend) group(what string, fn func(rk *epRank, c *Comm) error) error {
-	err := Group(func() error {
-		for _, rk := range e.ranks {
-			if err := fn(rk, e.comms[rk.r]); err != nil {
-				return err
+// group issues fn's NCCL calls for every rank of this process between one
+// ncclGroupStart/End on one thread: in one process driving several GPUs,
+// each device's sends and receives must be in the same group from the same
+// thread, or the first send blocks for a receive that is never issued.
+//
+// NCCL sets up the links between two ranks in the group end of their first
+// exchange, which waits for the peer: a peer process that hangs there
+// would hold this call forever. So the group runs on its own goroutine and
+// is given up on at the step's deadline; the communicators under a call
+// that never returned cannot be aborted (NCCL forbids it), so they and the
+// devices are left to the process's exit (abandoned).
+func (e *EPBackend) group(what string, deadline time.Time, fn func(rk *epRank, c *Comm) error) error {
+	done := make(chan error, 1)
+	go func() {
+		done <- Group(func() error {
+			for _, rk := range e.ranks {
+				if err := fn(rk, e.comms[rk.i]); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+	}()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return e.abort(fmt.Errorf("%s: %w", what, err))
 		}
 		return nil
-	})
-	if err != nil {
-		return e.abort(fmt.Errorf("%s: %w", what, err))
+	case <-timer.C:
 	}
-	return nil
+	select { // finished as the deadline passed: not a hang
+	case err := <-done:
+		if err != nil {
+			return e.abort(fmt.Errorf("%s: %w", what, err))
+		}
+		return nil
+	default:
+	}
+	err := fmt.Errorf("%s: ncclGroupEnd did not return within %v (a peer that never joins the exchange): %w", what, e.timeout(), ErrEPTimeout)
+	e.mu.Lock()
+	e.die(err)
+	e.abandoned = true
+	e.mu.Unlock()
+	return err
 }
 
-// Step runs one step on every rank.
+// Step runs one step on every rank of this process: the whole step when
+// every rank is here, this process's ranks' share otherwise.
 func (e *EPBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepResult, error) {
+	reps, err := e.step(ctx, in)
+	if err != nil {
+		return kernels.StepResult{}, err
+	}
+	return ep.ResultOf(e.s, reps), ctx.Err()
+}
+
+// StepRank runs one step of this process's one rank of a run spread over
+// processes and reports it: ep.SessionBackend gathers the reports of every
+// rank into the whole step.
+func (e *EPBackend) StepRank(ctx context.Context, in kernels.StepInput) (ep.Report, error) {
+	if len(e.Devices) != 1 {
+		return ep.Report{}, fmt.Errorf("ep over GPUs: this process holds %d ranks; a process of one rank reports its step", len(e.Devices))
+	}
+	reps, err := e.step(ctx, in)
+	if err != nil {
+		return ep.Report{}, err
+	}
+	return reps[0], ctx.Err()
+}
+
+// step runs one step on every rank of this process and reports each, in
+// the order of Devices.
+func (e *EPBackend) step(ctx context.Context, in kernels.StepInput) ([]ep.Report, error) {
+	e.stepping.Lock()
+	defer e.stepping.Unlock()
 	e.stepCtx = ctx // the ranks' waits end with it
-	var res kernels.StepResult
+	var res []ep.Report
 	if len(e.ranks) == 0 || e.comms == nil {
 		return res, kernels.ErrNotPrepared
 	}
@@ -503,8 +697,8 @@ func (e *EPBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.Ste
 	}
 	// 2. Counts: tokens and pairs per expert, from every rank to every rank.
 	stride := 4 * (1 + E)
-	if err := e.group("ncclSend/Recv(counts)", func(rk *epRank, c *Comm) error {
-		for d := range e.ranks {
+	if err := e.group("ncclSend/Recv(counts)", deadline, func(rk *epRank, c *Comm) error {
+		for d := range e.world {
 			if err := c.Send(DevicePtr(rk.bufs.sendCounts+ptr(d*stride)), 1+E, NCCLInt32, d, rk.nccl()); err != nil {
 				return err
 			}
@@ -522,9 +716,9 @@ func (e *EPBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.Ste
 	// 3. Dispatch: each destination's slots, weights and token rows. A
 	// pair with nothing to carry is skipped on both ends, which both know
 	// from the counts.
-	if err := e.group("ncclSend/Recv(dispatch)", func(rk *epRank, c *Comm) error {
+	if err := e.group("ncclSend/Recv(dispatch)", deadline, func(rk *epRank, c *Comm) error {
 		st := rk.nccl()
-		for d := range e.ranks {
+		for d := range e.world {
 			if n := len(rk.plan.Tokens[d]); n > 0 {
 				at := rk.sentAt[d]
 				// Sent as bytes: nothing is reduced, and one type keeps
@@ -561,7 +755,7 @@ func (e *EPBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.Ste
 	}
 	// 5. Wait: a one-element all-reduce, timed apart from the transfer back,
 	// is where a rank idles for the slowest.
-	if err := e.group("ncclAllReduce(wait)", func(rk *epRank, c *Comm) error {
+	if err := e.group("ncclAllReduce(wait)", deadline, func(rk *epRank, c *Comm) error {
 		return c.AllReduce(DevicePtr(rk.bufs.red), DevicePtr(rk.bufs.red), 1, NCCLFloat32, NCCLSum, rk.nccl())
 	}); err != nil {
 		return res, err
@@ -571,9 +765,9 @@ func (e *EPBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.Ste
 	}
 	// 6. Combine: the sums go back to their tokens' ranks, in the order
 	// they came.
-	if err := e.group("ncclSend/Recv(combine)", func(rk *epRank, c *Comm) error {
+	if err := e.group("ncclSend/Recv(combine)", deadline, func(rk *epRank, c *Comm) error {
 		st := rk.nccl()
-		for d := range e.ranks {
+		for d := range e.world {
 			if n := rk.recvTok[d]; n > 0 {
 				if err := c.Send(DevicePtr(rk.bufs.sums+ptr(rk.recvAt[d]*rowBytes)), n*rowBytes, NCCLUint8, d, st); err != nil {
 					return err
@@ -591,19 +785,19 @@ func (e *EPBackend) Step(ctx context.Context, in kernels.StepInput) (kernels.Ste
 	}
 	reps := make([]ep.Report, len(e.ranks))
 	if err := e.eachRank("combine", func(rk *epRank) (err error) {
-		reps[rk.r], err = e.finish(rk, deadline)
+		reps[rk.i], err = e.finish(rk, deadline)
 		return err
 	}); err != nil {
 		return res, err
 	}
-	return ep.ResultOf(s, reps), ctx.Err()
+	return reps, nil
 }
 
 // send routes the rank's tokens, plans where each goes and packs the send
 // buffers: one row per (token, destination rank), as ep.PlanSource says.
 func (e *EPBackend) send(rk *epRank, in kernels.StepInput, deadline time.Time) error {
 	s, b := e.s, rk.b
-	T, K, E, N := s.Tokens, s.TopK, s.Experts, len(e.ranks)
+	T, K, E, N := s.Tokens, s.TopK, s.Experts, e.world
 	if err := rk.mark(evStart); err != nil {
 		return err
 	}
@@ -657,7 +851,7 @@ func (e *EPBackend) send(rk *epRank, in kernels.StepInput, deadline time.Time) e
 // readCounts waits for the counts and reads how many tokens each source
 // sends this rank.
 func (e *EPBackend) readCounts(rk *epRank, deadline time.Time) error {
-	E, N := e.s.Experts, len(e.ranks)
+	E, N := e.s.Experts, e.world
 	if err := e.wait(rk, "counts", deadline); err != nil {
 		return err
 	}
@@ -766,7 +960,7 @@ func (e *EPBackend) experts(rk *epRank, deadline time.Time) error {
 // rank it went to, weight 1) into the output, waits, and reports the
 // rank's phases.
 func (e *EPBackend) finish(rk *epRank, deadline time.Time) (ep.Report, error) {
-	s, b, N := e.s, rk.b, len(e.ranks)
+	s, b, N := e.s, rk.b, e.world
 	var rep ep.Report
 	_, _, sfx := dtypes(s.DType)
 	if err := b.mod.launch("combine_"+sfx, uint32(s.Tokens), uint32(min(256, roundUp(s.Hidden, 32))), b.stream,
@@ -820,7 +1014,7 @@ func (e *EPBackend) finish(rk *epRank, deadline time.Time) (ep.Report, error) {
 	return rep, nil
 }
 
-// Poison fills every rank's output with NaN.
+// Poison fills the output of every rank of this process with NaN.
 func (e *EPBackend) Poison() error {
 	for _, rk := range e.ranks {
 		if err := rk.b.Poison(); err != nil {
@@ -830,7 +1024,8 @@ func (e *EPBackend) Poison() error {
 	return nil
 }
 
-// Output is the whole batch's output, rank 0's tokens first.
+// Output is the output of this process's ranks' tokens, in rank order:
+// the whole batch's when every rank is here.
 func (e *EPBackend) Output() ([]float32, error) {
 	var out []float32
 	for _, rk := range e.ranks {
@@ -843,7 +1038,8 @@ func (e *EPBackend) Output() ([]float32, error) {
 	return out, nil
 }
 
-// Routing is the whole batch's router choice, rank 0's tokens first.
+// Routing is the router's choice for this process's ranks' tokens, in
+// rank order.
 func (e *EPBackend) Routing() (kernels.Assignment, error) {
 	var a kernels.Assignment
 	for _, rk := range e.ranks {
@@ -856,7 +1052,8 @@ func (e *EPBackend) Routing() (kernels.Assignment, error) {
 	return a, nil
 }
 
-// Logits is the whole batch's router logits, rank 0's tokens first.
+// Logits is the router's logits of this process's ranks' tokens, in rank
+// order.
 func (e *EPBackend) Logits() ([]float32, error) {
 	var out []float32
 	for _, rk := range e.ranks {
@@ -869,20 +1066,35 @@ func (e *EPBackend) Logits() ([]float32, error) {
 	return out, nil
 }
 
-// Close ends the communicators (aborting them when a step failed: a peer
-// may be gone) and releases every rank; a second Close does nothing.
+// Close ends the communicators (aborting them when a step failed or Abort
+// was called: a peer may be gone) and releases every rank; a second Close
+// does nothing. After an NCCL call that never returned, it leaves the
+// communicators and devices as they are, to the process's exit.
 func (e *EPBackend) Close() error {
+	e.stepping.Lock()
+	defer e.stepping.Unlock()
+	return e.close()
+}
+
+func (e *EPBackend) close() error {
+	e.mu.Lock()
+	comms, dead, abandoned := e.comms, e.dead, e.abandoned
+	e.comms = nil
+	e.mu.Unlock()
+	if abandoned {
+		e.ranks = nil
+		return nil
+	}
 	var errs []error
-	for _, c := range e.comms {
+	for _, c := range comms {
 		end := c.Destroy
-		if e.dead != nil {
+		if dead != nil {
 			end = c.Abort
 		}
 		if err := end(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	e.comms = nil
 	for _, rk := range e.ranks {
 		if rk.b.ctx != nil {
 			if leave, err := rk.b.ctx.Enter(); err == nil {
