@@ -8,8 +8,12 @@
 Each file is moetop's or the peer's (moetop's results carry "case" and "backend"); files of
 several interleaved rounds are pooled, and each figure of each side is its best round's (highest
 GB/s, lowest ms). Per case: dispatch and combine GB/s of both and moetop's over the peer's
-(target: at least 0.95x), and the step, dispatch + gemm + wait + combine on both sides (moetop's
-has no router or permutation in it, nor has the peer's; target: moetop's at most the peer's).
+(target: at least 0.95x), and the step, dispatch + gemm + wait + combine on both sides (target:
+moetop's at most the peer's). Neither step has a router in it. They differ in one way: the
+peer's gemm phase gathers the received rows into expert order and back (two index_select) and
+copies the result into its send buffer, while moetop's GEMMs read the rows where they arrived
+and write them where combine sends them from; so gemm and step time the same work plus, on
+the peer's side, that reordering.
 A figure off its target is marked MISS. GB/s on both sides are the most bytes a rank sends to
 other ranks over the slowest rank's phase, nccl-tests' bus bandwidth for an even all-to-all.
 Exit status 0 whatever the figures; 2 for a file that cannot be read.
@@ -20,16 +24,23 @@ import sys
 GBPS_TARGET = 0.95
 
 
+def fail(msg):
+    print(f"compare_ep: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
 def load(paths):
     ours, peer, failed = {}, {}, []
     for path in paths:
         try:
             rows = json.load(open(path))
         except (OSError, ValueError) as e:
-            sys.exit(f"compare_ep: {path}: {e}")
+            fail(f"{path}: {e}")
         if not isinstance(rows, list):
-            sys.exit(f"compare_ep: {path}: not a list of results")
-        for r in rows:
+            fail(f"{path}: not a list of results")
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict) or any(k not in r for k in ("shape", "dist", "world")):
+                fail(f"{path}: result {i} lacks shape, dist or world: not bench --ep's or torch_ep_peer.py's JSON")
             key = (r["shape"], r["dist"], int(r["world"]))
             side = ours if "case" in r and "backend" in r else peer
             if side is ours and r.get("status") != "ok":
@@ -50,7 +61,7 @@ def ratio(a, b):
 
 def main(paths):
     if not paths:
-        sys.exit("usage: compare_ep.py MOETOP.json ... PEER.json ...")
+        fail("usage: compare_ep.py MOETOP.json ... PEER.json ...")
     ours, peer, failed = load(paths)
     keys = sorted(set(ours) | set(peer), key=lambda k: (k[2], k[0], k[1]))
     print(f"{'shape':10s} {'dist':10s} {'N':>2s}  {'dispatch GB/s moetop/peer':>27s}  "

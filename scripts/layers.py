@@ -33,10 +33,10 @@ def main():
         model, tokens = m.group(1), int(m.group(2))
         try:
             s = json.load(open(path))
-        except ValueError:
+            b = s["backends"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
             print(f"{model:14s} {tokens:6d} (no summary: see its .log)")
             continue
-        b = s["backends"][0]
         ms = b["step_p50_ms"]
         # bytes of a phase ≈ its median GB/s × its median ms (GB/s·ms = 1e6 B)
         moved = sum(p.get("gbps_median", 0) * p["median_ms"] * 1e6 for p in b.get("phases", []))
