@@ -244,6 +244,11 @@ func hopperGatedEpilogue(bn, tileN, i, lane, b int) (out, gateCol, upCol int) {
 // takes the gate from holds the gate's column f, the one it takes up from
 // holds up's column f, and f is the column it writes; across a row's
 // tiles and threads every output column is written exactly once.
+//
+// It checks the index arithmetic as hopperGatedEpilogue copies it from
+// hopper.cu, against the Go layout of the interleaved weights; a change to
+// the CUDA alone escapes it, and TestHopperBackendMatchesCPUReference on a
+// GPU is what holds the kernel itself.
 func TestHopperGatedEpiloguePairsGateAndUp(t *testing.T) {
 	for _, bn := range []int{64, 128} {
 		for _, ffn := range []int{8, 72, 768} {

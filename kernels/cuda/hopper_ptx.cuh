@@ -40,13 +40,31 @@ __device__ __forceinline__ void mbar_arrive(u32 bar) {
 // complete: the producer's first pass over the empty slots does not wait.
 //
 // A wait that never ends is a protocol bug (a miscounted expect_tx, a
-// producer and consumer that disagree on the tiles); it traps after about
-// 2^30 tries, seconds of spinning, so the launch fails with an error
-// naming the kernel instead of hanging the process.
+// producer and consumer that disagree on the tiles); it traps once it has
+// waited 10 s by the GPU's nanosecond clock (%globaltimer), so the launch
+// fails with an error naming the kernel instead of hanging the process. A
+// count of tries would not bound it in seconds: each try_wait may sleep
+// for a time the hardware chooses.
+__device__ __forceinline__ u64 global_ns() {
+	u64 t;
+	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+	return t;
+}
+
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 	u32 done = 0;
+	u64 start = 0;
 	for (u32 tries = 0; !done; tries++) {
-		if (tries == (1u << 30)) asm volatile("trap;");
+		// The clock is read once every 1024 tries, and first after them:
+		// a wait that ends soon, the common case, never reads it.
+		if ((tries & 1023) == 1023) {
+			u64 now = global_ns();
+			if (start == 0) {
+				start = now;
+			} else if (now - start > 10000000000ull) {
+				asm volatile("trap;");
+			}
+		}
 		asm volatile("{\n\t.reg .pred p;\n\t"
 		             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
 		             "selp.u32 %0, 1, 0, p;\n\t}"
