@@ -10,9 +10,9 @@
 #     --out DIR    where results go (default ./results-YYYYmmdd-HHMMSS)
 #     --peer FILE  the PyTorch peer script (default bin/torch_moe_peer.py);
 #                  without it, bench and hybrid time moetop alone
-#     --baseline BIN  another moetop build to time beside this one (regress)
+#     --baseline BIN  another moetop build to time beside this one (regress), or a moetop/1 build (v1log)
 #     PART         check live bench report overhead hybrid device1 oomsample
-#                  regress layers decode hopper hopperbench ep epbench
+#                  regress layers decode hopper hopperbench ep epbench v1log
 #                  (epbench: bench --ep N beside torch_ep_peer.py, found
 #                  beside --peer, on 2 and 4 GPUs), or all
 #                  (= check live bench, the default)
@@ -32,8 +32,8 @@ while [ $# -gt 0 ]; do
     --baseline=*) BASELINE=${1#--baseline=}; shift;;
     --baseline) [ $# -ge 2 ] || { echo "gpu-run: --baseline needs a moetop binary" >&2; exit 2; }; BASELINE=$2; shift 2;;
     -h|--help) usage; exit 0;;
-    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|layers|decode|hopper|hopperbench|ep|epbench|all) parts+=("$1"); shift;;
-    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, layers, decode, hopper, hopperbench, ep, epbench, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
+    check|live|bench|report|overhead|hybrid|device1|oomsample|regress|layers|decode|hopper|hopperbench|ep|epbench|v1log|all) parts+=("$1"); shift;;
+    *) echo "gpu-run: unknown argument $1 (want check, live, bench, report, overhead, hybrid, device1, oomsample, regress, layers, decode, hopper, hopperbench, ep, epbench, v1log, all, --out DIR, --peer FILE, --baseline BIN)" >&2; exit 2;;
   esac
 done
 [ ${#parts[@]} -gt 0 ] || parts=(all)
@@ -386,6 +386,20 @@ run_epbench() {
   python3 scripts/compare_ep.py "${files[@]}" | tee "$DIR/epbench-compare.txt"
 }
 
+run_v1log() {
+  step "a GPU log written by --baseline (a moetop/1 build), with what it prints of it, for recording/testdata/v1"
+  if [ -z "$BASELINE" ]; then echo "(no --baseline BIN: skipped)"; return; fi
+  # Relative names, so the summaries name the file as the tests give it.
+  (cd "$DIR" && timeout 60 "$BASELINE" --backend grouped --tokens 2048 --steps 30 --interval 100ms \
+      --record gpu-v1.jsonl --force > gpu-v1-record.log 2>&1 &&
+    "$BASELINE" summary gpu-v1.jsonl > gpu-v1.summary.golden &&
+    "$BASELINE" summary --json gpu-v1.jsonl > gpu-v1.summary-json.golden &&
+    "$BASELINE" export gpu-v1.jsonl --format csv --out gpu-v1.csv.golden &&
+    "$BASELINE" export gpu-v1.jsonl --format perfetto --out gpu-v1.perfetto.golden)
+  echo "exit $?: $(head -c 120 "$DIR/gpu-v1.jsonl")"
+  echo "copy $DIR/gpu-v1.* into recording/testdata/v1 and add gpu-v1 to cmd/moetop/v1logs_test.go"
+}
+
 run_report() {
   step "the founding report's grid"
   bin/moetop bench --grid report --dist uniform,seed-uneven,zipf:1.2 --reps 5 --warmup 1 --format json \
@@ -399,7 +413,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.draw,t
 for w in "${parts[@]}"; do
   case $w in
     check) run_check;; live) run_live;; bench) run_bench;; report) run_report;; overhead) run_overhead;; hybrid) run_hybrid;;
-    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; ep) run_ep;; epbench) run_epbench;; hopper) run_hopper;; hopperbench) run_hopperbench;;
+    device1) run_device1;; oomsample) run_oomsample;; regress) run_regress;; layers) run_layers;; decode) run_decode;; ep) run_ep;; epbench) run_epbench;; hopper) run_hopper;; hopperbench) run_hopperbench;; v1log) run_v1log;;
     all) run_check; run_live; run_bench;;
   esac
 done
