@@ -566,8 +566,9 @@ func (e *EPBackend) die(cause error) {
 }
 
 // Abort ends the communicators from any goroutine, as a failed step does:
-// a step waiting on NCCL returns an error wrapping cause within a
-// millisecond, and so does every later step; a Prepare waiting for the
+// a step waiting on NCCL (on its streams, or in a group's ncclGroupEnd)
+// returns an error wrapping cause within a millisecond or so, and so does
+// every later step; a Prepare waiting for the
 // other ranks to join gives up. ep.SessionBackend calls it when a peer
 // process is gone. While a step runs, its own waits abort the
 // communicators (no NCCL call may overlap the abort); otherwise Abort does.
@@ -599,6 +600,11 @@ func (e *EPBackend) failed() error {
 	return nil
 }
 
+// groupGrace is how long a group given up on still has to return before
+// its communicators are left behind: a group that is not stuck returns in
+// microseconds, and one caught by a quit as it ends should not cost them.
+const groupGrace = 100 * time.Millisecond
+
 // group issues fn's NCCL calls for every rank of this process between one
 // ncclGroupStart/End on one thread: in one process driving several GPUs,
 // each device's sends and receives must be in the same group from the same
@@ -607,10 +613,26 @@ func (e *EPBackend) failed() error {
 // NCCL sets up the links between two ranks in the group end of their first
 // exchange, which waits for the peer: a peer process that hangs there
 // would hold this call forever. So the group runs on its own goroutine and
-// is given up on at the step's deadline; the communicators under a call
-// that never returned cannot be aborted (NCCL forbids it), so they and the
-// devices are left to the process's exit (abandoned).
+// is given up on at the step's deadline, when the step's context ends (q,
+// Ctrl-C) or when Abort is called (the session lost a peer): Abort cannot
+// abort the communicators while a step holds them, and a quit must not
+// wait out the timeout. The communicators under a call that never
+// returned cannot be aborted (NCCL forbids it), so they and the devices
+// are left to the process's exit (abandoned).
 func (e *EPBackend) group(what string, deadline time.Time, fn func(rk *epRank, c *Comm) error) error {
+	if err := e.failed(); err != nil {
+		return err
+	}
+	ctx := e.stepCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if ctx.Err() != nil { // no call in flight: the communicators can be aborted
+		return e.abort(fmt.Errorf("%s: %w", what, context.Cause(ctx)))
+	}
+	e.mu.Lock()
+	dead := e.deadCh
+	e.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
 		done <- Group(func() error {
@@ -624,6 +646,7 @@ func (e *EPBackend) group(what string, deadline time.Time, fn func(rk *epRank, c
 	}()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
+	var cause error
 	select {
 	case err := <-done:
 		if err != nil {
@@ -631,21 +654,27 @@ func (e *EPBackend) group(what string, deadline time.Time, fn func(rk *epRank, c
 		}
 		return nil
 	case <-timer.C:
+		cause = fmt.Errorf("%s: ncclGroupEnd did not return within %v (a peer that never joins the exchange): %w", what, e.timeout(), ErrEPTimeout)
+	case <-dead:
+		e.mu.Lock()
+		cause = fmt.Errorf("%s: given up on ncclGroupEnd: %w", what, e.dead)
+		e.mu.Unlock()
+	case <-ctx.Done():
+		cause = fmt.Errorf("%s: given up on ncclGroupEnd: %w", what, context.Cause(ctx))
 	}
-	select { // finished as the deadline passed: not a hang
+	select { // finished as it was given up on: not a hang
 	case err := <-done:
 		if err != nil {
 			return e.abort(fmt.Errorf("%s: %w", what, err))
 		}
 		return nil
-	default:
+	case <-time.After(groupGrace):
 	}
-	err := fmt.Errorf("%s: ncclGroupEnd did not return within %v (a peer that never joins the exchange): %w", what, e.timeout(), ErrEPTimeout)
 	e.mu.Lock()
-	e.die(err)
+	e.die(cause)
 	e.abandoned = true
 	e.mu.Unlock()
-	return err
+	return cause
 }
 
 // Step runs one step on every rank of this process: the whole step when

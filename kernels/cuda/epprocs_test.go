@@ -342,6 +342,72 @@ func TestAnExchangeThatNeverReturnsEndsAtTheDeadline(t *testing.T) {
 	<-ended
 }
 
+// A step stuck in ncclGroupEnd ends at once when the session loses a peer
+// (Abort, which cannot abort the communicators while the step holds them)
+// or the user quits (the step's context), not at the step's deadline.
+func TestAnExchangeStuckInItsGroupEndsOnAbortOrQuit(t *testing.T) {
+	cases := []struct {
+		name string
+		stop func(e *EPBackend, cancel context.CancelCauseFunc)
+		want string
+	}{
+		{"a peer lost", func(e *EPBackend, _ context.CancelCauseFunc) { e.Abort(errors.New("rank 0 closed its connection")) },
+			"rank 0 closed its connection"},
+		{"the user quits", func(_ *EPBackend, cancel context.CancelCauseFunc) { cancel(errors.New("interrupted")) }, "interrupted"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			ended := make(chan struct{}, 1)
+			withGroupHooks(t, func() error { return nil }, func() error { <-release; ended <- struct{}{}; return nil })
+			e, _ := hangingRank(nil)
+			e.comms = []*Comm{{rank: 1, size: 2}}
+			e.Timeout = 5 * time.Minute
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			e.stepping.Lock() // as Step holds it
+			e.stepCtx = ctx
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				tc.stop(e, cancel)
+			}()
+			start := time.Now()
+			err := e.group("ncclSend/Recv(dispatch)", time.Now().Add(e.timeout()), func(*epRank, *Comm) error { return nil })
+			took := time.Since(start)
+			e.stepping.Unlock()
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "dispatch") {
+				t.Fatalf("group = %v; want an error naming the exchange and saying %q", err, tc.want)
+			}
+			if took > 10*time.Second {
+				t.Errorf("given up on after %v, with a timeout of %v", took, e.Timeout)
+			}
+			if !e.abandoned || e.failed() == nil {
+				t.Errorf("abandoned %v, failed %v; want the ranks dead and left alone", e.abandoned, e.failed())
+			}
+			// The next exchange does not start on communicators given up on.
+			calls := 0
+			if err := e.group("ncclAllReduce(wait)", time.Now().Add(e.timeout()), func(*epRank, *Comm) error { calls++; return nil }); err == nil || calls != 0 {
+				t.Errorf("a group after it: %v after %d calls; want the earlier failure, no calls", err, calls)
+			}
+			close(release)
+			<-ended
+		})
+	}
+	t.Run("a quit before the group starts none", func(t *testing.T) {
+		withGroupHooks(t, func() error { t.Error("a group started after the quit"); return nil }, func() error { return nil })
+		e, _ := hangingRank(nil)
+		e.comms = []*Comm{{rank: 1, size: 2}}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(errors.New("interrupted"))
+		e.stepCtx = ctx
+		err := e.group("ncclSend/Recv(counts)", time.Now().Add(time.Minute), func(*epRank, *Comm) error { return nil })
+		if err == nil || !strings.Contains(err.Error(), "interrupted") || e.abandoned || e.failed() == nil {
+			t.Errorf("group = %v (abandoned %v, failed %v); want the quit, the communicators aborted, nothing left behind",
+				err, e.abandoned, e.failed())
+		}
+	})
+}
+
 func TestAbortOutsideAStepEndsTheRankForGood(t *testing.T) {
 	e, _ := hangingRank(nil)
 	cause := errors.New("rank 2 closed its connection")
