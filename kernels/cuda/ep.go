@@ -484,14 +484,19 @@ func (rk *epRank) mark(i int) error {
 
 // wait blocks until the rank's stream is idle. NCCL work on it can hang
 // forever when a peer is stuck, so the synchronize runs on its own
-// goroutine while this one polls ncclCommGetAsyncError and the deadline;
-// on either it aborts every communicator, which ends the NCCL kernels and
-// with them the synchronize.
+// goroutine while this one polls ncclCommGetAsyncError and watches the
+// deadline, the step's context and Abort; on any of them it aborts every
+// communicator, which ends the NCCL kernels and with them the synchronize,
+// and waits for the synchronize to return before returning itself: Close
+// must not free the buffers or the context under it.
 func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
 	ctx := e.stepCtx
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	e.mu.Lock()
+	dead := e.deadCh
+	e.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
 		leave, err := rk.b.ctx.Enter()
@@ -500,31 +505,36 @@ func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
 			return
 		}
 		defer leave()
-		done <- check("cuStreamSynchronize("+what+")", C.call_cuStreamSynchronize(rk.b.stream))
+		done <- syncStream(rk.b.stream, what)
 	}()
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
-	for {
+	var cause error
+	for cause == nil {
 		select {
 		case err := <-done:
 			return err
 		case <-ctx.Done():
 			// q or Ctrl-C: end now rather than at the deadline of a rank
 			// that may never answer.
-			return e.abort(fmt.Errorf("%s: %w", what, ctx.Err()))
+			cause = fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-dead:
+			e.mu.Lock()
+			cause = fmt.Errorf("%s: %w", what, e.dead)
+			e.mu.Unlock()
 		case <-tick.C:
 			// Under the lock: abort frees the communicator, and a poll
 			// racing it would read freed memory.
 			e.mu.Lock()
 			err := e.dead
 			if err == nil {
-				err = e.comms[rk.i].AsyncError()
+				err = commError(e.comms[rk.i])
 			}
 			e.mu.Unlock()
 			if err != nil {
-				return e.abort(fmt.Errorf("%s: %w", what, err))
+				cause = fmt.Errorf("%s: %w", what, err)
 			}
 		case <-timer.C:
 			select { // finished as the deadline passed: not a hang
@@ -532,10 +542,44 @@ func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
 				return err
 			default:
 			}
-			return e.abort(fmt.Errorf("%s: rank %d waited %v: %w", what, rk.r, e.timeout(), ErrEPTimeout))
+			cause = fmt.Errorf("%s: rank %d waited %v: %w", what, rk.r, e.timeout(), ErrEPTimeout)
 		}
 	}
+	err := e.abort(cause)
+	e.drain(done)
+	return err
 }
+
+// drainTimeout bounds how long a wait, having aborted the communicators,
+// waits for its synchronize to return (a variable for the tests).
+var drainTimeout = 10 * time.Second
+
+// drain waits for a synchronize that the abort should have ended. One that
+// still has not returned is left to the process's exit with the devices it
+// runs on (abandoned), since freeing them under it could crash the
+// process.
+func (e *EPBackend) drain(done <-chan error) {
+	select {
+	case <-done:
+	case <-time.After(drainTimeout):
+		e.mu.Lock()
+		e.abandoned = true
+		e.mu.Unlock()
+	}
+}
+
+// cuStream is a CUDA stream, named for code that cannot say C.CUstream
+// (tests).
+type cuStream = C.CUstream
+
+// syncStream is cuStreamSynchronize, and commError a communicator's
+// asynchronous error; tests replace them to wait without a GPU.
+var (
+	syncStream = func(s cuStream, what string) error {
+		return check("cuStreamSynchronize("+what+")", C.call_cuStreamSynchronize(s))
+	}
+	commError = (*Comm).AsyncError
+)
 
 // abort ends every communicator after cause; the first cause is the one
 // later steps return. It runs only where no NCCL call on the communicators

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -404,6 +405,83 @@ func TestAnExchangeStuckInItsGroupEndsOnAbortOrQuit(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "interrupted") || e.abandoned || e.failed() == nil {
 			t.Errorf("group = %v (abandoned %v, failed %v); want the quit, the communicators aborted, nothing left behind",
 				err, e.abandoned, e.failed())
+		}
+	})
+}
+
+// withStreamHooks replaces cuStreamSynchronize and the communicators'
+// asynchronous errors for one test.
+func withStreamHooks(t *testing.T, sync func(what string) error) {
+	t.Helper()
+	s, c := syncStream, commError
+	syncStream = func(_ cuStream, what string) error { return sync(what) }
+	commError = func(*Comm) error { return nil }
+	t.Cleanup(func() { syncStream, commError = s, c })
+}
+
+// A wait that gives up aborts the communicators, which ends the NCCL
+// kernels and the synchronize under them; it returns only once that
+// synchronize has, so that Close does not free the buffers and the context
+// under it, and one that never returns leaves the devices to the process.
+func TestAWaitGivenUpOnOutlivesNoSynchronize(t *testing.T) {
+	stuck := func(e *EPBackend, returned *atomic.Bool) func(string) error {
+		return func(string) error {
+			<-e.deadCh // the abort that ends the NCCL kernels
+			time.Sleep(100 * time.Millisecond)
+			returned.Store(true)
+			return errors.New("CUDA_ERROR_LAUNCH_FAILED")
+		}
+	}
+	cases := []struct {
+		name string
+		stop func(e *EPBackend, cancel context.CancelCauseFunc)
+		want string
+	}{
+		{"a peer lost", func(e *EPBackend, _ context.CancelCauseFunc) { e.Abort(errors.New("rank 0 closed its connection")) },
+			"rank 0 closed its connection"},
+		{"the user quits", func(_ *EPBackend, cancel context.CancelCauseFunc) { cancel(errors.New("interrupted")) }, "canceled"},
+		{"the deadline", func(*EPBackend, context.CancelCauseFunc) {}, "waited 200ms"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := hangingRank(nil)
+			e.comms = []*Comm{{rank: 1, size: 2}}
+			e.Timeout = 200 * time.Millisecond
+			var returned atomic.Bool
+			withStreamHooks(t, stuck(e, &returned))
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			e.stepping.Lock() // as Step holds it
+			e.stepCtx = ctx
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				tc.stop(e, cancel)
+			}()
+			err := e.wait(e.ranks[0], "dispatch", time.Now().Add(e.timeout()))
+			e.stepping.Unlock()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("wait = %v; want an error saying %q", err, tc.want)
+			}
+			if !returned.Load() {
+				t.Error("wait returned while its synchronize still ran")
+			}
+			if e.abandoned || e.failed() == nil {
+				t.Errorf("abandoned %v, failed %v; want the communicators aborted and the devices kept to close", e.abandoned, e.failed())
+			}
+		})
+	}
+	t.Run("a synchronize the abort does not end", func(t *testing.T) {
+		e, _ := hangingRank(nil)
+		e.comms = []*Comm{{rank: 1, size: 2}}
+		e.Timeout = 50 * time.Millisecond
+		release, synced := make(chan struct{}), make(chan struct{})
+		withStreamHooks(t, func(string) error { <-release; close(synced); return nil })
+		defer func() { close(release); <-synced }() // before the hooks are put back
+		defer func(d time.Duration) { drainTimeout = d }(drainTimeout)
+		drainTimeout = 100 * time.Millisecond
+		err := e.wait(e.ranks[0], "combine", time.Now().Add(e.timeout()))
+		if !errors.Is(err, ErrEPTimeout) || !e.abandoned {
+			t.Errorf("wait = %v (abandoned %v); want the timeout, the devices left to the process", err, e.abandoned)
 		}
 	})
 }
