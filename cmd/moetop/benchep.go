@@ -49,6 +49,8 @@ func runBenchEP(ctx context.Context, a benchEP, stdout, stderr io.Writer) error 
 		return usagef("invalid --ep-timeout %s; want a positive duration such as 1m", a.timeout)
 	case a.set["run-predicted-oom"]:
 		return usagef("--run-predicted-oom does not apply to --ep")
+	case a.set["device"]:
+		return usagef("--device does not apply to --ep: its ranks run on CUDA devices 0 … %d (choose them with CUDA_VISIBLE_DEVICES)", a.ranks-1)
 	}
 	if a.act != kernels.GELU.String() {
 		return usagef("invalid --act %q with --ep: %v", a.act, bench.ErrNotPlain)
@@ -57,6 +59,9 @@ func runBenchEP(ctx context.Context, a benchEP, stdout, stderr io.Writer) error 
 	gpu, err := epBenchOnGPU(a.backends, ref.Name, stderr)
 	if err != nil {
 		return err
+	}
+	if !gpu && a.noGraphs {
+		return usagef("--no-graphs applies to --ep's GPU ranks; the CPU ranks replay no CUDA graphs")
 	}
 	dt := kernels.FP32
 	if gpu {
