@@ -180,16 +180,6 @@ func exchangeSizes(s kernels.Shape, ranks, local int) []uint64 {
 	}
 }
 
-// ExchangeBytes is the device memory one rank of ranks holding local
-// experts needs for the exchange, beyond its loop backend's layer.
-func ExchangeBytes(s kernels.Shape, ranks, local int) uint64 {
-	var n uint64
-	for _, b := range exchangeSizes(s, ranks, local) {
-		n += b
-	}
-	return n
-}
-
 func (eb *epBuffers) all() []*ptr {
 	return []*ptr{&eb.sendCounts, &eb.recvCounts, &eb.sendIDs, &eb.sendW, &eb.sendRowOf, &eb.sendX, &eb.recvIDs,
 		&eb.recvW, &eb.recvX, &eb.recvRowOf, &eb.px, &eb.h, &eb.y, &eb.sums, &eb.back, &eb.ones, &eb.red}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/moetop/moetop/ep"
 	"github.com/moetop/moetop/kernels"
@@ -660,23 +659,6 @@ func (rk *xRank) experts(x *ep.Exchange, noGraphs bool) error {
 	}
 	// The buffers stay put for the case, and freeCase drops the graph.
 	return rk.graphs.run(rk.stream, "exchange", issue)
-}
-
-// download copies n bf16 values from the device as float32. The caller
-// has entered the device.
-func (rk *xRank) download(p ptr, n int) ([]float32, error) {
-	raw := make([]uint16, n)
-	if n == 0 {
-		return nil, nil
-	}
-	if err := check("cuMemcpyDtoH_v2", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&raw[0]), p, C.size_t(2*n))); err != nil {
-		return nil, err
-	}
-	out := make([]float32, n)
-	for i, h := range raw {
-		out[i] = kernels.BF16ToFloat(h)
-	}
-	return out, nil
 }
 
 // AllToAll measures the ranks' all-to-all ceiling: every rank sends

@@ -114,7 +114,7 @@ func TestTwoGPUExchangeMatchesTheHost(t *testing.T) {
 			}
 			b.NoGraphs = c.noGraphs
 			times, err := b.run(context.Background(), x, 2, 3, func(rk *xRank) error {
-				got, err := rk.download(rk.bufs.back, x.Rows()*x.Hidden)
+				got, err := downloadBF16(rk.dev, rk.bufs.back, x.Rows()*x.Hidden)
 				if err != nil {
 					return err
 				}
@@ -141,4 +141,17 @@ func TestTwoGPUExchangeMatchesTheHost(t *testing.T) {
 		t.Errorf("all-to-all ceiling %v GB/s, %v", gbps, err)
 	}
 	t.Logf("all-to-all bus bandwidth %.1f GB/s", gbps)
+}
+
+// downloadBF16 copies n bf16 values from the device as float32.
+func downloadBF16(d *Device, p ptr, n int) ([]float32, error) {
+	raw := make([]byte, 2*n)
+	if err := d.Download(raw, DevicePtr(p)); err != nil {
+		return nil, err
+	}
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = kernels.BF16ToFloat(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
+	}
+	return out, nil
 }
