@@ -3,6 +3,7 @@ package cuda
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +155,30 @@ func downloadBF16(d *Device, p ptr, n int) ([]float32, error) {
 		out[i] = kernels.BF16ToFloat(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
 	}
 	return out, nil
+}
+
+// The bench's ranks share the expert-parallel backend's rules: after an
+// NCCL call given up on, nothing more runs on them and Close leaves them
+// (and their devices) to the process, touching no CUDA call (none could
+// run here).
+func TestExchangeBenchLeavesRanksGivenUpOnAlone(t *testing.T) {
+	b := &ExchangeBench{}
+	b.name = "exchange over GPUs"
+	b.revive()
+	b.ranks = []*xRank{{r: 0}, {r: 1}}
+	b.setComms([]*Comm{{rank: 0, size: 2}, {rank: 1, size: 2}})
+	b.giveUp(fmt.Errorf("ncclSend/Recv(dispatch): ncclGroupEnd did not return: %w", ErrEPTimeout))
+	x, err := ep.NewExchange([]int{4, 4, 4, 4}, 8, 16, 32, 2, 2, kernels.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(context.Background(), x, 0, 1); !errors.Is(err, ErrEPTimeout) || !strings.Contains(err.Error(), "exchange over GPUs") {
+		t.Errorf("Run after the ranks were given up on: %v", err)
+	}
+	if _, err := b.AllToAll(context.Background(), 1<<20, 1); !errors.Is(err, ErrEPTimeout) {
+		t.Errorf("AllToAll after the ranks were given up on: %v", err)
+	}
+	if err := b.Close(); err != nil || b.ranks != nil {
+		t.Errorf("Close = %v, %d ranks kept", err, len(b.ranks))
+	}
 }

@@ -322,12 +322,12 @@ func TestAnExchangeThatNeverReturnsEndsAtTheDeadline(t *testing.T) {
 	e.comms = []*Comm{{rank: 1, size: 2}}
 	e.Timeout = 100 * time.Millisecond
 	calls := 0
-	err := e.group("ncclSend/Recv(counts)", time.Now().Add(e.timeout()), func(*epRank, *Comm) error { calls++; return nil })
+	err := e.group(newLimit(context.Background(), e.timeout()), "ncclSend/Recv(counts)", func(*epRank, *Comm) error { calls++; return nil })
 	if err != nil || calls != 1 || e.abandoned {
 		t.Fatalf("a group that returns: %v after %d calls (abandoned %v)", err, calls, e.abandoned)
 	}
 	start := time.Now()
-	err = e.group("ncclSend/Recv(dispatch)", time.Now().Add(e.timeout()), func(*epRank, *Comm) error { <-release; return nil })
+	err = e.group(newLimit(context.Background(), e.timeout()), "ncclSend/Recv(dispatch)", func(*epRank, *Comm) error { <-release; return nil })
 	if !errors.Is(err, ErrEPTimeout) || !strings.Contains(err.Error(), "dispatch") {
 		t.Fatalf("a group that never returns: %v, want ErrEPTimeout naming it", err)
 	}
@@ -367,13 +367,13 @@ func TestAnExchangeStuckInItsGroupEndsOnAbortOrQuit(t *testing.T) {
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			e.stepping.Lock() // as Step holds it
-			e.stepCtx = ctx
 			go func() {
 				time.Sleep(50 * time.Millisecond)
 				tc.stop(e, cancel)
 			}()
 			start := time.Now()
-			err := e.group("ncclSend/Recv(dispatch)", time.Now().Add(e.timeout()), func(*epRank, *Comm) error { return nil })
+			l := newLimit(ctx, e.timeout())
+			err := e.group(l, "ncclSend/Recv(dispatch)", func(*epRank, *Comm) error { return nil })
 			took := time.Since(start)
 			e.stepping.Unlock()
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "dispatch") {
@@ -387,7 +387,7 @@ func TestAnExchangeStuckInItsGroupEndsOnAbortOrQuit(t *testing.T) {
 			}
 			// The next exchange does not start on communicators given up on.
 			calls := 0
-			if err := e.group("ncclAllReduce(wait)", time.Now().Add(e.timeout()), func(*epRank, *Comm) error { calls++; return nil }); err == nil || calls != 0 {
+			if err := e.group(l, "ncclAllReduce(wait)", func(*epRank, *Comm) error { calls++; return nil }); err == nil || calls != 0 {
 				t.Errorf("a group after it: %v after %d calls; want the earlier failure, no calls", err, calls)
 			}
 			close(release)
@@ -400,8 +400,7 @@ func TestAnExchangeStuckInItsGroupEndsOnAbortOrQuit(t *testing.T) {
 		e.comms = []*Comm{{rank: 1, size: 2}}
 		ctx, cancel := context.WithCancelCause(context.Background())
 		cancel(errors.New("interrupted"))
-		e.stepCtx = ctx
-		err := e.group("ncclSend/Recv(counts)", time.Now().Add(time.Minute), func(*epRank, *Comm) error { return nil })
+		err := e.group(newLimit(ctx, time.Minute), "ncclSend/Recv(counts)", func(*epRank, *Comm) error { return nil })
 		if err == nil || !strings.Contains(err.Error(), "interrupted") || e.abandoned || e.failed() == nil {
 			t.Errorf("group = %v (abandoned %v, failed %v); want the quit, the communicators aborted, nothing left behind",
 				err, e.abandoned, e.failed())
@@ -452,12 +451,11 @@ func TestAWaitGivenUpOnOutlivesNoSynchronize(t *testing.T) {
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			e.stepping.Lock() // as Step holds it
-			e.stepCtx = ctx
 			go func() {
 				time.Sleep(50 * time.Millisecond)
 				tc.stop(e, cancel)
 			}()
-			err := e.wait(e.ranks[0], "dispatch", time.Now().Add(e.timeout()))
+			err := e.wait(newLimit(ctx, e.timeout()), "dispatch", 0)
 			e.stepping.Unlock()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("wait = %v; want an error saying %q", err, tc.want)
@@ -479,7 +477,7 @@ func TestAWaitGivenUpOnOutlivesNoSynchronize(t *testing.T) {
 		defer func() { close(release); <-synced }() // before the hooks are put back
 		defer func(d time.Duration) { drainTimeout = d }(drainTimeout)
 		drainTimeout = 100 * time.Millisecond
-		err := e.wait(e.ranks[0], "combine", time.Now().Add(e.timeout()))
+		err := e.wait(newLimit(context.Background(), e.timeout()), "combine", 0)
 		if !errors.Is(err, ErrEPTimeout) || !e.abandoned {
 			t.Errorf("wait = %v (abandoned %v); want the timeout, the devices left to the process", err, e.abandoned)
 		}
