@@ -445,4 +445,13 @@ func TestProcBackendKeepsTheAgreedLayer(t *testing.T) {
 	if err := bs[0].Prepare(context.Background(), other); err == nil || !strings.Contains(err.Error(), "keeps its layer") {
 		t.Fatalf("got %v, want a refusal to change the layer", err)
 	}
+	// The other rank, waiting for this one, hears why at once.
+	select {
+	case <-bs[1].Session.Done():
+		if err := bs[1].Session.Err(); err == nil || !strings.Contains(err.Error(), "keeps its layer") {
+			t.Errorf("rank 1's run ended with %v, want rank 0's reason", err)
+		}
+	case <-time.After(bound):
+		t.Fatal("rank 1 was never told")
+	}
 }

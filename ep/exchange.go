@@ -138,17 +138,6 @@ func (x *Exchange) ChunkOffset(r, j int) int {
 	return n
 }
 
-// ExpertRows are the rows each of rank r's local experts runs, over all
-// sources.
-func (x *Exchange) ExpertRows(r int) []int {
-	L := x.Local()
-	out := make([]int, L)
-	for j := range out {
-		out[j] = x.Counts[r*L+j] * x.Ranks
-	}
-	return out
-}
-
 // RowBytes is one row's bytes in DType.
 func (x *Exchange) RowBytes() int64 { return int64(x.Hidden) * int64(x.DType.Size()) }
 
@@ -177,19 +166,6 @@ func (x *Exchange) MaxRecvRows() int {
 
 // Owner is the rank that holds expert e.
 func (x *Exchange) Owner(e int) int { return e / x.Local() }
-
-// ExpertOfRow is the expert a rank's send row i (0 ≤ i < Rows) goes to:
-// rows are laid out expert after expert, which with contiguous blocks is
-// also destination after destination.
-func (x *Exchange) ExpertOfRow(i int) int {
-	for e, c := range x.Counts {
-		if i < c {
-			return e
-		}
-		i -= c
-	}
-	return -1
-}
 
 // XSummary is the peer's reduction of a case's timings: each rank's
 // median step (by the sum of its phases, as the peer's timed() sorts its

@@ -46,6 +46,7 @@ func (b *ProcBackend) Prepare(ctx context.Context, s kernels.Shape) error {
 		return errors.New("ep: the session has no mesh to run CPU ranks over (join with Mesh)")
 	}
 	if err := sess.keepsLayer(s); err != nil {
+		sess.Abort(err) // the others learn why this rank will not come
 		return err
 	}
 	p := b.Placement

@@ -59,6 +59,9 @@ func (b *SessionBackend) Info() kernels.Info { return b.Rank.Info() }
 func (b *SessionBackend) Prepare(ctx context.Context, s kernels.Shape) error {
 	sess := b.Session
 	if err := sess.keepsLayer(s); err != nil {
+		// The others wait for this rank (in NCCL's init, for GPU ranks):
+		// they learn why it will not come, rather than wait for it.
+		sess.Abort(err)
 		return err
 	}
 	if b.run == nil {
@@ -80,13 +83,18 @@ func (b *SessionBackend) Prepare(ctx context.Context, s kernels.Shape) error {
 	if err := b.Rank.Prepare(pctx, s); err != nil {
 		if cause := sess.Err(); cause != nil {
 			if !errors.Is(err, cause) {
-				err = fmt.Errorf("%w (%v)", cause, err)
+				// Both chains stay whole: callers test either with errors.Is
+				// (ErrPeerLost, kernels.ErrOutOfMemory, a timeout).
+				err = fmt.Errorf("%w (%w)", cause, err)
 			}
 			return err
 		}
 		// The others cannot start without this rank: they learn why,
-		// rather than that it left.
-		sess.Abort(fmt.Errorf("rank %d could not prepare: %w", sess.Rank(), err))
+		// rather than that it left. A rank stopped by its own caller (the
+		// user quit) is not a failure of the run: its Close says goodbye.
+		if ctx.Err() == nil {
+			sess.Abort(fmt.Errorf("rank %d could not prepare: %w", sess.Rank(), err))
+		}
 		return err
 	}
 	b.shape = s
@@ -141,7 +149,7 @@ func (s *Session) runStep(ctx context.Context, sh kernels.Shape, n int, in kerne
 	rep, err := run()
 	if err != nil {
 		if cause := s.Err(); cause != nil && !errors.Is(err, cause) && !speaksOfTheRun(err) {
-			err = fmt.Errorf("%w (%v)", cause, err)
+			err = fmt.Errorf("%w (%w)", cause, err)
 		}
 		err = fmt.Errorf("step %d: %w", n, err)
 	} else {

@@ -25,6 +25,9 @@ type fakeRank struct {
 	// or ctx instead of returning.
 	hang, hangPrepare bool
 	prepareErr        error
+	// abortErr, when set, is what a hung call returns once aborted,
+	// instead of an error wrapping the abort's cause.
+	abortErr error
 
 	mu      sync.Mutex
 	aborted error
@@ -47,6 +50,9 @@ func (f *fakeRank) Prepare(ctx context.Context, s kernels.Shape) error {
 	if f.hangPrepare {
 		select {
 		case <-f.abort:
+			if f.abortErr != nil {
+				return f.abortErr
+			}
 			return fmt.Errorf("joining the others: %w", f.abortCause())
 		case <-ctx.Done():
 			return fmt.Errorf("joining the others: %w", context.Cause(ctx))
@@ -59,6 +65,9 @@ func (f *fakeRank) StepRank(ctx context.Context, in kernels.StepInput) (Report, 
 	if f.hang {
 		select {
 		case <-f.abort:
+			if f.abortErr != nil {
+				return Report{}, f.abortErr
+			}
 			return Report{}, fmt.Errorf("waiting on the peers: communicator aborted: %w", f.abortCause())
 		case <-ctx.Done():
 			return Report{}, ctx.Err()
@@ -294,13 +303,76 @@ func TestSessionBackendARankThatCannotPrepareEndsTheOthers(t *testing.T) {
 }
 
 func TestSessionBackendKeepsTheAgreedLayer(t *testing.T) {
-	bs, _ := gpuProcs(t, 2, bound, nil)
+	bs, ranks := gpuProcs(t, 2, time.Minute, func(f *fakeRank) { f.hangPrepare = true })
 	other := gpuShape
 	other.Hidden *= 2
+	// Rank 0 waits for rank 1 (in NCCL's init, for GPU ranks); rank 1
+	// refuses the layer, and rank 0 hears why at once rather than at the
+	// join's timeout.
+	prep := make(chan error, 1)
+	go func() { prep <- bs[0].Prepare(context.Background(), gpuShape) }()
 	if err := bs[1].Prepare(context.Background(), other); err == nil || !strings.Contains(err.Error(), "keeps its layer") {
 		t.Fatalf("got %v, want a refusal to change the layer", err)
+	}
+	select {
+	case err := <-prep:
+		if err == nil || !strings.Contains(err.Error(), "keeps its layer") || ranks[0].abortCause() == nil {
+			t.Errorf("rank 0: %v (aborted %v); want rank 1's reason", err, ranks[0].abortCause())
+		}
+	case <-time.After(bound):
+		t.Fatal("rank 0 still preparing")
 	}
 	if _, err := bs[1].Step(context.Background(), kernels.StepInput{}); !errors.Is(err, kernels.ErrNotPrepared) {
 		t.Errorf("a step before a good Prepare: %v, want ErrNotPrepared", err)
 	}
+}
+
+// A rank whose own caller gives up on preparing it (the user quit) does
+// not end the run as a failure: it leaves with a goodbye when closed.
+func TestSessionBackendAPrepareStoppedByItsCallerAbortsNothing(t *testing.T) {
+	bs, ranks := gpuProcs(t, 2, time.Minute, func(f *fakeRank) { f.hangPrepare = true })
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if err := bs[1].Prepare(ctx, gpuShape); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Prepare = %v, want the caller's cancellation", err)
+	}
+	for r, b := range bs {
+		if err := b.Session.Err(); err != nil {
+			t.Errorf("rank %d: the run was aborted: %v", r, err)
+		}
+	}
+	if ranks[0].abortCause() != nil {
+		t.Errorf("rank 0 was aborted: %v", ranks[0].abortCause())
+	}
+}
+
+// The run's cause and the rank's own error are both kept whole: a caller
+// finds either with errors.Is.
+func TestSessionBackendKeepsBothErrorChains(t *testing.T) {
+	own := fmt.Errorf("rank's own: %w", kernels.ErrOutOfMemory)
+	t.Run("prepare", func(t *testing.T) {
+		bs, _ := gpuProcs(t, 2, time.Minute, func(f *fakeRank) { f.hangPrepare, f.abortErr = true, own })
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			bs[0].Session.kill()
+		}()
+		err := bs[1].Prepare(context.Background(), gpuShape)
+		if !errors.Is(err, kernels.ErrOutOfMemory) || (!errors.Is(err, ErrPeerLost) && !errors.Is(err, ErrAborted)) {
+			t.Errorf("Prepare = %v; want both the run's end and the rank's ErrOutOfMemory", err)
+		}
+	})
+	t.Run("step", func(t *testing.T) {
+		bs, _ := gpuProcs(t, 2, time.Minute, func(f *fakeRank) { f.hang, f.abortErr = true, own })
+		if err := errors.Join(prepareAll(t, bs)...); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			bs[0].Session.kill()
+		}()
+		_, errs := stepGPU(t, bs, 1)
+		if err := errs[1]; !errors.Is(err, kernels.ErrOutOfMemory) || (!errors.Is(err, ErrPeerLost) && !errors.Is(err, ErrAborted)) {
+			t.Errorf("Step = %v; want both the run's end and the rank's ErrOutOfMemory", err)
+		}
+	})
 }

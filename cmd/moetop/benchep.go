@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -41,7 +42,7 @@ const maxCPUGFLOP = 100
 // runBenchEP times the expert path over a.ranks ranks: GPUs of this
 // process through NCCL once the user opts in, else the CPU reference over
 // the in-process transport.
-func runBenchEP(ctx context.Context, a benchEP, stdout, stderr io.Writer) error {
+func runBenchEP(ctx context.Context, a benchEP, stdout, stderr io.Writer) (err error) {
 	switch {
 	case a.ranks < 1:
 		return usagef("invalid --ep %d; want the number of ranks, at least 1", a.ranks)
@@ -49,6 +50,8 @@ func runBenchEP(ctx context.Context, a benchEP, stdout, stderr io.Writer) error 
 		return usagef("invalid --ep-timeout %s; want a positive duration such as 1m", a.timeout)
 	case a.set["run-predicted-oom"]:
 		return usagef("--run-predicted-oom does not apply to --ep")
+	case a.set["device"]:
+		return usagef("--device does not apply to --ep: its ranks run on CUDA devices 0 … %d (choose them with CUDA_VISIBLE_DEVICES)", a.ranks-1)
 	}
 	if a.act != kernels.GELU.String() {
 		return usagef("invalid --act %q with --ep: %v", a.act, bench.ErrNotPlain)
@@ -57,6 +60,9 @@ func runBenchEP(ctx context.Context, a benchEP, stdout, stderr io.Writer) error 
 	gpu, err := epBenchOnGPU(a.backends, ref.Name, stderr)
 	if err != nil {
 		return err
+	}
+	if !gpu && a.noGraphs {
+		return usagef("--no-graphs applies to --ep's GPU ranks; the CPU ranks replay no CUDA graphs")
 	}
 	dt := kernels.FP32
 	if gpu {
@@ -121,7 +127,11 @@ func runBenchEP(ctx context.Context, a benchEP, stdout, stderr io.Writer) error 
 		if err != nil {
 			return fmt.Errorf("bench --ep: %w", err)
 		}
-		defer xb.Close()
+		defer func() {
+			if cerr := xb.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("bench --ep: releasing the GPUs: %w", cerr))
+			}
+		}()
 		xb.Timeout, xb.NoGraphs = a.timeout, a.noGraphs
 		fmt.Fprintf(stderr, "moetop: bench --ep %d over GPUs %v through NCCL (not yet checked on GPUs: %s=1)\n", a.ranks, devs, cuda.UnverifiedGPUEPEnv)
 		if a.ranks > 1 {

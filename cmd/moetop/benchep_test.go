@@ -69,6 +69,9 @@ func TestBenchEPRejectsBadInput(t *testing.T) {
 		{"--ep", "2", "--backends", "cpu", "--run-predicted-oom", shape[0], shape[1]},          // no memory model here
 		{"--ep", "2", "--backends", "cpu", "--format", "xml", shape[0], shape[1]},              // no such format
 		{"--ep", "2", "--backends", "cpu", "--out", "/nonexistent/x.json", shape[0], shape[1]}, // no such folder
+		{"--ep", "2", "--backends", "cpu", "--no-graphs", shape[0], shape[1]},                  // no graphs on the CPU
+		{"--ep", "2", "--backends", "cpu", "--device", "1", shape[0], shape[1]},                // the ranks pick their GPUs
+		{"--ep", "2", "--device", "0", shape[0], shape[1]},                                     // on GPUs as well
 	} {
 		code, _, stderr := runCLI(t, append([]string{"bench"}, args...)...)
 		if code != 2 || strings.Count(stderr, "\n") != 1 {

@@ -15,8 +15,10 @@ import (
 // MiB per rank, best of 5, in nccl-tests' bus bandwidth, which the ranks
 // panel puts each rank's dispatch and combine GB/s under. Measured before
 // the layer is prepared, so that its buffers do not crowd the layer's.
-// CPU ranks and a single rank have none; a failure is said and the run
-// goes on without it. (Not yet checked on GPUs, as the ranks are not: the
+// CPU ranks and a single rank have none, nor yet a run of one process per
+// GPU (ep.SessionBackend): every process would have to join the same
+// all-to-all over its communicator, and rank 0 gather their times. A
+// failure is said and the run goes on without it. (Not yet checked on GPUs, as the ranks are not: the
 // same opt-in, MOETOP_UNVERIFIED_GPU_EP=1, guards it.)
 func allToAllCeiling(ctx context.Context, h *stream.Header, be kernels.Backend, stderr io.Writer) {
 	b, ok := be.(*cuda.EPBackend)

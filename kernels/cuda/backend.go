@@ -37,6 +37,7 @@ type runner interface {
 	gemm(b *Backend, second bool) error
 	// expertTimes returns per-expert gemm1+gemm2 time, or nil.
 	expertTimes(b *Backend) ([]time.Duration, error)
+	// teardown releases what setup made, adding what fails to b.rel.
 	teardown(b *Backend)
 	// buffers lists the plan's buffers the runner reads beyond those of
 	// the shared steps (sharedBuffers).
@@ -57,7 +58,7 @@ type layout interface {
 	// dropped counts the rows placing threw away this step.
 	dropped(b *Backend) int
 	// shrink gives back what place took, after a step ran out of memory.
-	shrink(b *Backend)
+	shrink(b *Backend) error
 }
 
 // dense is the layout of every runner that does not bring its own.
@@ -66,7 +67,7 @@ type dense struct{}
 func (dense) place(*Backend) (int, error) { return 0, nil }
 func (dense) rows(b *Backend) int         { return b.s.Rows() }
 func (dense) dropped(*Backend) int        { return 0 }
-func (dense) shrink(*Backend)             {}
+func (dense) shrink(*Backend) error       { return nil }
 
 // sharedBuffers are the plan's buffers the shared steps (fill, route,
 // permute, activation, combine) read: every GPU plan must hold them.
@@ -161,7 +162,10 @@ type Backend struct {
 	hostBias   unsafe.Pointer // experts float32
 	hostPtrs   unsafe.Pointer // 6·experts device pointers (grouped)
 
-	graphs  graphs
+	graphs graphs
+	// rel is set while release runs: the runner's teardown adds what it
+	// cannot free to it.
+	rel     *releaser
 	counts  []int
 	offsets []int
 	steps   int
@@ -240,19 +244,18 @@ func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 		return err
 	}
 	defer leave()
-	b.release()
+	if err := b.release(); err != nil {
+		return fmt.Errorf("prepare %s: releasing the layer before: %w", b.name, err)
+	}
 	defer func() {
 		if err != nil {
-			b.release()
+			err = errors.Join(err, b.release())
 		}
 	}()
 	if b.mod, err = loadModule(b.dev); err != nil {
 		return err
 	}
 	b.s = s
-	if err = check("cuStreamCreate", C.call_cuStreamCreate(&b.stream, 1 /* non-blocking */)); err != nil {
-		return err
-	}
 	for i := range b.events {
 		if err = check("cuEventCreate", C.call_cuEventCreate(&b.events[i], 0)); err != nil {
 			return err
@@ -281,10 +284,7 @@ func (b *Backend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 	if err = checkPlan(b.name, plan, b.run, s); err != nil {
 		return err
 	}
-	if err = checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&b.handle)); err != nil {
-		return err
-	}
-	if err = b.bindHandle(b.handle, b.stream, b.bufs[kernels.BufWorkspace], kernels.WorkspaceBytes); err != nil {
+	if b.stream, b.handle, err = openBLASStream(b.bufs[kernels.BufWorkspace], kernels.WorkspaceBytes); err != nil {
 		return err
 	}
 	if err = b.fill(); err != nil {
@@ -325,12 +325,14 @@ func (b *Backend) allocate(plan []kernels.Buffer, want func(kernels.BufferKind) 
 	return nil
 }
 
-// freeBuffers releases the buffers of the given IDs.
-func (b *Backend) freeBuffers(ids ...kernels.BufferID) {
+// freeBuffers releases the buffers of the given IDs, going on past one
+// that fails.
+func (b *Backend) freeBuffers(ids ...kernels.BufferID) error {
+	var r releaser
 	for _, id := range ids {
-		free(b.bufs[id])
-		b.bufs[id] = 0
+		r.mem(&b.bufs[id])
 	}
+	return r.err()
 }
 
 // checkPlan says which buffer the shared steps, the runner or (for a
@@ -352,16 +354,6 @@ func checkPlan(name string, plan []kernels.Buffer, r runner, s kernels.Shape) er
 		}
 	}
 	return nil
-}
-
-// bindHandle puts a cuBLAS handle on a stream with its own workspace.
-// cublasSetStream resets the workspace to cuBLAS's pool, so the workspace
-// is set after it, and its size is what the memory model counts.
-func (b *Backend) bindHandle(h C.cublasHandle_t, s C.CUstream, ws ptr, bytes int) error {
-	if err := checkBLAS("cublasSetStream_v2", C.call_cublasSetStream_v2(h, s)); err != nil {
-		return err
-	}
-	return checkBLAS("cublasSetWorkspace_v2", C.moetop_set_workspace(h, ws, C.size_t(bytes)))
 }
 
 // fill generates x and the weights on the device with the same values as
@@ -396,41 +388,30 @@ func (b *Backend) fill() error {
 	return check("cuStreamSynchronize(fill)", C.call_cuStreamSynchronize(b.stream))
 }
 
-// release frees everything Prepare and Step allocated. The caller has
-// entered the device.
-func (b *Backend) release() {
-	b.graphs.release()
+// release frees everything Prepare and Step allocated, going on past what
+// fails, and returns every failure. The caller has entered the device.
+func (b *Backend) release() error {
+	r := &releaser{}
+	b.rel = r
+	defer func() { b.rel = nil }()
+	r.add(b.graphs.release())
 	if b.run != nil {
 		b.run.teardown(b)
 	}
-	b.shared.teardown()
-	if b.stream != nil {
-		C.call_cuStreamSynchronize(b.stream)
-	}
-	if b.handle != nil {
-		C.call_cublasDestroy_v2(b.handle)
-		b.handle = nil
-	}
+	b.shared.teardown(r)
+	// The main stream's work first: the buffers and events are its.
+	r.sync(b.stream, "release")
+	r.blas(&b.handle)
 	for id := range b.bufs {
-		b.freeBuffers(kernels.BufferID(id))
+		r.mem(&b.bufs[id])
 	}
-	for i, e := range b.events {
-		if e != nil {
-			C.call_cuEventDestroy_v2(e)
-			b.events[i] = nil
-		}
-	}
+	r.events(b.events[:])
 	for _, p := range []*unsafe.Pointer{&b.hostCounts, &b.hostBias, &b.hostPtrs} {
-		if *p != nil {
-			C.call_cuMemFreeHost(*p)
-			*p = nil
-		}
+		r.host(p)
 	}
-	if b.stream != nil {
-		C.call_cuStreamDestroy_v2(b.stream)
-		b.stream = nil
-	}
+	r.stream(&b.stream)
 	b.prepared = false
+	return r.err()
 }
 
 // Close releases the buffers and the device's context; a second Close does
@@ -445,7 +426,9 @@ func (b *Backend) Close() error {
 	ctx := b.ctx
 	var errs []error
 	if leave, err := ctx.Enter(); err == nil {
-		b.release()
+		if err := b.release(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", b.name, err))
+		}
 		leave()
 	} else {
 		errs = append(errs, fmt.Errorf("close %s: %w", b.name, err))
@@ -503,7 +486,11 @@ func (b *Backend) Step(ctx context.Context, in kernels.StepInput) (kernels.StepR
 	}
 	if err := b.permute(); err != nil {
 		if errors.Is(err, kernels.ErrOutOfMemory) {
-			b.lay.shrink(b) // memory goes back to its baseline; the run goes on
+			// Memory goes back to its baseline; the run goes on, unless
+			// giving it back failed too.
+			if serr := b.lay.shrink(b); serr != nil {
+				err = errors.Join(err, serr)
+			}
 		}
 		return res, err
 	}

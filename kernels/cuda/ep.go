@@ -97,27 +97,16 @@ type EPBackend struct {
 	// rank from Devices).
 	Options Options
 
-	// stepCtx is the running Step's context: a wait ends with it.
-	stepCtx context.Context
-
 	s     kernels.Shape
 	p     *ep.Placement
 	world int
-	ranks []*epRank
-	comms []*Comm // comms[i] is ranks[i]'s
-	// dead is the error that aborted the communicators: every later step
-	// returns it. deadCh is closed when it is set.
-	dead   error
-	deadCh chan struct{}
-	mu     sync.Mutex
+	// The ranks of this process and their communicators (comms[i] is
+	// ranks[i]'s), and whether they died or were given up on.
+	ncclRanks[*epRank]
 	// stepping is held through a Step: Abort from another goroutine
 	// leaves the communicators to the step's own waits while one runs,
 	// since NCCL forbids calls on a communicator while it is aborted.
 	stepping sync.Mutex
-	// abandoned is set when an NCCL call never returned and was given up
-	// on: its communicators and devices are left to the process's exit,
-	// since freeing them under the call could crash the process.
-	abandoned bool
 }
 
 // epRank is one rank: a loop backend on its device (x, weights of every
@@ -125,7 +114,7 @@ type EPBackend struct {
 // the exchange.
 type epRank struct {
 	r      int // in the world
-	i      int // in this process: ranks[i], comms[i]
+	i      int // in this process: ranks[i], comms[i] of ncclRanks
 	b      *Backend
 	local  []int
 	holds  []bool // by expert: local or not
@@ -178,16 +167,6 @@ func exchangeSizes(s kernels.Shape, ranks, local int) []uint64 {
 		pairs * H * dt, pairs * uint64(s.W1Cols()) * dt, pairs * H * dt, // experts
 		N * T * H * dt, N * T * H * dt, 4 * T * N, 4, // combine, wait
 	}
-}
-
-// ExchangeBytes is the device memory one rank of ranks holding local
-// experts needs for the exchange, beyond its loop backend's layer.
-func ExchangeBytes(s kernels.Shape, ranks, local int) uint64 {
-	var n uint64
-	for _, b := range exchangeSizes(s, ranks, local) {
-		n += b
-	}
-	return n
 }
 
 func (eb *epBuffers) all() []*ptr {
@@ -318,7 +297,7 @@ func (e *EPBackend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 	// being made to joinComms, which gives up on them.
 	e.stepping.Lock()
 	defer e.stepping.Unlock()
-	if e.abandoned {
+	if e.isAbandoned() {
 		return errors.New("ep over GPUs: an earlier NCCL call never returned; start the process again")
 	}
 	e.close()
@@ -331,9 +310,8 @@ func (e *EPBackend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 	if _, err := LoadNCCL(e.Options.LibDir); err != nil {
 		return err
 	}
-	e.mu.Lock()
-	e.s, e.p, e.world, e.dead, e.deadCh = s, p, world, nil, make(chan struct{})
-	e.mu.Unlock()
+	e.s, e.p, e.world, e.name = s, p, world, "ep over GPUs"
+	e.revive()
 	for i, pl := range plans {
 		o := e.Options
 		o.Device = pl.device
@@ -365,9 +343,7 @@ func (e *EPBackend) Prepare(ctx context.Context, s kernels.Shape) (err error) {
 	if err != nil {
 		return err
 	}
-	e.mu.Lock()
-	e.comms = comms
-	e.mu.Unlock()
+	e.setComms(comms)
 	return ctx.Err()
 }
 
@@ -450,29 +426,10 @@ func hostRows(d kernels.DType, x []float32) []byte {
 	return out
 }
 
-// eachRank runs fn for every rank at once, each on its own goroutine with
-// its device entered, and joins their errors.
-func (e *EPBackend) eachRank(what string, fn func(rk *epRank) error) error {
-	errs := make([]error, len(e.ranks))
-	var wg sync.WaitGroup
-	for i, rk := range e.ranks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			leave, err := rk.b.ctx.Enter()
-			if err != nil {
-				errs[i] = fmt.Errorf("%s: rank %d: %w", what, rk.r, err)
-				return
-			}
-			defer leave()
-			if err := fn(rk); err != nil {
-				errs[i] = fmt.Errorf("%s: rank %d: %w", what, rk.r, err)
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
+// The rank as one of ncclRanks.
+func (rk *epRank) id() int                { return rk.r }
+func (rk *epRank) enter() (func(), error) { return rk.b.ctx.Enter() }
+func (rk *epRank) work() cuStream         { return rk.b.stream }
 
 // nccl is the rank's stream as NCCL's calls take it.
 func (rk *epRank) nccl() Stream { return streamOf(rk.b.stream) }
@@ -482,102 +439,18 @@ func (rk *epRank) mark(i int) error {
 	return check(fmt.Sprintf("cuEventRecord(ep event %d)", i), C.call_cuEventRecord(rk.events[i], rk.b.stream))
 }
 
-// wait blocks until the rank's stream is idle. NCCL work on it can hang
-// forever when a peer is stuck, so the synchronize runs on its own
-// goroutine while this one polls ncclCommGetAsyncError and the deadline;
-// on either it aborts every communicator, which ends the NCCL kernels and
-// with them the synchronize.
-func (e *EPBackend) wait(rk *epRank, what string, deadline time.Time) error {
-	ctx := e.stepCtx
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	done := make(chan error, 1)
-	go func() {
-		leave, err := rk.b.ctx.Enter()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer leave()
-		done <- check("cuStreamSynchronize("+what+")", C.call_cuStreamSynchronize(rk.b.stream))
-	}()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-ctx.Done():
-			// q or Ctrl-C: end now rather than at the deadline of a rank
-			// that may never answer.
-			return e.abort(fmt.Errorf("%s: %w", what, ctx.Err()))
-		case <-tick.C:
-			// Under the lock: abort frees the communicator, and a poll
-			// racing it would read freed memory.
-			e.mu.Lock()
-			err := e.dead
-			if err == nil {
-				err = e.comms[rk.i].AsyncError()
-			}
-			e.mu.Unlock()
-			if err != nil {
-				return e.abort(fmt.Errorf("%s: %w", what, err))
-			}
-		case <-timer.C:
-			select { // finished as the deadline passed: not a hang
-			case err := <-done:
-				return err
-			default:
-			}
-			return e.abort(fmt.Errorf("%s: rank %d waited %v: %w", what, rk.r, e.timeout(), ErrEPTimeout))
-		}
-	}
-}
-
-// abort ends every communicator after cause; the first cause is the one
-// later steps return. It runs only where no NCCL call on the communicators
-// is in flight on another goroutine: NCCL forbids calls on a communicator
-// while it is aborted, and the abort frees it.
-func (e *EPBackend) abort(cause error) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.die(cause)
-	errs := []error{cause}
-	for _, c := range e.comms {
-		if err := c.Abort(); err != nil { // nothing on one aborted already
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// die records cause unless another came first; the caller holds e.mu.
-func (e *EPBackend) die(cause error) {
-	if e.dead != nil {
-		return
-	}
-	e.dead = cause
-	if e.deadCh != nil {
-		close(e.deadCh)
-	}
-}
-
 // Abort ends the communicators from any goroutine, as a failed step does:
-// a step waiting on NCCL returns an error wrapping cause within a
-// millisecond, and so does every later step; a Prepare waiting for the
+// a step waiting on NCCL (on its streams, or in a group's ncclGroupEnd)
+// returns an error wrapping cause within a millisecond or so, and so does
+// every later step; a Prepare waiting for the
 // other ranks to join gives up. ep.SessionBackend calls it when a peer
 // process is gone. While a step runs, its own waits abort the
 // communicators (no NCCL call may overlap the abort); otherwise Abort does.
 func (e *EPBackend) Abort(cause error) {
-	e.mu.Lock()
-	e.die(cause)
-	e.mu.Unlock()
+	e.kill(cause)
 	if e.stepping.TryLock() {
 		defer e.stepping.Unlock()
-		if !e.abandoned {
+		if !e.isAbandoned() {
 			e.abort(cause)
 		}
 	}
@@ -588,64 +461,6 @@ func (e *EPBackend) timeout() time.Duration {
 		return 30 * time.Second
 	}
 	return e.Timeout
-}
-
-func (e *EPBackend) failed() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.dead != nil {
-		return fmt.Errorf("ep over GPUs: the communicators were aborted earlier: %w", e.dead)
-	}
-	return nil
-}
-
-// group issues fn's NCCL calls for every rank of this process between one
-// ncclGroupStart/End on one thread: in one process driving several GPUs,
-// each device's sends and receives must be in the same group from the same
-// thread, or the first send blocks for a receive that is never issued.
-//
-// NCCL sets up the links between two ranks in the group end of their first
-// exchange, which waits for the peer: a peer process that hangs there
-// would hold this call forever. So the group runs on its own goroutine and
-// is given up on at the step's deadline; the communicators under a call
-// that never returned cannot be aborted (NCCL forbids it), so they and the
-// devices are left to the process's exit (abandoned).
-func (e *EPBackend) group(what string, deadline time.Time, fn func(rk *epRank, c *Comm) error) error {
-	done := make(chan error, 1)
-	go func() {
-		done <- Group(func() error {
-			for _, rk := range e.ranks {
-				if err := fn(rk, e.comms[rk.i]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			return e.abort(fmt.Errorf("%s: %w", what, err))
-		}
-		return nil
-	case <-timer.C:
-	}
-	select { // finished as the deadline passed: not a hang
-	case err := <-done:
-		if err != nil {
-			return e.abort(fmt.Errorf("%s: %w", what, err))
-		}
-		return nil
-	default:
-	}
-	err := fmt.Errorf("%s: ncclGroupEnd did not return within %v (a peer that never joins the exchange): %w", what, e.timeout(), ErrEPTimeout)
-	e.mu.Lock()
-	e.die(err)
-	e.abandoned = true
-	e.mu.Unlock()
-	return err
 }
 
 // Step runs one step on every rank of this process: the whole step when
@@ -677,7 +492,6 @@ func (e *EPBackend) StepRank(ctx context.Context, in kernels.StepInput) (ep.Repo
 func (e *EPBackend) step(ctx context.Context, in kernels.StepInput) ([]ep.Report, error) {
 	e.stepping.Lock()
 	defer e.stepping.Unlock()
-	e.stepCtx = ctx // the ranks' waits end with it
 	var res []ep.Report
 	if len(e.ranks) == 0 || e.comms == nil {
 		return res, kernels.ErrNotPrepared
@@ -690,14 +504,15 @@ func (e *EPBackend) step(ctx context.Context, in kernels.StepInput) ([]ep.Report
 	}
 	s, E, K := e.s, e.s.Experts, e.s.TopK
 	rowBytes := s.Hidden * s.DType.Size()
-	deadline := time.Now().Add(e.timeout())
+	// Every wait of the step ends with ctx, at one deadline, or on Abort.
+	l := newLimit(ctx, e.timeout())
 	// 1. Every rank routes its tokens and packs one row per destination.
-	if err := e.eachRank("route", func(rk *epRank) error { return e.send(rk, in, deadline) }); err != nil {
+	if err := e.eachRank("route", func(rk *epRank) error { return e.send(rk, in) }); err != nil {
 		return res, err
 	}
 	// 2. Counts: tokens and pairs per expert, from every rank to every rank.
 	stride := 4 * (1 + E)
-	if err := e.group("ncclSend/Recv(counts)", deadline, func(rk *epRank, c *Comm) error {
+	if err := e.group(l, "ncclSend/Recv(counts)", func(rk *epRank, c *Comm) error {
 		for d := range e.world {
 			if err := c.Send(DevicePtr(rk.bufs.sendCounts+ptr(d*stride)), 1+E, NCCLInt32, d, rk.nccl()); err != nil {
 				return err
@@ -710,13 +525,13 @@ func (e *EPBackend) step(ctx context.Context, in kernels.StepInput) ([]ep.Report
 	}); err != nil {
 		return res, err
 	}
-	if err := e.eachRank("counts", func(rk *epRank) error { return e.readCounts(rk, deadline) }); err != nil {
+	if err := e.eachRank("counts", func(rk *epRank) error { return e.readCounts(rk, l) }); err != nil {
 		return res, err
 	}
 	// 3. Dispatch: each destination's slots, weights and token rows. A
 	// pair with nothing to carry is skipped on both ends, which both know
 	// from the counts.
-	if err := e.group("ncclSend/Recv(dispatch)", deadline, func(rk *epRank, c *Comm) error {
+	if err := e.group(l, "ncclSend/Recv(dispatch)", func(rk *epRank, c *Comm) error {
 		st := rk.nccl()
 		for d := range e.world {
 			if n := len(rk.plan.Tokens[d]); n > 0 {
@@ -750,12 +565,12 @@ func (e *EPBackend) step(ctx context.Context, in kernels.StepInput) ([]ep.Report
 	}
 	// 4. Every rank runs its experts over what it received and sums each
 	// token's local experts.
-	if err := e.eachRank("experts", func(rk *epRank) error { return e.experts(rk, deadline) }); err != nil {
+	if err := e.eachRank("experts", func(rk *epRank) error { return e.experts(rk, l) }); err != nil {
 		return res, err
 	}
 	// 5. Wait: a one-element all-reduce, timed apart from the transfer back,
 	// is where a rank idles for the slowest.
-	if err := e.group("ncclAllReduce(wait)", deadline, func(rk *epRank, c *Comm) error {
+	if err := e.group(l, "ncclAllReduce(wait)", func(rk *epRank, c *Comm) error {
 		return c.AllReduce(DevicePtr(rk.bufs.red), DevicePtr(rk.bufs.red), 1, NCCLFloat32, NCCLSum, rk.nccl())
 	}); err != nil {
 		return res, err
@@ -765,7 +580,7 @@ func (e *EPBackend) step(ctx context.Context, in kernels.StepInput) ([]ep.Report
 	}
 	// 6. Combine: the sums go back to their tokens' ranks, in the order
 	// they came.
-	if err := e.group("ncclSend/Recv(combine)", deadline, func(rk *epRank, c *Comm) error {
+	if err := e.group(l, "ncclSend/Recv(combine)", func(rk *epRank, c *Comm) error {
 		st := rk.nccl()
 		for d := range e.world {
 			if n := rk.recvTok[d]; n > 0 {
@@ -785,7 +600,7 @@ func (e *EPBackend) step(ctx context.Context, in kernels.StepInput) ([]ep.Report
 	}
 	reps := make([]ep.Report, len(e.ranks))
 	if err := e.eachRank("combine", func(rk *epRank) (err error) {
-		reps[rk.i], err = e.finish(rk, deadline)
+		reps[rk.i], err = e.finish(rk, l)
 		return err
 	}); err != nil {
 		return res, err
@@ -795,7 +610,7 @@ func (e *EPBackend) step(ctx context.Context, in kernels.StepInput) ([]ep.Report
 
 // send routes the rank's tokens, plans where each goes and packs the send
 // buffers: one row per (token, destination rank), as ep.PlanSource says.
-func (e *EPBackend) send(rk *epRank, in kernels.StepInput, deadline time.Time) error {
+func (e *EPBackend) send(rk *epRank, in kernels.StepInput) error {
 	s, b := e.s, rk.b
 	T, K, E, N := s.Tokens, s.TopK, s.Experts, e.world
 	if err := rk.mark(evStart); err != nil {
@@ -850,9 +665,9 @@ func (e *EPBackend) send(rk *epRank, in kernels.StepInput, deadline time.Time) e
 
 // readCounts waits for the counts and reads how many tokens each source
 // sends this rank.
-func (e *EPBackend) readCounts(rk *epRank, deadline time.Time) error {
+func (e *EPBackend) readCounts(rk *epRank, l limit) error {
 	E, N := e.s.Experts, e.world
-	if err := e.wait(rk, "counts", deadline); err != nil {
+	if err := e.wait(l, "counts", rk.i); err != nil {
 		return err
 	}
 	counts := make([]int32, N*(1+E))
@@ -866,7 +681,7 @@ func (e *EPBackend) readCounts(rk *epRank, deadline time.Time) error {
 
 // experts groups the received rows by local expert, runs the experts'
 // GEMMs and sums each received token's local experts by their weights.
-func (e *EPBackend) experts(rk *epRank, deadline time.Time) error {
+func (e *EPBackend) experts(rk *epRank, l limit) error {
 	s, b := e.s, rk.b
 	K := s.TopK
 	if err := rk.mark(evDispatched); err != nil {
@@ -876,7 +691,7 @@ func (e *EPBackend) experts(rk *epRank, deadline time.Time) error {
 	for _, n := range rk.recvTok {
 		R += n
 	}
-	if err := e.wait(rk, "dispatch", deadline); err != nil {
+	if err := e.wait(l, "dispatch", rk.i); err != nil {
 		return err
 	}
 	ids := make([]int32, R*K)
@@ -959,7 +774,7 @@ func (e *EPBackend) experts(rk *epRank, deadline time.Time) error {
 // finish sums what came back for each of the rank's tokens (one row per
 // rank it went to, weight 1) into the output, waits, and reports the
 // rank's phases.
-func (e *EPBackend) finish(rk *epRank, deadline time.Time) (ep.Report, error) {
+func (e *EPBackend) finish(rk *epRank, l limit) (ep.Report, error) {
 	s, b, N := e.s, rk.b, e.world
 	var rep ep.Report
 	_, _, sfx := dtypes(s.DType)
@@ -971,7 +786,7 @@ func (e *EPBackend) finish(rk *epRank, deadline time.Time) (ep.Report, error) {
 	if err := rk.mark(evCombined); err != nil {
 		return rep, err
 	}
-	if err := e.wait(rk, "combine", deadline); err != nil {
+	if err := e.wait(l, "combine", rk.i); err != nil {
 		return rep, err
 	}
 	var ms [numEPEvents - 1]time.Duration
@@ -1077,40 +892,29 @@ func (e *EPBackend) Close() error {
 }
 
 func (e *EPBackend) close() error {
-	e.mu.Lock()
-	comms, dead, abandoned := e.comms, e.dead, e.abandoned
-	e.comms = nil
-	e.mu.Unlock()
-	if abandoned {
+	release, err := e.end()
+	if !release {
 		e.ranks = nil
 		return nil
 	}
-	var errs []error
-	for _, c := range comms {
-		end := c.Destroy
-		if dead != nil {
-			end = c.Abort
-		}
-		if err := end(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs := []error{err}
 	for _, rk := range e.ranks {
 		if rk.b.ctx != nil {
+			// A context that cannot be entered is the loop backend's Close
+			// to report; releasing it frees what is in it.
 			if leave, err := rk.b.ctx.Enter(); err == nil {
+				var r releaser
+				// The exchange buffers go before the loop backend's
+				// release waits for the stream: wait first.
+				r.sync(rk.b.stream, "close")
 				for _, p := range rk.bufs.all() {
-					if err := free(*p); err != nil {
-						errs = append(errs, fmt.Errorf("rank %d: %w", rk.r, err))
-					}
-					*p = 0
+					r.mem(p)
 				}
-				for i, ev := range rk.events {
-					if ev != nil {
-						C.call_cuEventDestroy_v2(ev)
-						rk.events[i] = nil
-					}
-				}
+				r.events(rk.events[:])
 				leave()
+				if err := r.err(); err != nil {
+					errs = append(errs, fmt.Errorf("rank %d: %w", rk.r, err))
+				}
 			}
 		}
 		if err := rk.b.Close(); err != nil {

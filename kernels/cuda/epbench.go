@@ -10,9 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/moetop/moetop/ep"
 	"github.com/moetop/moetop/kernels"
@@ -45,10 +43,9 @@ type ExchangeBench struct {
 	NoGraphs bool
 
 	devices []int
-	ranks   []*xRank
-	comms   []*Comm
-	// dead is what aborted the communicators; later calls return it.
-	dead error
+	// The ranks, rank r on devices[r] with communicator comms[r], and
+	// whether they died or were given up on.
+	ncclRanks[*xRank]
 }
 
 // xRank is one rank: its device, stream, cuBLAS handle and workspace, the
@@ -139,9 +136,11 @@ func OpenExchangeBench(devices []int, libDir string) (_ *ExchangeBench, err erro
 		return nil, err
 	}
 	b := &ExchangeBench{devices: slices.Clone(devices)}
+	b.name = "exchange over GPUs"
+	b.revive()
 	defer func() {
 		if err != nil {
-			b.Close()
+			err = errors.Join(err, b.Close())
 		}
 	}()
 	for r, d := range devices {
@@ -153,11 +152,18 @@ func OpenExchangeBench(devices []int, libDir string) (_ *ExchangeBench, err erro
 	}
 	// ncclCommInitAll switches this thread's current device; every later
 	// call enters its rank's device again.
-	if b.comms, err = CommInitAll(devices); err != nil {
+	comms, err := CommInitAll(devices)
+	if err != nil {
 		return nil, err
 	}
+	b.setComms(comms)
 	return b, nil
 }
+
+// The rank as one of ncclRanks.
+func (rk *xRank) id() int                { return rk.r }
+func (rk *xRank) enter() (func(), error) { return rk.dev.Enter() }
+func (rk *xRank) work() cuStream         { return rk.stream }
 
 func openXRank(r, d int, libDir string) (rk *xRank, err error) {
 	dev, err := OpenDevice(libDir, d)
@@ -167,7 +173,7 @@ func openXRank(r, d int, libDir string) (rk *xRank, err error) {
 	rk = &xRank{r: r, dev: dev}
 	defer func() {
 		if err != nil {
-			rk.close()
+			err = errors.Join(err, rk.close())
 		}
 	}()
 	leave, err := dev.Enter()
@@ -178,20 +184,10 @@ func openXRank(r, d int, libDir string) (rk *xRank, err error) {
 	if rk.mod, err = loadModule(dev); err != nil {
 		return nil, err
 	}
-	if err := check("cuStreamCreate", C.call_cuStreamCreate(&rk.stream, 1 /* non-blocking */)); err != nil {
-		return nil, err
-	}
-	if err := checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&rk.handle)); err != nil {
-		return nil, err
-	}
 	if rk.ws, err = alloc("cuBLAS workspace", kernels.WorkspaceBytes); err != nil {
 		return nil, err
 	}
-	// cublasSetStream resets the workspace to cuBLAS's pool: set ours after.
-	if err := checkBLAS("cublasSetStream_v2", C.call_cublasSetStream_v2(rk.handle, rk.stream)); err != nil {
-		return nil, err
-	}
-	if err := checkBLAS("cublasSetWorkspace_v2", C.moetop_set_workspace(rk.handle, rk.ws, C.size_t(kernels.WorkspaceBytes))); err != nil {
+	if rk.stream, rk.handle, err = openBLASStream(rk.ws, kernels.WorkspaceBytes); err != nil {
 		return nil, err
 	}
 	for i := range rk.events {
@@ -208,19 +204,17 @@ func openXRank(r, d int, libDir string) (rk *xRank, err error) {
 	return rk, check("cuStreamSynchronize(open)", C.call_cuStreamSynchronize(rk.stream))
 }
 
-// freeCase releases a case's buffers and the graphs that point into them.
-// The caller has entered the device.
+// freeCase releases a case's buffers and the graphs that point into them,
+// once the stream's work on them is done. The caller has entered the
+// device.
 func (rk *xRank) freeCase() error {
-	rk.graphs.release()
-	var errs []error
-	if rk.stream != nil {
-		errs = append(errs, check("cuStreamSynchronize(free)", C.call_cuStreamSynchronize(rk.stream)))
-	}
+	var r releaser
+	r.sync(rk.stream, "free")
+	r.add(rk.graphs.release())
 	for _, p := range rk.bufs.all() {
-		errs = append(errs, free(*p))
-		*p = 0
+		r.mem(p)
 	}
-	return errors.Join(errs...)
+	return r.err()
 }
 
 // close releases everything the rank holds, and its device.
@@ -228,23 +222,13 @@ func (rk *xRank) close() error {
 	var errs []error
 	if leave, err := rk.dev.Enter(); err == nil {
 		errs = append(errs, rk.freeCase())
-		for i, ev := range rk.events {
-			if ev != nil {
-				C.call_cuEventDestroy_v2(ev)
-				rk.events[i] = nil
-			}
-		}
-		if rk.handle != nil {
-			C.call_cublasDestroy_v2(rk.handle)
-			rk.handle = nil
-		}
-		errs = append(errs, free(rk.ws), free(rk.red))
-		rk.ws, rk.red = 0, 0
-		if rk.stream != nil {
-			C.call_cuStreamDestroy_v2(rk.stream)
-			rk.stream = nil
-		}
+		var r releaser
+		r.events(rk.events[:])
+		r.blasStream(&rk.stream, &rk.handle, "close")
+		r.mem(&rk.ws)
+		r.mem(&rk.red)
 		leave()
+		errs = append(errs, r.err())
 	} else {
 		errs = append(errs, err)
 	}
@@ -253,20 +237,17 @@ func (rk *xRank) close() error {
 }
 
 // Close ends the communicators (aborting them after a failure: a rank may
-// be stuck) and releases every rank; a second Close does nothing.
+// be stuck) and releases every rank; a second Close does nothing. After
+// an NCCL call that never returned, it leaves the communicators and
+// devices as they are, to the process's exit.
 func (b *ExchangeBench) Close() error {
-	var errs []error
-	for _, c := range b.comms {
-		end := c.Destroy
-		if b.dead != nil {
-			end = c.Abort
-		}
-		errs = append(errs, end())
-	}
-	b.comms = nil
-	for _, rk := range b.ranks {
-		if err := rk.close(); err != nil {
-			errs = append(errs, fmt.Errorf("rank %d: %w", rk.r, err))
+	release, err := b.end()
+	errs := []error{err}
+	if release {
+		for _, rk := range b.ranks {
+			if err := rk.close(); err != nil {
+				errs = append(errs, fmt.Errorf("rank %d: %w", rk.r, err))
+			}
 		}
 	}
 	b.ranks = nil
@@ -292,36 +273,13 @@ func (b *ExchangeBench) timeout() time.Duration {
 }
 
 func (b *ExchangeBench) usable() error {
-	switch {
-	case b.dead != nil:
-		return fmt.Errorf("exchange over GPUs: the communicators were aborted earlier: %w", b.dead)
-	case b.comms == nil:
+	if err := b.failed(); err != nil {
+		return err
+	}
+	if b.comms == nil {
 		return errors.New("exchange over GPUs: closed")
 	}
 	return nil
-}
-
-// eachRank runs fn for every rank at once, each on its own goroutine with
-// its device entered, and joins their errors.
-func (b *ExchangeBench) eachRank(what string, fn func(rk *xRank) error) error {
-	errs := make([]error, len(b.ranks))
-	var wg sync.WaitGroup
-	for i, rk := range b.ranks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			leave, err := rk.dev.Enter()
-			if err == nil {
-				err = fn(rk)
-				leave()
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("%s: rank %d: %w", what, rk.r, err)
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // mark records event i on every rank's stream, from this goroutine: a
@@ -339,85 +297,6 @@ func (b *ExchangeBench) mark(i int) error {
 		}
 	}
 	return nil
-}
-
-// group issues fn's NCCL calls for every rank between one
-// ncclGroupStart/End on this goroutine's thread (see EPBackend.group).
-func (b *ExchangeBench) group(what string, fn func(rk *xRank, c *Comm) error) error {
-	err := Group(func() error {
-		for _, rk := range b.ranks {
-			if err := fn(rk, b.comms[rk.r]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return b.abort(fmt.Errorf("%s: %w", what, err))
-	}
-	return nil
-}
-
-// abort ends every communicator after cause, once.
-func (b *ExchangeBench) abort(cause error) error {
-	if b.dead != nil {
-		return cause
-	}
-	b.dead = cause
-	errs := []error{cause}
-	for _, c := range b.comms {
-		if err := c.Abort(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// waitAll waits for every rank's stream. NCCL work can hang forever on a
-// stuck rank, so the synchronizes run on their own goroutines while this
-// one polls each communicator's async error, ctx and the deadline, and
-// aborts the communicators on any of them, which ends the NCCL kernels
-// and with them the synchronizes.
-func (b *ExchangeBench) waitAll(ctx context.Context, what string) error {
-	done := make(chan error, 1)
-	go func() {
-		done <- b.eachRank(what, func(rk *xRank) error {
-			return check("cuStreamSynchronize("+what+")", C.call_cuStreamSynchronize(rk.stream))
-		})
-	}()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	timer := time.NewTimer(b.timeout())
-	defer timer.Stop()
-	var cause error
-	for cause == nil {
-		select {
-		case err := <-done:
-			if err != nil {
-				return b.abort(err)
-			}
-			return nil
-		case <-ctx.Done():
-			cause = fmt.Errorf("%s: %w", what, ctx.Err())
-		case <-tick.C:
-			for _, c := range b.comms {
-				if err := c.AsyncError(); err != nil {
-					cause = fmt.Errorf("%s: %w", what, err)
-					break
-				}
-			}
-		case <-timer.C:
-			cause = fmt.Errorf("%s: the ranks waited %v: %w", what, b.timeout(), ErrEPTimeout)
-		}
-	}
-	err := b.abort(cause)
-	// The abort ends the NCCL kernels; let the synchronizes return before
-	// anything is freed under them.
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-	}
-	return err
 }
 
 // Run times x on the GPUs: warmup untimed steps, then reps timed ones,
@@ -450,8 +329,11 @@ func (b *ExchangeBench) run(ctx context.Context, x *ep.Exchange, warmup, reps in
 		return nil, err
 	}
 	defer func() {
-		if ferr := b.eachRank("free", func(rk *xRank) error { return rk.freeCase() }); ferr != nil && err == nil {
-			err = ferr
+		if b.isAbandoned() {
+			return // an NCCL call given up on may still use them
+		}
+		if ferr := b.eachRank("free", func(rk *xRank) error { return rk.freeCase() }); ferr != nil {
+			err = errors.Join(err, ferr)
 		}
 	}()
 	if err := b.eachRank("setup", func(rk *xRank) error { return rk.setup(x) }); err != nil {
@@ -462,10 +344,13 @@ func (b *ExchangeBench) run(ctx context.Context, x *ep.Exchange, warmup, reps in
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := b.step(x); err != nil {
+		// The step's exchanges and its wait end with ctx, at one
+		// deadline, or when a rank's work fails.
+		l := newLimit(ctx, b.timeout())
+		if err := b.step(l, x); err != nil {
 			return nil, err
 		}
-		if err := b.waitAll(ctx, "step"); err != nil {
+		if err := b.wait(l, "step"); err != nil {
 			return nil, err
 		}
 		if i < warmup {
@@ -537,7 +422,7 @@ func (rk *xRank) elapsed(n int) ([]time.Duration, error) {
 
 // step enqueues one step on every rank, each phase between two events:
 // dispatch, gemm, wait, combine.
-func (b *ExchangeBench) step(x *ep.Exchange) error {
+func (b *ExchangeBench) step(l limit, x *ep.Exchange) error {
 	N, H, rb := len(b.ranks), x.Hidden, x.RowBytes()
 	at := func(base ptr, row int) DevicePtr { return DevicePtr(base + ptr(int64(row)*rb)) }
 	if err := b.mark(0); err != nil {
@@ -546,7 +431,7 @@ func (b *ExchangeBench) step(x *ep.Exchange) error {
 	// Dispatch: Send(d) rows to each rank d, Send(r) rows from each.
 	// A pair with nothing to carry is skipped on both ends, which both
 	// know from the counts.
-	if err := b.group("ncclSend/Recv(dispatch)", func(rk *xRank, c *Comm) error {
+	if err := b.group(l, "ncclSend/Recv(dispatch)", func(rk *xRank, c *Comm) error {
 		per, st := x.Send(rk.r), streamOf(rk.stream)
 		for d := range N {
 			if n := x.Send(d); n > 0 {
@@ -574,7 +459,7 @@ func (b *ExchangeBench) step(x *ep.Exchange) error {
 		return err
 	}
 	// Wait: a one-element all-reduce, where a rank idles for the slowest.
-	if err := b.group("ncclAllReduce(wait)", func(rk *xRank, c *Comm) error {
+	if err := b.group(l, "ncclAllReduce(wait)", func(rk *xRank, c *Comm) error {
 		return c.AllReduce(DevicePtr(rk.red), DevicePtr(rk.red), 1, NCCLFloat32, NCCLSum, streamOf(rk.stream))
 	}); err != nil {
 		return err
@@ -583,7 +468,7 @@ func (b *ExchangeBench) step(x *ep.Exchange) error {
 		return err
 	}
 	// Combine: each source's rows back, in the order they came.
-	if err := b.group("ncclSend/Recv(combine)", func(rk *xRank, c *Comm) error {
+	if err := b.group(l, "ncclSend/Recv(combine)", func(rk *xRank, c *Comm) error {
 		per, st := x.Send(rk.r), streamOf(rk.stream)
 		for d := range N {
 			if per > 0 {
@@ -662,23 +547,6 @@ func (rk *xRank) experts(x *ep.Exchange, noGraphs bool) error {
 	return rk.graphs.run(rk.stream, "exchange", issue)
 }
 
-// download copies n bf16 values from the device as float32. The caller
-// has entered the device.
-func (rk *xRank) download(p ptr, n int) ([]float32, error) {
-	raw := make([]uint16, n)
-	if n == 0 {
-		return nil, nil
-	}
-	if err := check("cuMemcpyDtoH_v2", C.call_cuMemcpyDtoH_v2(unsafe.Pointer(&raw[0]), p, C.size_t(2*n))); err != nil {
-		return nil, err
-	}
-	out := make([]float32, n)
-	for i, h := range raw {
-		out[i] = kernels.BF16ToFloat(h)
-	}
-	return out, nil
-}
-
 // AllToAll measures the ranks' all-to-all ceiling: every rank sends
 // bytesPerRank, 1/N of it to each rank (itself included) in one group of
 // ncclSend/Recv, as nccl-tests' alltoall_perf does; after two warm-up
@@ -687,7 +555,7 @@ func (rk *xRank) download(p ptr, n int) ([]float32, error) {
 // B/s), algbw · (N−1)/N (ep.AllToAllBusGBps): the bytes that cross
 // between ranks over the time, the figure a step's dispatch and combine
 // GB/s are comparable with.
-func (b *ExchangeBench) AllToAll(ctx context.Context, bytesPerRank, reps int) (float64, error) {
+func (b *ExchangeBench) AllToAll(ctx context.Context, bytesPerRank, reps int) (_ float64, err error) {
 	if err := b.usable(); err != nil {
 		return 0, err
 	}
@@ -700,9 +568,20 @@ func (b *ExchangeBench) AllToAll(ctx context.Context, bytesPerRank, reps int) (f
 		return 0, fmt.Errorf("all-to-all: want at least %d bytes per rank and one run, not %d bytes and %d runs", 2*N, bytesPerRank, reps)
 	}
 	send, recv := make([]ptr, N), make([]ptr, N)
-	defer b.eachRank("all-to-all free", func(rk *xRank) error {
-		return errors.Join(check("cuStreamSynchronize", C.call_cuStreamSynchronize(rk.stream)), free(send[rk.r]), free(recv[rk.r]))
-	})
+	defer func() {
+		if b.isAbandoned() {
+			return // an NCCL call given up on may still use them
+		}
+		if ferr := b.eachRank("all-to-all free", func(rk *xRank) error {
+			var r releaser
+			r.sync(rk.stream, "all-to-all free")
+			r.mem(&send[rk.r])
+			r.mem(&recv[rk.r])
+			return r.err()
+		}); ferr != nil {
+			err = errors.Join(err, ferr)
+		}
+	}()
 	if err := b.eachRank("all-to-all buffers", func(rk *xRank) (err error) {
 		n := uint64(2 * chunk * N)
 		if send[rk.r], err = alloc("all-to-all send", n); err != nil {
@@ -723,7 +602,8 @@ func (b *ExchangeBench) AllToAll(ctx context.Context, bytesPerRank, reps int) (f
 		if err := b.mark(0); err != nil {
 			return 0, err
 		}
-		if err := b.group("ncclSend/Recv(all-to-all)", func(rk *xRank, c *Comm) error {
+		l := newLimit(ctx, b.timeout())
+		if err := b.group(l, "ncclSend/Recv(all-to-all)", func(rk *xRank, c *Comm) error {
 			st := streamOf(rk.stream)
 			for p := range N {
 				off := ptr(2 * chunk * p)
@@ -741,7 +621,7 @@ func (b *ExchangeBench) AllToAll(ctx context.Context, bytesPerRank, reps int) (f
 		if err := b.mark(1); err != nil {
 			return 0, err
 		}
-		if err := b.waitAll(ctx, "all-to-all"); err != nil {
+		if err := b.wait(l, "all-to-all"); err != nil {
 			return 0, err
 		}
 		if i < 2 {

@@ -3,6 +3,7 @@ package cuda
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -114,7 +115,7 @@ func TestTwoGPUExchangeMatchesTheHost(t *testing.T) {
 			}
 			b.NoGraphs = c.noGraphs
 			times, err := b.run(context.Background(), x, 2, 3, func(rk *xRank) error {
-				got, err := rk.download(rk.bufs.back, x.Rows()*x.Hidden)
+				got, err := downloadBF16(rk.dev, rk.bufs.back, x.Rows()*x.Hidden)
 				if err != nil {
 					return err
 				}
@@ -141,4 +142,43 @@ func TestTwoGPUExchangeMatchesTheHost(t *testing.T) {
 		t.Errorf("all-to-all ceiling %v GB/s, %v", gbps, err)
 	}
 	t.Logf("all-to-all bus bandwidth %.1f GB/s", gbps)
+}
+
+// downloadBF16 copies n bf16 values from the device as float32.
+func downloadBF16(d *Device, p ptr, n int) ([]float32, error) {
+	raw := make([]byte, 2*n)
+	if err := d.Download(raw, DevicePtr(p)); err != nil {
+		return nil, err
+	}
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = kernels.BF16ToFloat(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
+	}
+	return out, nil
+}
+
+// The bench's ranks share the expert-parallel backend's rules: after an
+// NCCL call given up on, nothing more runs on them and Close leaves them
+// (and their devices) to the process, touching no CUDA call (none could
+// run here).
+func TestExchangeBenchLeavesRanksGivenUpOnAlone(t *testing.T) {
+	b := &ExchangeBench{}
+	b.name = "exchange over GPUs"
+	b.revive()
+	b.ranks = []*xRank{{r: 0}, {r: 1}}
+	b.setComms([]*Comm{{rank: 0, size: 2}, {rank: 1, size: 2}})
+	b.giveUp(fmt.Errorf("ncclSend/Recv(dispatch): ncclGroupEnd did not return: %w", ErrEPTimeout))
+	x, err := ep.NewExchange([]int{4, 4, 4, 4}, 8, 16, 32, 2, 2, kernels.BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(context.Background(), x, 0, 1); !errors.Is(err, ErrEPTimeout) || !strings.Contains(err.Error(), "exchange over GPUs") {
+		t.Errorf("Run after the ranks were given up on: %v", err)
+	}
+	if _, err := b.AllToAll(context.Background(), 1<<20, 1); !errors.Is(err, ErrEPTimeout) {
+		t.Errorf("AllToAll after the ranks were given up on: %v", err)
+	}
+	if err := b.Close(); err != nil || b.ranks != nil {
+		t.Errorf("Close = %v, %d ranks kept", err, len(b.ranks))
+	}
 }

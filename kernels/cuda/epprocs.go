@@ -89,9 +89,7 @@ func (e *EPBackend) joinComms(ctx context.Context) ([]*Comm, error) {
 		comms []*Comm
 		err   error
 	}
-	e.mu.Lock()
-	dead, cause := e.deadCh, e.dead
-	e.mu.Unlock()
+	dead, cause := e.watch()
 	if cause == nil && ctx.Err() != nil {
 		cause = context.Cause(ctx)
 	}
@@ -112,9 +110,7 @@ func (e *EPBackend) joinComms(ctx context.Context) ([]*Comm, error) {
 	case <-ctx.Done():
 		cause = context.Cause(ctx)
 	case <-dead:
-		e.mu.Lock()
-		cause = e.dead
-		e.mu.Unlock()
+		cause = e.cause()
 	case <-timer.C:
 		cause = fmt.Errorf("ncclCommInitRank: rank %s waited %v for the other ranks of %d to join: %w", e.rankSpan(),
 			e.joinTimeout(), e.world, ErrEPTimeout)
@@ -128,10 +124,7 @@ func (e *EPBackend) joinComms(ctx context.Context) ([]*Comm, error) {
 		return nil, cause
 	default:
 	}
-	e.mu.Lock()
-	e.die(cause)
-	e.abandoned = true
-	e.mu.Unlock()
+	e.giveUp(cause)
 	go func() {
 		for _, c := range (<-done).comms {
 			c.Abort()

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,12 +322,12 @@ func TestAnExchangeThatNeverReturnsEndsAtTheDeadline(t *testing.T) {
 	e.comms = []*Comm{{rank: 1, size: 2}}
 	e.Timeout = 100 * time.Millisecond
 	calls := 0
-	err := e.group("ncclSend/Recv(counts)", time.Now().Add(e.timeout()), func(*epRank, *Comm) error { calls++; return nil })
+	err := e.group(newLimit(context.Background(), e.timeout()), "ncclSend/Recv(counts)", func(*epRank, *Comm) error { calls++; return nil })
 	if err != nil || calls != 1 || e.abandoned {
 		t.Fatalf("a group that returns: %v after %d calls (abandoned %v)", err, calls, e.abandoned)
 	}
 	start := time.Now()
-	err = e.group("ncclSend/Recv(dispatch)", time.Now().Add(e.timeout()), func(*epRank, *Comm) error { <-release; return nil })
+	err = e.group(newLimit(context.Background(), e.timeout()), "ncclSend/Recv(dispatch)", func(*epRank, *Comm) error { <-release; return nil })
 	if !errors.Is(err, ErrEPTimeout) || !strings.Contains(err.Error(), "dispatch") {
 		t.Fatalf("a group that never returns: %v, want ErrEPTimeout naming it", err)
 	}
@@ -340,6 +341,147 @@ func TestAnExchangeThatNeverReturnsEndsAtTheDeadline(t *testing.T) {
 	close(release)
 	<-ended
 	<-ended
+}
+
+// A step stuck in ncclGroupEnd ends at once when the session loses a peer
+// (Abort, which cannot abort the communicators while the step holds them)
+// or the user quits (the step's context), not at the step's deadline.
+func TestAnExchangeStuckInItsGroupEndsOnAbortOrQuit(t *testing.T) {
+	cases := []struct {
+		name string
+		stop func(e *EPBackend, cancel context.CancelCauseFunc)
+		want string
+	}{
+		{"a peer lost", func(e *EPBackend, _ context.CancelCauseFunc) { e.Abort(errors.New("rank 0 closed its connection")) },
+			"rank 0 closed its connection"},
+		{"the user quits", func(_ *EPBackend, cancel context.CancelCauseFunc) { cancel(errors.New("interrupted")) }, "interrupted"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			ended := make(chan struct{}, 1)
+			withGroupHooks(t, func() error { return nil }, func() error { <-release; ended <- struct{}{}; return nil })
+			e, _ := hangingRank(nil)
+			e.comms = []*Comm{{rank: 1, size: 2}}
+			e.Timeout = 5 * time.Minute
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			e.stepping.Lock() // as Step holds it
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				tc.stop(e, cancel)
+			}()
+			start := time.Now()
+			l := newLimit(ctx, e.timeout())
+			err := e.group(l, "ncclSend/Recv(dispatch)", func(*epRank, *Comm) error { return nil })
+			took := time.Since(start)
+			e.stepping.Unlock()
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "dispatch") {
+				t.Fatalf("group = %v; want an error naming the exchange and saying %q", err, tc.want)
+			}
+			if took > 10*time.Second {
+				t.Errorf("given up on after %v, with a timeout of %v", took, e.Timeout)
+			}
+			if !e.abandoned || e.failed() == nil {
+				t.Errorf("abandoned %v, failed %v; want the ranks dead and left alone", e.abandoned, e.failed())
+			}
+			// The next exchange does not start on communicators given up on.
+			calls := 0
+			if err := e.group(l, "ncclAllReduce(wait)", func(*epRank, *Comm) error { calls++; return nil }); err == nil || calls != 0 {
+				t.Errorf("a group after it: %v after %d calls; want the earlier failure, no calls", err, calls)
+			}
+			close(release)
+			<-ended
+		})
+	}
+	t.Run("a quit before the group starts none", func(t *testing.T) {
+		withGroupHooks(t, func() error { t.Error("a group started after the quit"); return nil }, func() error { return nil })
+		e, _ := hangingRank(nil)
+		e.comms = []*Comm{{rank: 1, size: 2}}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(errors.New("interrupted"))
+		err := e.group(newLimit(ctx, time.Minute), "ncclSend/Recv(counts)", func(*epRank, *Comm) error { return nil })
+		if err == nil || !strings.Contains(err.Error(), "interrupted") || e.abandoned || e.failed() == nil {
+			t.Errorf("group = %v (abandoned %v, failed %v); want the quit, the communicators aborted, nothing left behind",
+				err, e.abandoned, e.failed())
+		}
+	})
+}
+
+// withStreamHooks replaces cuStreamSynchronize and the communicators'
+// asynchronous errors for one test.
+func withStreamHooks(t *testing.T, sync func(what string) error) {
+	t.Helper()
+	s, c := syncStream, commError
+	syncStream = func(_ cuStream, what string) error { return sync(what) }
+	commError = func(*Comm) error { return nil }
+	t.Cleanup(func() { syncStream, commError = s, c })
+}
+
+// A wait that gives up aborts the communicators, which ends the NCCL
+// kernels and the synchronize under them; it returns only once that
+// synchronize has, so that Close does not free the buffers and the context
+// under it, and one that never returns leaves the devices to the process.
+func TestAWaitGivenUpOnOutlivesNoSynchronize(t *testing.T) {
+	stuck := func(e *EPBackend, returned *atomic.Bool) func(string) error {
+		return func(string) error {
+			<-e.deadCh // the abort that ends the NCCL kernels
+			time.Sleep(100 * time.Millisecond)
+			returned.Store(true)
+			return errors.New("CUDA_ERROR_LAUNCH_FAILED")
+		}
+	}
+	cases := []struct {
+		name string
+		stop func(e *EPBackend, cancel context.CancelCauseFunc)
+		want string
+	}{
+		{"a peer lost", func(e *EPBackend, _ context.CancelCauseFunc) { e.Abort(errors.New("rank 0 closed its connection")) },
+			"rank 0 closed its connection"},
+		{"the user quits", func(_ *EPBackend, cancel context.CancelCauseFunc) { cancel(errors.New("interrupted")) }, "canceled"},
+		{"the deadline", func(*EPBackend, context.CancelCauseFunc) {}, "waited 200ms"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := hangingRank(nil)
+			e.comms = []*Comm{{rank: 1, size: 2}}
+			e.Timeout = 200 * time.Millisecond
+			var returned atomic.Bool
+			withStreamHooks(t, stuck(e, &returned))
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			e.stepping.Lock() // as Step holds it
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				tc.stop(e, cancel)
+			}()
+			err := e.wait(newLimit(ctx, e.timeout()), "dispatch", 0)
+			e.stepping.Unlock()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("wait = %v; want an error saying %q", err, tc.want)
+			}
+			if !returned.Load() {
+				t.Error("wait returned while its synchronize still ran")
+			}
+			if e.abandoned || e.failed() == nil {
+				t.Errorf("abandoned %v, failed %v; want the communicators aborted and the devices kept to close", e.abandoned, e.failed())
+			}
+		})
+	}
+	t.Run("a synchronize the abort does not end", func(t *testing.T) {
+		e, _ := hangingRank(nil)
+		e.comms = []*Comm{{rank: 1, size: 2}}
+		e.Timeout = 50 * time.Millisecond
+		release, synced := make(chan struct{}), make(chan struct{})
+		withStreamHooks(t, func(string) error { <-release; close(synced); return nil })
+		defer func() { close(release); <-synced }() // before the hooks are put back
+		defer func(d time.Duration) { drainTimeout = d }(drainTimeout)
+		drainTimeout = 100 * time.Millisecond
+		err := e.wait(newLimit(context.Background(), e.timeout()), "combine", 0)
+		if !errors.Is(err, ErrEPTimeout) || !e.abandoned {
+			t.Errorf("wait = %v (abandoned %v); want the timeout, the devices left to the process", err, e.abandoned)
+		}
+	})
 }
 
 func TestAbortOutsideAStepEndsTheRankForGood(t *testing.T) {

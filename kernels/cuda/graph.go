@@ -6,6 +6,7 @@ package cuda
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -57,7 +58,9 @@ func (g *graphs) run(stream C.CUstream, key string, gemm func() error) error {
 		return gemm()
 	}
 	if len(g.execs) >= maxGraphs {
-		g.release()
+		if err := g.release(); err != nil {
+			return err
+		}
 		g.seen, g.execs = map[string]bool{}, map[string]C.CUgraphExec{}
 	}
 	// Relaxed capture: cuBLAS may query the device while being captured.
@@ -68,25 +71,33 @@ func (g *graphs) run(stream C.CUstream, key string, gemm func() error) error {
 	var graph C.CUgraph
 	if err := check("cuStreamEndCapture", C.call_cuStreamEndCapture(stream, &graph)); err != nil || gerr != nil {
 		if graph != nil {
-			C.call_cuGraphDestroy(graph)
+			err = errors.Join(err, check("cuGraphDestroy", C.call_cuGraphDestroy(graph)))
 		}
 		if gerr != nil {
-			return fmt.Errorf("capturing: %w", gerr)
+			return errors.Join(fmt.Errorf("capturing: %w", gerr), err)
 		}
 		return err
 	}
-	defer C.call_cuGraphDestroy(graph)
 	var exec C.CUgraphExec
-	if err := check("cuGraphInstantiateWithFlags", C.call_cuGraphInstantiateWithFlags(&exec, graph, 0)); err != nil {
+	err := check("cuGraphInstantiateWithFlags", C.call_cuGraphInstantiateWithFlags(&exec, graph, 0))
+	// The executable graph holds its own copy: the graph goes either way.
+	err = errors.Join(err, check("cuGraphDestroy", C.call_cuGraphDestroy(graph)))
+	if err != nil {
+		if exec != nil {
+			err = errors.Join(err, check("cuGraphExecDestroy", C.call_cuGraphExecDestroy(exec)))
+		}
 		return err
 	}
 	g.execs[key] = exec
 	return check("cuGraphLaunch", C.call_cuGraphLaunch(exec, stream))
 }
 
-func (g *graphs) release() {
+// release destroys every graph, going on past one that fails.
+func (g *graphs) release() error {
+	var errs []error
 	for _, e := range g.execs {
-		C.call_cuGraphExecDestroy(e)
+		errs = append(errs, check("cuGraphExecDestroy", C.call_cuGraphExecDestroy(e)))
 	}
 	g.execs, g.seen = nil, nil
+	return errors.Join(errs...)
 }

@@ -57,19 +57,15 @@ const HybridRows = 2048
 const HybridTail = 16
 
 func (h *hybrid) setup(b *Backend) error {
-	if err := check("cuStreamCreate", C.call_cuStreamCreate(&h.side, 1)); err != nil {
-		return err
-	}
 	if err := check("cuEventCreate(fork)", C.call_cuEventCreate(&h.fork, 2)); err != nil {
 		return err
 	}
 	if err := check("cuEventCreate(join)", C.call_cuEventCreate(&h.join, 2)); err != nil {
 		return err
 	}
-	if err := checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&h.handle)); err != nil {
-		return err
-	}
-	return b.bindHandle(h.handle, h.side, b.bufs[kernels.BufWorkspace]+ptr(kernels.WorkspaceBytes), kernels.WorkspaceBytes)
+	var err error
+	h.side, h.handle, err = openBLASStream(b.bufs[kernels.BufWorkspace]+ptr(kernels.WorkspaceBytes), kernels.WorkspaceBytes)
+	return err
 }
 
 func (h *hybrid) buffers() []kernels.BufferID { return []kernels.BufferID{kernels.BufPointers} }
@@ -130,20 +126,8 @@ func (h *hybrid) gemm(b *Backend, second bool) error {
 
 func (h *hybrid) expertTimes(*Backend) ([]time.Duration, error) { return nil, nil }
 
-func (h *hybrid) teardown(*Backend) {
-	if h.handle != nil {
-		C.call_cublasDestroy_v2(h.handle)
-		h.handle = nil
-	}
-	if h.side != nil {
-		C.call_cuStreamSynchronize(h.side)
-		C.call_cuStreamDestroy_v2(h.side)
-		h.side = nil
-	}
-	for _, e := range []*C.CUevent{&h.fork, &h.join} {
-		if *e != nil {
-			C.call_cuEventDestroy_v2(*e)
-			*e = nil
-		}
-	}
+func (h *hybrid) teardown(b *Backend) {
+	b.rel.blasStream(&h.side, &h.handle, "hybrid side")
+	b.rel.event(&h.fork)
+	b.rel.event(&h.join)
 }

@@ -62,4 +62,4 @@ func (l *loop) gemm(b *Backend, second bool) error {
 }
 
 func (l *loop) expertTimes(b *Backend) ([]time.Duration, error) { return l.ev.times(b.counts) }
-func (l *loop) teardown(*Backend)                               { l.ev.destroy() }
+func (l *loop) teardown(b *Backend)                             { l.ev.destroy(b.rel) }

@@ -88,7 +88,9 @@ func (p *padded) place(b *Backend) (int, error) {
 	if p.rowsPer <= p.held {
 		return p.rowsPer, nil
 	}
-	p.shrink(b)
+	if err := p.shrink(b); err != nil {
+		return 0, err
+	}
 	plan, err := paddedPlan(b.s, b.counts)
 	if err != nil {
 		return 0, err
@@ -106,10 +108,12 @@ func (p *padded) rows(b *Backend) int { return b.s.Experts * p.rowsPer }
 func (p *padded) dropped(*Backend) int { return p.drops }
 
 // shrink frees the padding buffers, waiting for the work that may use them.
-func (p *padded) shrink(b *Backend) {
-	C.call_cuStreamSynchronize(b.stream)
-	b.freeBuffers(kernels.BufPermutedX, kernels.BufH, kernels.BufY)
+func (p *padded) shrink(b *Backend) error {
+	var r releaser
+	r.sync(b.stream, "padding")
+	r.add(b.freeBuffers(kernels.BufPermutedX, kernels.BufH, kernels.BufY))
 	p.held = 0
+	return r.err()
 }
 
 func (p *padded) gemm(b *Backend, second bool) error {

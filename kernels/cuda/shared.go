@@ -43,18 +43,16 @@ var sharedReads = []kernels.BufferID{kernels.BufSharedW1, kernels.BufSharedW2, k
 // setup creates the stream, handle and events; the caller has entered the
 // device and allocated the plan.
 func (sh *sharedExperts) setup(b *Backend) error {
-	if err := check("cuStreamCreate(shared)", C.call_cuStreamCreate(&sh.stream, 1 /* non-blocking */)); err != nil {
-		return err
-	}
 	for _, e := range []*C.CUevent{&sh.start, &sh.end} {
 		if err := check("cuEventCreate(shared)", C.call_cuEventCreate(e, 0 /* timed */)); err != nil {
 			return err
 		}
 	}
-	if err := checkBLAS("cublasCreate_v2(shared)", C.call_cublasCreate_v2(&sh.handle)); err != nil {
-		return err
+	var err error
+	if sh.stream, sh.handle, err = openBLASStream(b.bufs[kernels.BufSharedWorkspace], kernels.WorkspaceBytes); err != nil {
+		return wrapShared(err)
 	}
-	return b.bindHandle(sh.handle, sh.stream, b.bufs[kernels.BufSharedWorkspace], kernels.WorkspaceBytes)
+	return nil
 }
 
 // launch queues the shared experts on their stream once the step's first
@@ -109,22 +107,10 @@ func (sh *sharedExperts) phase(b *Backend) (kernels.OverlappedPhase, error) {
 }
 
 // teardown waits for the stream and releases what setup made.
-func (sh *sharedExperts) teardown() {
-	if sh.stream != nil {
-		C.call_cuStreamSynchronize(sh.stream)
-	}
-	if sh.handle != nil {
-		C.call_cublasDestroy_v2(sh.handle)
-		sh.handle = nil
-	}
-	for _, e := range []*C.CUevent{&sh.start, &sh.end} {
-		if *e != nil {
-			C.call_cuEventDestroy_v2(*e)
-			*e = nil
-		}
-	}
-	if sh.stream != nil {
-		C.call_cuStreamDestroy_v2(sh.stream)
-		sh.stream = nil
-	}
+func (sh *sharedExperts) teardown(r *releaser) {
+	r.sync(sh.stream, "shared")
+	r.blas(&sh.handle)
+	r.event(&sh.start)
+	r.event(&sh.end)
+	r.stream(&sh.stream)
 }

@@ -78,16 +78,11 @@ func (s *streams) setup(b *Backend) error {
 	}
 	ws := b.bufs[kernels.BufWorkspace]
 	for i := range s.streams {
-		if err := check("cuStreamCreate", C.call_cuStreamCreate(&s.streams[i], 1)); err != nil {
+		var err error
+		if s.streams[i], s.handles[i], err = openBLASStream(ws+ptr(i*kernels.WorkspaceBytes), kernels.WorkspaceBytes); err != nil {
 			return err
 		}
 		if err := check("cuEventCreate(join)", C.call_cuEventCreate(&s.join[i], 2)); err != nil {
-			return err
-		}
-		if err := checkBLAS("cublasCreate_v2", C.call_cublasCreate_v2(&s.handles[i])); err != nil {
-			return err
-		}
-		if err := b.bindHandle(s.handles[i], s.streams[i], ws+ptr(i*kernels.WorkspaceBytes), kernels.WorkspaceBytes); err != nil {
 			return err
 		}
 	}
@@ -135,25 +130,12 @@ func (s *streams) gemm(b *Backend, second bool) error {
 
 func (s *streams) expertTimes(b *Backend) ([]time.Duration, error) { return s.ev.times(b.counts) }
 
-func (s *streams) teardown(*Backend) {
-	s.ev.destroy()
+func (s *streams) teardown(b *Backend) {
+	r := b.rel
+	s.ev.destroy(r)
 	for i := range s.streams {
-		if s.handles[i] != nil {
-			C.call_cublasDestroy_v2(s.handles[i])
-			s.handles[i] = nil
-		}
-		if s.streams[i] != nil {
-			C.call_cuStreamSynchronize(s.streams[i])
-			C.call_cuStreamDestroy_v2(s.streams[i])
-			s.streams[i] = nil
-		}
-		if s.join[i] != nil {
-			C.call_cuEventDestroy_v2(s.join[i])
-			s.join[i] = nil
-		}
+		r.blasStream(&s.streams[i], &s.handles[i], "streams")
 	}
-	if s.fork != nil {
-		C.call_cuEventDestroy_v2(s.fork)
-		s.fork = nil
-	}
+	r.events(s.join[:])
+	r.event(&s.fork)
 }

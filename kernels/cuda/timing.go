@@ -28,15 +28,10 @@ func (t *expertEvents) create(experts int) error {
 	return nil
 }
 
-func (t *expertEvents) destroy() {
+func (t *expertEvents) destroy(r *releaser) {
 	for g := 0; g < 2; g++ {
-		for _, evs := range [][]C.CUevent{t.start[g], t.end[g]} {
-			for _, e := range evs {
-				if e != nil {
-					C.call_cuEventDestroy_v2(e)
-				}
-			}
-		}
+		r.events(t.start[g])
+		r.events(t.end[g])
 		t.start[g], t.end[g] = nil, nil
 	}
 }
