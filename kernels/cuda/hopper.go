@@ -434,20 +434,23 @@ func (h *hopperRunner) teardown(*Backend) { h.gemms = [2]*hopperGEMM{} }
 // timeLaunches runs launch reps times on stream between two events and
 // returns the mean time of one run: the microbenchmark's clock (test files
 // cannot call C). The caller has entered the device.
-func timeLaunches(stream Stream, reps int, launch func() error) (time.Duration, error) {
+func timeLaunches(stream Stream, reps int, launch func() error) (_ time.Duration, err error) {
 	if reps < 1 {
 		return 0, fmt.Errorf("timing %d runs", reps)
 	}
 	s := C.moetop_stream(C.uintptr_t(stream))
 	var start, stop C.CUevent
+	defer func() {
+		var r releaser
+		r.events([]C.CUevent{start, stop})
+		err = errors.Join(err, r.err())
+	}()
 	if err := check("cuEventCreate", C.call_cuEventCreate(&start, 0)); err != nil {
 		return 0, err
 	}
-	defer C.call_cuEventDestroy_v2(start)
 	if err := check("cuEventCreate", C.call_cuEventCreate(&stop, 0)); err != nil {
 		return 0, err
 	}
-	defer C.call_cuEventDestroy_v2(stop)
 	if err := check("cuEventRecord", C.call_cuEventRecord(start, s)); err != nil {
 		return 0, err
 	}
