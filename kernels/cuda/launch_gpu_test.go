@@ -20,7 +20,7 @@ func openGPU(t *testing.T) *Device {
 	t.Helper()
 	d, err := OpenDevice("", 0)
 	if errors.Is(err, kernels.ErrNoGPU) {
-		t.Skipf("no CUDA device: %v", err)
+		t.Skip(err)
 	}
 	if err != nil {
 		t.Fatal(err)

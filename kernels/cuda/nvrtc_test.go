@@ -31,7 +31,7 @@ func needNVRTC(t *testing.T) {
 	t.Helper()
 	if err := LoadNVRTC(""); err != nil {
 		if errors.Is(err, kernels.ErrNoGPU) {
-			t.Skipf("no NVRTC: %v", err)
+			t.Skipf("libnvrtc cannot be loaded, and these tests need it (not a GPU): %v", err)
 		}
 		t.Fatal(err)
 	}
