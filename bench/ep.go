@@ -230,14 +230,7 @@ func epCells(r EPResult) map[string]string {
 		"remote_bytes": strconv.FormatInt(r.RemoteBytes, 10), "alltoall_gbps": sig(r.AllToAllGBps), "error": r.Error}
 }
 
-func epRow(r EPResult, cols []string) []string {
-	c := epCells(r)
-	out := make([]string, len(cols))
-	for i, k := range cols {
-		out[i] = c[k]
-	}
-	return out
-}
+func epRow(r EPResult, cols []string) []string { return pick(epCells(r), cols) }
 
 // WriteEP renders `bench --ep` results in a format.
 func WriteEP(w io.Writer, format string, rs []EPResult) error {

@@ -59,8 +59,10 @@ func cells(r Result) map[string]string {
 		"meas_peak_gib": sig(float64(r.MeasuredPeakBytes) / (1 << 30)), "rel_err": rel, "error": r.Error}
 }
 
-func row(r Result, cols []string) []string {
-	c := cells(r)
+func row(r Result, cols []string) []string { return pick(cells(r), cols) }
+
+// pick is a row's cells in the order of cols.
+func pick(c map[string]string, cols []string) []string {
 	out := make([]string, len(cols))
 	for i, k := range cols {
 		out[i] = c[k]
