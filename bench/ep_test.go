@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -158,7 +159,12 @@ func TestRunEPOnTheCPURanksGivesThePeersKeys(t *testing.T) {
 // moetop's counts for the EP cases are the EP peer's own (count_rows as
 // its run_shape calls it), for every case of ep's fixture.
 func TestEPCountsAreTheEPPeers(t *testing.T) {
-	b, err := os.ReadFile("../ep/testdata/exchange.json")
+	f, err := os.Open("../ep/testdata/exchange.json.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,8 +173,11 @@ func TestEPCountsAreTheEPPeers(t *testing.T) {
 		Dist                  string
 		Counts                []int
 	}
-	if err := json.Unmarshal(b, &cases); err != nil {
+	if err := json.NewDecoder(z).Decode(&cases); err != nil {
 		t.Fatal(err)
+	}
+	if len(cases) < 50 {
+		t.Fatalf("only %d cases in the fixture", len(cases))
 	}
 	for _, c := range cases {
 		d, err := profiler.ParseRouting(c.Dist, c.Experts, c.TopK)
