@@ -339,9 +339,11 @@ __device__ __forceinline__ void grouped_gemm(const TensorMap *map_a, const Tenso
 		}
 		// Wait, bounded, for the consumer to give every slot back (the
 		// ring's next STAGES waits for "empty"): a consumer stuck on a
-		// "full" that never completes then traps here, since its own
-		// waits, unbounded to spare a register, never would, even when
-		// the producer has nothing left to copy.
+		// "full" whose copy never completes (a miscounted expect_tx, a
+		// failed TMA) then traps here, since its own waits, unbounded to
+		// spare a register, never would. A consumer waiting for a copy
+		// the producer never issued is not caught: only a disagreement
+		// on the tiles could cause one, and both sides read the same.
 		for (int i = 0; i < STAGES; i++) {
 			mbar_wait(bars + 8 * (STAGES + s), phase ^ 1);
 			if (++s == STAGES) {

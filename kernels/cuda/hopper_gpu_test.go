@@ -344,7 +344,11 @@ func TestHopperGroupedGEMMMatchesTheHost(t *testing.T) {
 	many[17] = 1100
 	var cases []gemmCase
 	for _, cfg := range hopperConfigs {
-		cases = append(cases, gemmCase{name: "bf16 ragged " + cfg.String(), dt: kernels.BF16, counts: ragged, n: 200, k: 136, cfg: cfg})
+		cases = append(cases, gemmCase{name: "bf16 ragged " + cfg.String(), dt: kernels.BF16, counts: ragged, n: 200, k: 136, cfg: cfg},
+			// Gated in every tile width: a 64-wide tile holds 4 gate/up
+			// pairs, and ffn 72 leaves each width a different ragged end.
+			gemmCase{name: "bf16 ragged, swiglu " + cfg.String(), dt: kernels.BF16, counts: ragged, n: 2 * 72, k: 136,
+				act: kernels.SwiGLU, fused: true, cfg: cfg, ldo: 2 * 72})
 	}
 	decode := []int{3, 0, 1, 64, 65, 200, 8} // a few rows each, and a hot expert: several 64-row tiles
 	cases = append(cases,

@@ -61,7 +61,9 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 			u64 now = global_ns();
 			if (start == 0) {
 				start = now;
-			} else if (now - start > 10000000000ull) {
+			} else if ((long long)(now - start) > 10000000000ll) {
+				// Signed: a clock that stepped back reads as no time, not
+				// as 584 years.
 				asm volatile("trap;");
 			}
 		}
@@ -74,9 +76,12 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 	}
 }
 
-// mbar_wait with no bound, for a waiter whose every hang a bounded wait
-// elsewhere in the block turns into a trap (hopper.cu's consumer: its
-// producer waits, bounded, for every slot to come back before it leaves).
+// mbar_wait with no bound, for a waiter whose hang on a copy that never
+// lands a bounded wait elsewhere in the block turns into a trap (hopper.cu's
+// consumer: its producer waits, bounded, for every slot to come back before
+// it leaves). It does not bound a consumer waiting for a copy the producer
+// never issued, which only a disagreement of the two on the tiles could
+// cause; both loops read the same counts, k-blocks and grid.
 // It spares the count's register where every register is taken: with 128
 // accumulators live, that one more makes ptxas spill.
 __device__ __forceinline__ void mbar_wait_unbounded(u32 bar, u32 parity) {
