@@ -29,6 +29,30 @@ func clearLauncher(t *testing.T) {
 	}
 }
 
+// checkEPFlags parses args, with env as the launcher's variables, into the
+// expert-parallel flags (and more, where more registers other flags), and
+// checks them, failing the test on an error.
+func checkEPFlags(t *testing.T, args []string, env map[string]string, more func(*flag.FlagSet)) *epFlags {
+	t.Helper()
+	clearLauncher(t)
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var f epFlags
+	fs := flag.NewFlagSet("moetop", flag.ContinueOnError)
+	f.register(fs)
+	if more != nil {
+		more(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.check(fs); err != nil {
+		t.Fatal(err)
+	}
+	return &f
+}
+
 func TestOneProcessPerRankBadInput(t *testing.T) {
 	cases := []struct {
 		name string
@@ -100,20 +124,7 @@ func TestARankDrivesTheGPUOfItsLocalRank(t *testing.T) {
 	t.Cleanup(func() { cudaOptions = saved })
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			clearLauncher(t)
-			for k, v := range c.env {
-				t.Setenv(k, v)
-			}
-			var f epFlags
-			fs := flag.NewFlagSet("moetop", flag.ContinueOnError)
-			f.register(fs)
-			gpuFlags(fs)
-			if err := fs.Parse(c.args); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.check(fs); err != nil {
-				t.Fatal(err)
-			}
+			checkEPFlags(t, c.args, c.env, gpuFlags)
 			if cudaOptions.Device != c.want {
 				t.Errorf("device %d, want %d", cudaOptions.Device, c.want)
 			}
@@ -146,19 +157,7 @@ func TestLauncherVariablesMakeARankWhenEPIsAsked(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			clearLauncher(t)
-			for k, v := range c.env {
-				t.Setenv(k, v)
-			}
-			var f epFlags
-			fs := flag.NewFlagSet("moetop", flag.ContinueOnError)
-			f.register(fs)
-			if err := fs.Parse(c.args); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.check(fs); err != nil {
-				t.Fatal(err)
-			}
+			f := checkEPFlags(t, c.args, c.env, nil)
 			if f.multi != c.multi || (c.multi && (f.rank != c.rank || f.world != c.world || f.ranks != c.world ||
 				f.coordinator != c.coord || f.localRank != c.localRank)) {
 				t.Errorf("multi %v rank %d world %d ep %d coordinator %q local rank %d; want %v %d %d %d %q %d",

@@ -343,6 +343,14 @@ func TestAnExchangeThatNeverReturnsEndsAtTheDeadline(t *testing.T) {
 	<-ended
 }
 
+// stopByPeerLoss and stopByQuit end a step from outside, as a lost peer
+// (the session's Abort) and the user (the step's context) do.
+func stopByPeerLoss(e *EPBackend, _ context.CancelCauseFunc) {
+	e.Abort(errors.New("rank 0 closed its connection"))
+}
+
+func stopByQuit(_ *EPBackend, cancel context.CancelCauseFunc) { cancel(errors.New("interrupted")) }
+
 // A step stuck in ncclGroupEnd ends at once when the session loses a peer
 // (Abort, which cannot abort the communicators while the step holds them)
 // or the user quits (the step's context), not at the step's deadline.
@@ -352,9 +360,8 @@ func TestAnExchangeStuckInItsGroupEndsOnAbortOrQuit(t *testing.T) {
 		stop func(e *EPBackend, cancel context.CancelCauseFunc)
 		want string
 	}{
-		{"a peer lost", func(e *EPBackend, _ context.CancelCauseFunc) { e.Abort(errors.New("rank 0 closed its connection")) },
-			"rank 0 closed its connection"},
-		{"the user quits", func(_ *EPBackend, cancel context.CancelCauseFunc) { cancel(errors.New("interrupted")) }, "interrupted"},
+		{"a peer lost", stopByPeerLoss, "rank 0 closed its connection"},
+		{"the user quits", stopByQuit, "interrupted"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -436,9 +443,8 @@ func TestAWaitGivenUpOnOutlivesNoSynchronize(t *testing.T) {
 		stop func(e *EPBackend, cancel context.CancelCauseFunc)
 		want string
 	}{
-		{"a peer lost", func(e *EPBackend, _ context.CancelCauseFunc) { e.Abort(errors.New("rank 0 closed its connection")) },
-			"rank 0 closed its connection"},
-		{"the user quits", func(_ *EPBackend, cancel context.CancelCauseFunc) { cancel(errors.New("interrupted")) }, "canceled"},
+		{"a peer lost", stopByPeerLoss, "rank 0 closed its connection"},
+		{"the user quits", stopByQuit, "canceled"},
 		{"the deadline", func(*EPBackend, context.CancelCauseFunc) {}, "waited 200ms"},
 	}
 	for _, tc := range cases {
