@@ -2,15 +2,11 @@ package bench
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/moetop/moetop/ep"
 	"github.com/moetop/moetop/kernels"
@@ -230,8 +226,6 @@ func epCells(r EPResult) map[string]string {
 		"remote_bytes": strconv.FormatInt(r.RemoteBytes, 10), "alltoall_gbps": sig(r.AllToAllGBps), "error": r.Error}
 }
 
-func epRow(r EPResult, cols []string) []string { return pick(epCells(r), cols) }
-
 // WriteEP renders `bench --ep` results in a format.
 func WriteEP(w io.Writer, format string, rs []EPResult) error {
 	cols := epTableColumns
@@ -239,38 +233,19 @@ func WriteEP(w io.Writer, format string, rs []EPResult) error {
 		// No ceiling (the CPU ranks): a column of nothing says nothing.
 		cols = slices.DeleteFunc(slices.Clone(cols), func(c string) bool { return c == "of_alltoall" })
 	}
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", " ")
-		return enc.Encode(rs)
-	case "csv":
-		cw := csv.NewWriter(w)
-		cw.Write(epColumns)
-		for _, r := range rs {
-			cw.Write(epRow(r, epColumns))
-		}
-		cw.Flush()
-		return cw.Error()
-	case "md":
-		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(cols, " | "), strings.Repeat("---|", len(cols)))
-		for _, r := range rs {
-			fmt.Fprintf(w, "| %s |\n", strings.Join(epRow(r, cols), " | "))
-		}
-	case "table":
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(cols, "\t"))
-		for _, r := range rs {
-			fmt.Fprintln(tw, strings.Join(epRow(r, cols), "\t"))
-		}
-		tw.Flush()
+	cs := make([]map[string]string, len(rs))
+	for i, r := range rs {
+		cs[i] = epCells(r)
+	}
+	if people, err := render(w, format, rs, epColumns, cols, cs); err != nil || !people {
+		return err
+	}
+	if format == "table" {
 		for _, r := range rs {
 			if r.Error != "" {
 				fmt.Fprintf(w, "%s %s: %s\n", r.Case.Name, r.Dist, r.Error)
 			}
 		}
-	default:
-		return fmt.Errorf("unknown format %q", format)
 	}
 	WriteAllToAll(w, rs)
 	return nil

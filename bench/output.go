@@ -89,39 +89,55 @@ func RooflineText(r Result) string {
 
 // Write renders results in a format.
 func Write(w io.Writer, format string, rs []Result) error {
+	cs := make([]map[string]string, len(rs))
+	for i, r := range rs {
+		cs[i] = cells(r)
+	}
+	// Pass rates would make JSON and CSV invalid: they follow the tables
+	// for people only.
+	if people, err := render(w, format, rs, columns, tableColumns, cs); err != nil || !people {
+		return err
+	}
+	WriteCeilings(w, rs)
+	PassRates(w, rs)
+	return nil
+}
+
+// render writes results as JSON (v as it encodes), as CSV (every column of
+// all) or, for people, as a Markdown or aligned table of the columns of
+// shown, cells holding each result's cells by column. It says whether the
+// format was one for people, which the callers follow with their notes.
+func render(w io.Writer, format string, v any, all, shown []string, cells []map[string]string) (people bool, err error) {
 	switch format {
 	case "json":
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", " ")
-		return enc.Encode(rs) // pass rates would make it invalid JSON
+		return false, enc.Encode(v)
 	case "csv":
 		cw := csv.NewWriter(w)
-		cw.Write(columns)
-		for _, r := range rs {
-			cw.Write(row(r, columns))
+		cw.Write(all)
+		for _, c := range cells {
+			cw.Write(pick(c, all))
 		}
 		cw.Flush()
-		return cw.Error() // likewise for CSV
+		return false, cw.Error()
 	case "md":
-		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(tableColumns, " | "), strings.Repeat("---|", len(tableColumns)))
-		for _, r := range rs {
+		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(shown, " | "), strings.Repeat("---|", len(shown)))
+		for _, c := range cells {
 			// A lone * would start emphasis.
-			fmt.Fprintf(w, "| %s |\n", strings.ReplaceAll(strings.Join(row(r, tableColumns), " | "), "*", `\*`))
+			fmt.Fprintf(w, "| %s |\n", strings.ReplaceAll(strings.Join(pick(c, shown), " | "), "*", `\*`))
 		}
-		WriteCeilings(w, rs)
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(tableColumns, "\t"))
-		for _, r := range rs {
-			fmt.Fprintln(tw, strings.Join(row(r, tableColumns), "\t"))
+		fmt.Fprintln(tw, strings.Join(shown, "\t"))
+		for _, c := range cells {
+			fmt.Fprintln(tw, strings.Join(pick(c, shown), "\t"))
 		}
 		tw.Flush()
-		WriteCeilings(w, rs)
 	default:
-		return fmt.Errorf("unknown format %q", format)
+		return false, fmt.Errorf("unknown format %q", format)
 	}
-	PassRates(w, rs)
-	return nil
+	return true, nil
 }
 
 // WriteCeilings says, a line per dtype, what roofline ceilings the
