@@ -35,26 +35,39 @@ __device__ __forceinline__ void mbar_arrive(u32 bar) {
 	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 
-// Waits until the phase of the given parity has completed. A fresh
-// barrier is in phase 0, and parity 1 (the phase "before" it) counts as
-// complete: the producer's first pass over the empty slots does not wait.
-//
-// A wait that never ends is a protocol bug (a miscounted expect_tx, a
-// producer and consumer that disagree on the tiles); it traps once it has
-// waited 10 s by the GPU's nanosecond clock (%globaltimer), so the launch
-// fails with an error naming the kernel instead of hanging the process. A
-// count of tries would not bound it in seconds: each try_wait may sleep
-// for a time the hardware chooses.
+// The GPU's nanosecond clock.
 __device__ __forceinline__ u64 global_ns() {
 	u64 t;
 	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
 	return t;
 }
 
+// Whether the phase of the given parity has completed (try_wait may sleep
+// a while, as the hardware chooses, before it answers no).
+__device__ __forceinline__ u32 mbar_try_wait(u32 bar, u32 parity) {
+	u32 done;
+	asm volatile("{\n\t.reg .pred p;\n\t"
+	             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+	             "selp.u32 %0, 1, 0, p;\n\t}"
+	             : "=r"(done)
+	             : "r"(bar), "r"(parity)
+	             : "memory");
+	return done;
+}
+
+// Waits until the phase of the given parity has completed. A fresh
+// barrier is in phase 0, and parity 1 (the phase "before" it) counts as
+// complete: the producer's first pass over the empty slots does not wait.
+//
+// A wait that never ends is a protocol bug (a miscounted expect_tx, a
+// producer and consumer that disagree on the tiles); it traps once it has
+// waited 10 s by the GPU's clock, so the launch fails with an error naming
+// the kernel instead of hanging the process. A count of tries would not
+// bound it in seconds: each try_wait may sleep for a time the hardware
+// chooses.
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-	u32 done = 0;
 	u64 start = 0;
-	for (u32 tries = 0; !done; tries++) {
+	for (u32 tries = 0; !mbar_try_wait(bar, parity); tries++) {
 		// The clock is read once every 1024 tries, and first after them:
 		// a wait that ends soon, the common case, never reads it.
 		if ((tries & 1023) == 1023) {
@@ -67,12 +80,6 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 				asm volatile("trap;");
 			}
 		}
-		asm volatile("{\n\t.reg .pred p;\n\t"
-		             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-		             "selp.u32 %0, 1, 0, p;\n\t}"
-		             : "=r"(done)
-		             : "r"(bar), "r"(parity)
-		             : "memory");
 	}
 }
 
@@ -85,14 +92,7 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 // It spares the count's register where every register is taken: with 128
 // accumulators live, that one more makes ptxas spill.
 __device__ __forceinline__ void mbar_wait_unbounded(u32 bar, u32 parity) {
-	u32 done = 0;
-	while (!done) {
-		asm volatile("{\n\t.reg .pred p;\n\t"
-		             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-		             "selp.u32 %0, 1, 0, p;\n\t}"
-		             : "=r"(done)
-		             : "r"(bar), "r"(parity)
-		             : "memory");
+	while (!mbar_try_wait(bar, parity)) {
 	}
 }
 
