@@ -51,42 +51,25 @@ func parseAnywhere(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// fileArg takes the one FILE argument, before or after the flags.
+// fileArg takes the one FILE argument, before, between or after the flags.
 func fileArg(fs *flag.FlagSet, args []string, help string, stdout io.Writer) (string, error) {
-	var file string
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		file, args = args[0], args[1:]
-	}
 	fs.SetOutput(io.Discard)
-	parse := func(args []string) error {
-		err := fs.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, help)
-			printDefaults(fs, stdout)
-			return errHelp
-		}
-		if err != nil {
-			return flagError(fs, err)
-		}
-		return nil
+	pos, err := parseAnywhere(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, help)
+		printDefaults(fs, stdout)
+		return "", errHelp
 	}
-	if err := parse(args); err != nil {
-		return "", err
+	if err != nil {
+		return "", flagError(fs, err)
 	}
-	if file == "" && fs.NArg() > 0 {
-		// The FILE came between flags: the flags after it count too.
-		file = fs.Arg(0)
-		if err := parse(fs.Args()[1:]); err != nil {
-			return "", err
-		}
-	}
-	if fs.NArg() > 0 {
-		return "", usagef("unexpected argument %q; run '%s --help'", fs.Arg(0), fs.Name())
-	}
-	if file == "" {
+	switch {
+	case len(pos) > 1:
+		return "", usagef("unexpected argument %q; run '%s --help'", pos[1], fs.Name())
+	case len(pos) == 0:
 		return "", usagef("%s needs a log FILE; run '%s --help'", fs.Name(), fs.Name())
 	}
-	return file, nil
+	return pos[0], nil
 }
 
 const summaryUsage = `moetop summary: what a recorded log holds.
